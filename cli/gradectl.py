@@ -1,0 +1,190 @@
+"""`gradectl`: grade answers, validate specs and inspect the task bank from a shell.
+
+    gradectl tasks                          list the bundled tasks
+    gradectl schema                         print the spec JSON Schema
+    gradectl validate SPEC... | --all       self-test specs (reference full marks, known-wrong less)
+    gradectl grade TASK FILE [--blanks JSON] [--choice X] [--json] [--backend B]
+    gradectl examples                       grade every bundled example answer, print a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from core.settings import Settings, get_settings
+from graders.errors import AnswerError, GraderError
+from graders.result import GradeResult
+from graders.spec import ChoiceTask, CodeTask, json_schema
+from sandbox.base import SandboxBackend
+from sandbox.checkpoints import ensure_checkpoints
+from sandbox.errors import SandboxError
+from sandbox.factory import get_backend
+from services.answers import Answer, decode_code
+from services.grading import grade
+from services.taskbank import get_task, load_examples, load_spec_file, load_tasks
+from services.validation import validate
+
+EXIT_USAGE = 2
+
+
+def _backend(args: argparse.Namespace, settings: Settings) -> SandboxBackend:
+    ensure_checkpoints(settings.torch_home)
+    backend = get_backend(args.backend or settings.sandbox_backend, settings)
+    if not backend.isolated:
+        print(f"warning: {backend.describe()}", file=sys.stderr)
+    return backend
+
+
+def _expected(spec: CodeTask | ChoiceTask, backend: SandboxBackend, settings: Settings):
+    if isinstance(spec, ChoiceTask):
+        return None
+    report = validate(spec, backend=backend, settings=settings)
+    if not report.ok:
+        raise GraderError(f"task {spec.id} failed its self-test, so it cannot grade:\n{report.text()}")
+    return report.expected
+
+
+def _print_result(result: GradeResult, as_json: bool) -> None:
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    print(f"{result.task_id}: {result.outcome}  {result.score:g}/{result.max_score:g}  ({result.duration_s:.2f} s, {result.backend})")
+    for c in result.checks:
+        print(f"  [{'x' if c.passed else ' '}] {c.name} ({c.points:g}/{c.max_points:g}): {c.message}")
+    for line in result.feedback:
+        print(f"  feedback: {line}")
+    if result.error:
+        print("  " + result.error.replace("\n", "\n  "))
+    for note in result.notes:
+        print(f"  note: {note}")
+
+
+def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    for spec in load_tasks(settings.tasks_dir).values():
+        print(f"{spec.id:32} {spec.kind:6} {spec.difficulty:6} {spec.title}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    specs = list(load_tasks(settings.tasks_dir).values()) if args.all else [load_spec_file(Path(p)) for p in args.specs]
+    if not specs:
+        print("nothing to validate: give spec files or --all", file=sys.stderr)
+        return EXIT_USAGE
+    backend = _backend(args, settings)
+    failures = 0
+    for spec in specs:
+        report = validate(spec, backend=backend, settings=settings, use_cache=not args.fresh)
+        print(report.text())
+        failures += not report.ok
+    return 1 if failures else 0
+
+
+def cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
+    spec = get_task(settings.tasks_dir, args.task)
+    if args.blanks is not None:
+        try:
+            blanks = {int(k): str(v) for k, v in json.loads(args.blanks).items()}
+        except (ValueError, AttributeError) as exc:
+            print(f'--blanks must be a JSON object like {{"1": "C"}}: {exc}', file=sys.stderr)
+            return EXIT_USAGE
+        answer = Answer(blanks=blanks)
+    elif args.choice is not None:
+        answer = Answer(choice=args.choice)
+    elif args.file is None:
+        print("give a FILE with the answer, --blanks or --choice", file=sys.stderr)
+        return EXIT_USAGE
+    else:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        if isinstance(spec, ChoiceTask):
+            answer = Answer(choice=raw.decode(errors="replace").strip())
+        else:
+            try:
+                answer = Answer(code=decode_code(raw, settings.max_code_bytes))
+            except AnswerError as exc:
+                answer = None
+                from services.grading import refused
+
+                _print_result(refused(spec, str(exc)), args.json)
+                return 0
+    backend = _backend(args, settings) if isinstance(spec, CodeTask) else None
+    expected = _expected(spec, backend, settings) if backend else None
+    result = grade(spec, answer, backend=backend, expected=expected, settings=settings)
+    _print_result(result, args.json)
+    return 0
+
+
+def cmd_examples(args: argparse.Namespace, settings: Settings) -> int:
+    """Grade every bundled example answer and print a table; exit 1 if any is graded unexpectedly."""
+    tasks = load_tasks(settings.tasks_dir)
+    backend = _backend(args, settings)
+    rows, surprises = [], 0
+    for spec in tasks.values():
+        expected = _expected(spec, backend, settings)
+        for ex in load_examples(spec.id):
+            result = grade(spec, ex.answer, backend=backend, expected=expected, settings=settings)
+            full = result.score >= result.max_score
+            ok = full if ex.expect == "full" else not full
+            surprises += not ok
+            rows.append((spec.id, ex.name, result.outcome, f"{result.score:g}/{result.max_score:g}", f"{result.duration_s:.2f}", "" if ok else "UNEXPECTED"))
+    header = ("task", "example", "outcome", "score", "seconds", "")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print(f"\n{len(rows)} example answers graded on the {backend.name} backend; {surprises} unexpected")
+    return 1 if surprises else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gradectl", description="Grade PyTorch answers by behaviour.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the grader does")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tasks", help="list the bundled tasks").set_defaults(func=cmd_tasks)
+    sub.add_parser("schema", help="print the spec JSON Schema").set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("validate", help="self-test specs in the sandbox")
+    p.add_argument("specs", nargs="*", help="spec files (YAML or JSON)")
+    p.add_argument("--all", action="store_true", help="every bundled task")
+    p.add_argument("--fresh", action="store_true", help="recompute even if this version passed before")
+    p.add_argument("--backend", choices=["auto", "docker", "process"])
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("grade", help="grade one answer")
+    p.add_argument("task", help="task id, e.g. finetune-freeze")
+    p.add_argument("file", nargs="?", help="answer file ('-' for stdin)")
+    p.add_argument("--blanks", help='blank fills as JSON, e.g. {"1": "C"} or {"1": "True"}')
+    p.add_argument("--choice", help="the option letter, for a multiple-choice task")
+    p.add_argument("--json", action="store_true", help="print the result object as JSON")
+    p.add_argument("--backend", choices=["auto", "docker", "process"])
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("examples", help="grade every bundled example answer and print a table")
+    p.add_argument("--backend", choices=["auto", "docker", "process"])
+    p.set_defaults(func=cmd_examples)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    try:
+        return args.func(args, settings)
+    except (GraderError, SandboxError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

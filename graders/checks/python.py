@@ -1,0 +1,46 @@
+"""`python`: instructor-written assertions, run in the sandbox after the student's code.
+
+The code runs in a copy of the student's scope; an `AssertionError` fails the check with
+its message. Its outcome is a fact like any other: the host only reads pass/fail, and the
+reference solution must pass it. It shares the student's interpreter, so it is weaker
+against tampering than the structural checks: prefer those where one fits.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from graders.checks.base import CheckBase, FactsBase, Observed, Verdict
+
+TYPE = "python"
+
+
+class Params(CheckBase):
+    type: Literal["python"]
+    code: str = Field(
+        min_length=1, max_length=20_000, description="Assertions over the student's variables."
+    )
+
+
+class Facts(FactsBase):
+    passed: bool
+    message: str = Field("", max_length=2000)
+
+
+def observe(ctx, params: Params) -> dict:
+    namespace = dict(ctx.scope)
+    try:
+        exec(compile(params.code, f"<check {params.name}>", "exec"), namespace)
+    except AssertionError as exc:
+        return {"passed": False, "message": str(exc)[:2000] or "an assertion failed"}
+    except Exception as exc:
+        return {"passed": False, "message": f"{type(exc).__name__}: {exc}"[:2000]}
+    return {"passed": True}
+
+
+def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
+    if got.facts.passed:
+        return Verdict(True, "the instructor's assertions hold")
+    return Verdict(False, got.facts.message)

@@ -1,0 +1,45 @@
+"""`variable_type`: a variable exists after the student's code and is an instance of a type."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from graders.checks.base import VARIABLE_PATTERN, CheckBase, FactsBase, Observed, Verdict
+
+TYPE = "variable_type"
+
+
+class Params(CheckBase):
+    type: Literal["variable_type"]
+    variable: str = Field(pattern=VARIABLE_PATTERN)
+    expected_type: str = Field(
+        pattern=r"^[A-Za-z_][\w.]{0,200}$",
+        description="Qualified class name the value must be an instance of, e.g. torch.nn.Module.",
+    )
+
+
+class Facts(FactsBase):
+    exists: bool
+    lineage: list[str] = Field(default_factory=list, max_length=200)
+
+
+def observe(ctx, params: Params) -> dict:
+    from graders import introspect as ti
+
+    if params.variable not in ctx.scope:
+        return {"exists": False}
+    return {"exists": True, "lineage": ti.type_lineage(ctx.scope[params.variable])}
+
+
+def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
+    facts = got.facts
+    if not facts.exists:
+        return Verdict(False, f"no variable named `{params.variable}` exists after your code ran")
+    if params.expected_type in facts.lineage:
+        return Verdict(True, f"`{params.variable}` is a {facts.lineage[0]}")
+    return Verdict(
+        False,
+        f"`{params.variable}` is a {facts.lineage[0] if facts.lineage else '?'}, expected a {params.expected_type}",
+    )

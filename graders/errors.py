@@ -1,0 +1,21 @@
+"""The grading core's root exception and its subclasses."""
+
+
+class GraderError(Exception):
+    """Root of every error raised by the grading core itself (never by a student)."""
+
+
+class SpecError(GraderError):
+    """A spec is unreadable or breaks the schema; the message names the field."""
+
+
+class FactsError(GraderError):
+    """Facts that came back from a sandbox are missing, oversized or malformed."""
+
+
+class UnknownTaskError(GraderError):
+    """No task with that id exists in the task bank."""
+
+
+class AnswerError(GraderError):
+    """An answer cannot be graded as given (blank fills that do not fit the template)."""

@@ -1,0 +1,60 @@
+"""The contract every sandbox backend implements, and the values that cross it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Everything one run may use. Units live in the names."""
+
+    timeout_s: float = 60.0  # the answer's own time, counted from the harness's ready marker
+    startup_timeout_s: float = 90.0  # interpreter start, imports and the task's setup
+    memory_bytes: int = 3 * 1024 * MIB
+    cpus: float = 1.0
+    pids: int = 256
+    max_channel_bytes: int = 80 * MIB
+    max_log_bytes: int = 256 * 1024
+    scratch_bytes: int = 256 * MIB
+    scratch_inodes: int = 4096
+    file_size_bytes: int = 64 * MIB
+    open_files: int = 256
+    gpu: bool = False
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    stdin: bytes
+    limits: Limits
+    ready_marker: bytes = b""  # seen on stdout when the answer starts: its clock starts then
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What the backend saw. `stdout` is the harness's channel, capped; `stderr` is for logs."""
+
+    exit_code: int | None
+    stdout: bytes
+    stderr: bytes
+    duration_s: float
+    timed_out: bool = False
+    oom_killed: bool = False
+    channel_overflow: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class SandboxBackend(Protocol):
+    name: str
+    isolated: bool  # False for development backends that are weaker than a container
+    gpu_available: bool
+
+    def run(self, request: RunRequest) -> RunResult: ...
+
+    def describe(self) -> str:
+        """One line for logs, `gradectl` and health reports, saying how strong the isolation is."""
+        ...

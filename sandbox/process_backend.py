@@ -1,0 +1,192 @@
+"""The process backend: a child process with rlimits, for development and engine-less machines.
+
+Weaker than a container, and it says so (`isolated = False`). What it does:
+
+- rlimits: CPU seconds, data segment (memory), file size, open files, processes, no core;
+- its own session, killed as a whole process group at the wall-clock deadline;
+- an allow-listed environment and a private scratch directory, removed afterwards;
+- a pids cgroup of its own where the host allows one (root on cgroup v1): a process and
+  thread cap, and a list of everything the job started, all killed when it ends;
+- with bubblewrap (when installed): new user, pid, network, ipc and uts namespaces, the
+  answer running as uid 65534 with no capabilities; a filesystem holding only the Python
+  runtime, the harness package and the stand-in checkpoints, read-only, plus a
+  size-capped tmpfs; the pid namespace dies with its first process, taking every
+  daemon the answer started with it.
+
+Without bubblewrap the child sees the host's filesystem and network: use it only for
+trusted development.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sandbox.base import Limits, RunRequest, RunResult
+from sandbox.cgroup import PidsCgroup
+from sandbox.errors import SandboxError
+from sandbox.streams import pump, wait_two_phase
+
+SANDBOX_LIB = "/sandbox/lib"
+SANDBOX_TORCH_HOME = "/sandbox/torch_home"
+NOBODY = 65534
+
+
+def harness_env(limits: Limits, *, pythonpath: str, torch_home: str, tmpdir: str) -> dict[str, str]:
+    """The whole environment a sandbox gets: an allow-list, never the service's own."""
+    threads = str(max(1, int(limits.cpus)))
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": tmpdir,
+        "TMPDIR": tmpdir,
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": pythonpath,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "PYTHONNOUSERSITE": "1",
+        "TORCH_HOME": torch_home,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+    }
+
+
+class ProcessBackend:
+    name = "process"
+    isolated = False
+    gpu_available = False
+
+    def __init__(
+        self, *, project_root: Path, torch_home: Path, use_bwrap: bool | None = None
+    ) -> None:
+        self.project_root = project_root
+        self.torch_home = torch_home
+        self.bwrap = shutil.which("bwrap") if use_bwrap is not False else None
+        if use_bwrap and not self.bwrap:
+            raise SandboxError("bubblewrap was requested but `bwrap` is not installed")
+
+    def describe(self) -> str:
+        if self.bwrap:
+            return (
+                "process backend with bubblewrap namespaces (no network, private filesystem, rlimits): "
+                "weaker than the Docker sandbox (no cgroup memory or pid limits, shared kernel uid)"
+            )
+        return (
+            "process backend WITHOUT namespaces (rlimits and a private temp dir only; the answer can "
+            "read the host's files and reach its network): for trusted development only"
+        )
+
+    def _command(self, scratch: str, limits: Limits) -> tuple[list[str], dict[str, str], str]:
+        python = [sys.executable, "-B", "-m", "graders.harness"]
+        if not self.bwrap:
+            env = harness_env(
+                limits,
+                pythonpath=str(self.project_root),
+                torch_home=str(self.torch_home),
+                tmpdir=scratch,
+            )
+            env.pop("GRADER_DROP_TO_UID")  # the runtime may live where uid 65534 cannot read
+            return python, env, scratch
+        runtime = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+        cmd = [
+            self.bwrap, "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
+            "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+            "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+            "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+            "--proc", "/proc", "--dev", "/dev",
+        ]  # fmt: skip
+        for path in sorted(runtime):
+            cmd += ["--ro-bind", str(path), str(path)]
+        cmd += [
+            "--ro-bind", str(self.project_root / "graders"), f"{SANDBOX_LIB}/graders",
+            "--ro-bind", str(self.torch_home), SANDBOX_TORCH_HOME,
+            "--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs", "/tmp",
+            "--chdir", "/tmp",
+        ]  # fmt: skip
+        env = harness_env(
+            limits, pythonpath=SANDBOX_LIB, torch_home=SANDBOX_TORCH_HOME, tmpdir="/tmp"
+        )
+        return cmd + ["--", *python], env, "/tmp"
+
+    def run(self, request: RunRequest) -> RunResult:
+        limits = request.limits
+        scratch = tempfile.mkdtemp(prefix="grader-sandbox-")
+        os.chmod(scratch, 0o1777)
+        cmd, env, _ = self._command(scratch, limits)
+        cgroup = PidsCgroup.create(limits.pids)
+
+        def apply_limits() -> None:
+            cpu = int(limits.timeout_s + limits.startup_timeout_s) + 5
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+            resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
+            resource.setrlimit(
+                resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes)
+            )
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.pids, limits.pids))
+            if cgroup is not None:
+                cgroup.join()
+
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=scratch, env=env, start_new_session=True, preexec_fn=apply_limits, close_fds=True,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            if cgroup is not None:
+                cgroup.destroy()
+            raise SandboxError(f"could not start the sandbox process: {exc}") from exc
+
+        def kill_group() -> None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        out, err = bytearray(), bytearray()
+        overflow, log_overflow, ready = threading.Event(), threading.Event(), threading.Event()
+        readers = [
+            threading.Thread(target=pump, args=(proc.stdout.read1, limits.max_channel_bytes, out, overflow, kill_group, request.ready_marker, ready), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr.read1, limits.max_log_bytes, err, log_overflow, lambda: None), daemon=True),
+        ]  # fmt: skip
+        for r in readers:
+            r.start()
+        try:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(request.stdin)
+                proc.stdin.close()
+            if not request.ready_marker:
+                ready.set()
+            timed_out = wait_two_phase(lambda: proc.poll() is not None, ready, limits)
+        finally:
+            kill_group()  # whatever the answer left running in its session dies with the job
+            if cgroup is not None:
+                cgroup.destroy()  # and so does anything that left the session (setsid daemons)
+            proc.wait()
+            for r in readers:
+                r.join(timeout=5)
+            shutil.rmtree(scratch, ignore_errors=True)
+        duration = time.monotonic() - started
+        return RunResult(
+            exit_code=proc.returncode,
+            stdout=bytes(out),
+            stderr=bytes(err),
+            duration_s=duration,
+            timed_out=timed_out,
+            channel_overflow=overflow.is_set(),
+            notes=[] if self.bwrap else ["process backend without namespaces: not isolated"],
+        )

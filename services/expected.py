@@ -1,0 +1,54 @@
+"""Storage of expected facts: the reference run's facts for one spec version, on disk.
+
+Keyed by the spec's digest and the grader's own version (the harness and check code and
+the torch release), so a change to either recomputes them instead of reusing stale ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from importlib.metadata import version
+from pathlib import Path
+
+from core.settings import PROJECT_ROOT, Settings
+from graders.facts import dump_facts, load_stored_facts
+from graders.judge import Expected
+from graders.spec import CodeTask, spec_digest
+
+
+@lru_cache
+def grader_version() -> str:
+    h = hashlib.sha256()
+    for path in sorted((PROJECT_ROOT / "graders").rglob("*.py")):
+        h.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
+        h.update(path.read_bytes())
+    h.update(f"torch={version('torch')} torchvision={version('torchvision')}".encode())
+    return h.hexdigest()[:16]
+
+
+def _folder(settings: Settings, spec: CodeTask) -> Path:
+    return settings.expected_dir / spec.id / f"{spec_digest(spec)[:24]}-{grader_version()}"
+
+
+def load_expected(settings: Settings, spec: CodeTask) -> Expected | None:
+    folder = _folder(settings, spec)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        facts = load_stored_facts((folder / "manifest.json").read_bytes(), (folder / "tensors.safetensors").read_bytes())
+    except FileNotFoundError:
+        return None
+    return Expected(facts=facts, baseline_passing=frozenset(meta["baseline_passing"]))
+
+
+def save_expected(settings: Settings, spec: CodeTask, expected: Expected) -> None:
+    folder = _folder(settings, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest, tensors = dump_facts(expected.facts)
+    tmp = folder / f".meta.{os.getpid()}"
+    (folder / "manifest.json").write_bytes(manifest)
+    (folder / "tensors.safetensors").write_bytes(tensors)
+    tmp.write_text(json.dumps({"baseline_passing": sorted(expected.baseline_passing)}))
+    tmp.replace(folder / "meta.json")  # written last: its presence means the rest is complete

@@ -1,0 +1,1 @@
+model.requires_grad_(False)

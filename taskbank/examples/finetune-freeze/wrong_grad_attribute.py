@@ -1,0 +1,2 @@
+for param in model.parameters():
+    param.grad = False
