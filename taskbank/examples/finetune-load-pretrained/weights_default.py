@@ -1,0 +1,3 @@
+import torchvision
+
+model = torchvision.models.resnet18(weights="DEFAULT")

@@ -1,0 +1,3 @@
+import torch.nn as nn
+
+model.classifier[1] = nn.Linear(model.classifier[1].in_features, 5)
