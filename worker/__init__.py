@@ -1,0 +1,1 @@
+"""The Celery worker: takes a submission id, grades it in the sandbox, stores the result."""
