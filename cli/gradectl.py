@@ -24,7 +24,7 @@ from sandbox.checkpoints import ensure_checkpoints
 from sandbox.errors import SandboxError
 from sandbox.factory import get_backend
 from services.answers import Answer, decode_code
-from services.grading import grade
+from services.grading import grade, refused
 from services.taskbank import get_task, load_examples, load_spec_file, load_tasks
 from services.validation import validate
 
@@ -110,9 +110,6 @@ def cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 answer = Answer(code=decode_code(raw, settings.max_code_bytes))
             except AnswerError as exc:
-                answer = None
-                from services.grading import refused
-
                 _print_result(refused(spec, str(exc)), args.json)
                 return 0
     backend = _backend(args, settings) if isinstance(spec, CodeTask) else None
