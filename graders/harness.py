@@ -145,6 +145,7 @@ def main() -> None:
             except BaseException as exc:
                 observations[check.name] = {"error": f"could not prepare: {_exception_line(exc)}"}
 
+        saved_builtins = dict(builtins.__dict__)
         _write_all(channel, ready_marker(job.nonce))
         started = time.perf_counter()
         try:
@@ -179,6 +180,7 @@ def main() -> None:
         started = time.perf_counter()
         sys.settrace(None)
         sys.setprofile(None)
+        builtins.__dict__.update(saved_builtins)  # a rebound `isinstance` must not break the frame
         if manifest["status"] != "compile_error":
             for check in job.checks:
                 if check.name in observations:

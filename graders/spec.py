@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from graders.checks import CheckSpec
+from graders.checks import REGISTRY, CheckSpec
 from graders.errors import SpecError
 from graders.result import Outcome
 
@@ -160,22 +160,24 @@ class CodeTask(_TaskBase):
     @model_validator(mode="after")
     def _consistent(self) -> CodeTask:
         names = [c.name for c in self.checks]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"check names must be unique, repeated: {dupes}")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"checks[{i}].name: {name!r} is already the name of another check")
         mistake_ids = {m.id for m in self.mistakes}
-        for m in self.mistakes:
+        for i, m in enumerate(self.mistakes):
             unknown = set(m.when.failed_checks) - set(names)
             if unknown:
-                raise ValueError(f"mistake {m.id!r} names unknown checks {sorted(unknown)}")
-        for kw in self.known_wrong:
+                raise ValueError(
+                    f"mistakes[{i}].when.failed_checks: mistake {m.id!r} names unknown checks {sorted(unknown)}"
+                )
+        for i, kw in enumerate(self.known_wrong):
             if kw.expect_mistake and kw.expect_mistake not in mistake_ids:
                 raise ValueError(
-                    f"known_wrong {kw.name!r} expects unknown mistake {kw.expect_mistake!r}"
+                    f"known_wrong[{i}].expect_mistake: {kw.name!r} expects unknown mistake {kw.expect_mistake!r}"
                 )
             if kw.blanks is not None and self.template is None:
                 raise ValueError(
-                    f"known_wrong {kw.name!r} fills blanks but the task has no template"
+                    f"known_wrong[{i}].blanks: {kw.name!r} fills blanks but the task has no template"
                 )
         return self
 
@@ -222,8 +224,10 @@ def _field_path(loc: tuple) -> str:
     for item in loc[1:]:  # drop the wrapper's "spec"
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("code", "choice") and not parts:
-            continue  # the union's tag, not a field the author wrote
+        elif (item in ("code", "choice") and not parts) or (
+            item in REGISTRY and parts and parts[-1].endswith("]")
+        ):
+            continue  # a union's tag (task kind, check type), not a field the author wrote
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "(root)"
