@@ -1,10 +1,10 @@
 """`gradectl`: grade answers, validate specs and inspect the task bank from a shell.
 
-    gradectl tasks                          list the bundled tasks
-    gradectl schema                         print the spec JSON Schema
-    gradectl validate SPEC... | --all       self-test specs (reference full marks, known-wrong less)
-    gradectl grade TASK FILE [--blanks JSON] [--choice X] [--json] [--backend B]
-    gradectl examples                       grade every bundled example answer, print a table
+gradectl tasks                          list the bundled tasks
+gradectl schema                         print the spec JSON Schema
+gradectl validate SPEC... | --all       self-test specs (reference full marks, known-wrong less)
+gradectl grade TASK FILE [--blanks JSON] [--choice X] [--json] [--backend B]
+gradectl examples                       grade every bundled example answer, print a table
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sandbox.checkpoints import ensure_checkpoints
 from sandbox.errors import SandboxError
 from sandbox.factory import get_backend
 from services.answers import Answer, decode_code
+from services.errors import ServiceError
 from services.grading import grade, refused
 from services.taskbank import get_task, load_examples, load_spec_file, load_tasks
 from services.validation import validate
@@ -44,7 +45,9 @@ def _expected(spec: CodeTask | ChoiceTask, backend: SandboxBackend, settings: Se
         return None
     report = validate(spec, backend=backend, settings=settings)
     if not report.ok:
-        raise GraderError(f"task {spec.id} failed its self-test, so it cannot grade:\n{report.text()}")
+        raise GraderError(
+            f"task {spec.id} failed its self-test, so it cannot grade:\n{report.text()}"
+        )
     return report.expected
 
 
@@ -52,9 +55,13 @@ def _print_result(result: GradeResult, as_json: bool) -> None:
     if as_json:
         print(result.model_dump_json(indent=2))
         return
-    print(f"{result.task_id}: {result.outcome}  {result.score:g}/{result.max_score:g}  ({result.duration_s:.2f} s, {result.backend})")
+    print(
+        f"{result.task_id}: {result.outcome}  {result.score:g}/{result.max_score:g}  ({result.duration_s:.2f} s, {result.backend})"
+    )
     for c in result.checks:
-        print(f"  [{'x' if c.passed else ' '}] {c.name} ({c.points:g}/{c.max_points:g}): {c.message}")
+        print(
+            f"  [{'x' if c.passed else ' '}] {c.name} ({c.points:g}/{c.max_points:g}): {c.message}"
+        )
     for line in result.feedback:
         print(f"  feedback: {line}")
     if result.error:
@@ -75,7 +82,11 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    specs = list(load_tasks(settings.tasks_dir).values()) if args.all else [load_spec_file(Path(p)) for p in args.specs]
+    specs = (
+        list(load_tasks(settings.tasks_dir).values())
+        if args.all
+        else [load_spec_file(Path(p)) for p in args.specs]
+    )
     if not specs:
         print("nothing to validate: give spec files or --all", file=sys.stderr)
         return EXIT_USAGE
@@ -131,17 +142,103 @@ def cmd_examples(args: argparse.Namespace, settings: Settings) -> int:
             full = result.score >= result.max_score
             ok = full if ex.expect == "full" else not full
             surprises += not ok
-            rows.append((spec.id, ex.name, result.outcome, f"{result.score:g}/{result.max_score:g}", f"{result.duration_s:.2f}", "" if ok else "UNEXPECTED"))
+            rows.append(
+                (
+                    spec.id,
+                    ex.name,
+                    result.outcome,
+                    f"{result.score:g}/{result.max_score:g}",
+                    f"{result.duration_s:.2f}",
+                    "" if ok else "UNEXPECTED",
+                )
+            )
     header = ("task", "example", "outcome", "score", "seconds", "")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-    print(f"\n{len(rows)} example answers graded on the {backend.name} backend; {surprises} unexpected")
+    print(
+        f"\n{len(rows)} example answers graded on the {backend.name} backend; {surprises} unexpected"
+    )
     return 1 if surprises else 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the API (migrates the database and loads the task bank first)."""
+    import uvicorn
+
+    from api.main import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level="info",
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a Celery worker on the given queues, with the reaper's schedule when --beat is given."""
+    from services.bootstrap import prepare
+    from worker.celery_app import app
+
+    prepare(settings)
+    argv = [
+        "worker",
+        "--loglevel",
+        "INFO",
+        "-Q",
+        args.queues,
+        "--concurrency",
+        str(args.concurrency),
+        "--pool",
+        "prefork",
+    ]
+    if args.beat:
+        argv.append("--beat")
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from db.session import migrate, session_scope
+    from services import keys
+
+    migrate(settings.effective_database_url)
+    with session_scope(settings.effective_database_url) as session:
+        if args.action == "create":
+            row, plaintext = keys.create_key(
+                session, name=args.name, role=args.role, course=args.course, student_id=args.student
+            )
+            print(
+                json.dumps(
+                    {
+                        "id": row.id,
+                        "key": plaintext,
+                        "role": row.role,
+                        "course": row.course,
+                        "student_id": row.student_id,
+                        "webhook_secret": row.webhook_secret,
+                    },
+                    indent=2,
+                )
+            )
+        elif args.action == "list":
+            for row in keys.list_keys(session):
+                state = "revoked" if row.revoked_at else "active"
+                print(
+                    f"{row.id}  {row.prefix}...  {row.role:10} {row.course or '*':12} {row.student_id or '':12} {state:8} {row.name}"
+                )
+        else:
+            keys.revoke_key(session, args.id)
+            print(f"revoked {args.id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradectl", description="Grade PyTorch answers by behaviour.")
+    parser = argparse.ArgumentParser(
+        prog="gradectl", description="Grade PyTorch answers by behaviour."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the grader does")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list the bundled tasks").set_defaults(func=cmd_tasks)
@@ -150,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="self-test specs in the sandbox")
     p.add_argument("specs", nargs="*", help="spec files (YAML or JSON)")
     p.add_argument("--all", action="store_true", help="every bundled task")
-    p.add_argument("--fresh", action="store_true", help="recompute even if this version passed before")
+    p.add_argument(
+        "--fresh", action="store_true", help="recompute even if this version passed before"
+    )
     p.add_argument("--backend", choices=["auto", "docker", "process"])
     p.set_defaults(func=cmd_validate)
 
@@ -166,16 +265,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("examples", help="grade every bundled example answer and print a table")
     p.add_argument("--backend", choices=["auto", "docker", "process"])
     p.set_defaults(func=cmd_examples)
+
+    p = sub.add_parser("serve", help="run the REST API")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a grading worker")
+    p.add_argument("--queues", default="cpu,webhooks", help="comma-separated: cpu, gpu, webhooks")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--beat", action="store_true", help="also run the reaper's schedule")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("keys", help="create, list or revoke API keys")
+    ksub = p.add_subparsers(dest="action", required=True)
+    c = ksub.add_parser("create")
+    c.add_argument("--role", required=True, choices=["admin", "instructor", "lms", "student"])
+    c.add_argument("--course")
+    c.add_argument("--student", help="the student's id, for a student key")
+    c.add_argument("--name", default="")
+    ksub.add_parser("list")
+    r = ksub.add_parser("revoke")
+    r.add_argument("id")
+    p.set_defaults(func=cmd_keys)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     settings = get_settings()
     try:
         return args.func(args, settings)
-    except (GraderError, SandboxError) as exc:
+    except (GraderError, SandboxError, ServiceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:

@@ -33,8 +33,50 @@ class Settings(BaseSettings):
         "auto", description="Offer a GPU to tasks that ask for one."
     )
     max_code_bytes: int = Field(64 * 1024, description="Largest answer accepted, in bytes.")
-    validation_parallelism: int = Field(2, ge=1, le=64, description="Sandbox runs at once in a self-test.")
+    validation_parallelism: int = Field(
+        2, ge=1, le=64, description="Sandbox runs at once in a self-test."
+    )
     tasks_dir: Path = Field(PROJECT_ROOT / "taskbank" / "tasks", description="Bundled task specs.")
+
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty: a SQLite file in the data dir."
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Celery broker and result backend."
+    )
+    api_host: str = Field("127.0.0.1", description="Where `gradectl serve` listens.")
+    api_port: int = Field(8000, description="Port of the API.")
+    bootstrap_admin_key: str = Field(
+        "",
+        description="If set, an admin API key with this value is created at start-up (first run).",
+    )
+    max_request_bytes: int = Field(256 * 1024, description="Largest request body the API reads.")
+    max_queue_length: int = Field(
+        5000, description="Queued submissions above which the API answers 503."
+    )
+    long_poll_max_s: float = Field(
+        30.0, description="Longest `wait_s` a GET on a submission may ask for."
+    )
+    webhook_allowed_networks: str = Field(
+        "",
+        description="Comma-separated CIDRs a callback may resolve into besides public addresses "
+        "(e.g. 127.0.0.0/8 for local tests). Private and loopback targets are refused otherwise.",
+    )
+    webhook_timeout_s: float = Field(10.0, description="Timeout of one webhook delivery.")
+    webhook_max_attempts: int = Field(
+        6, description="Deliveries tried before a webhook is marked failed."
+    )
+    webhook_backoff_s: float = Field(2.0, description="First retry delay; doubles each attempt.")
+    grading_max_retries: int = Field(
+        3, description="Retries of a submission after an internal error."
+    )
+    reaper_interval_s: float = Field(
+        30.0, description="How often stuck submissions are re-enqueued."
+    )
+    stuck_grace_s: float = Field(
+        120.0, description="Time past its deadline before a submission is stuck."
+    )
+    load_task_bank: bool = Field(True, description="Load the bundled task bank at start-up.")
 
     @property
     def torch_home(self) -> Path:
@@ -43,6 +85,10 @@ class Settings(BaseSettings):
     @property
     def expected_dir(self) -> Path:
         return self.data_dir / "expected"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'grader.db'}"
 
 
 @lru_cache

@@ -35,3 +35,20 @@ def get_backend(name: str, settings: Settings) -> SandboxBackend:
         log.warning("sandbox: %s", backend.describe())
         return backend
     raise BackendUnavailable(f"unknown sandbox backend {name!r}: use auto, docker or process")
+
+
+def describe_configured_backend(settings: Settings) -> dict:
+    """For health reports: which backend grading uses, whether it answers and whether it isolates."""
+    name = settings.sandbox_backend
+    if name == "auto":
+        name = "docker" if docker_available(settings) else "process"
+    if name == "docker":
+        ok = docker_available(settings)
+        return {
+            "ok": ok,
+            "backend": "docker",
+            "isolated": True,
+            "detail": "Docker engine answers" if ok else "no Docker engine answers",
+        }
+    backend = ProcessBackend(project_root=PROJECT_ROOT, torch_home=settings.torch_home)
+    return {"ok": True, "backend": "process", "isolated": False, "detail": backend.describe()}

@@ -1,0 +1,90 @@
+"""/v1/submissions: submit an answer, read its status and result, regrade, see webhook deliveries."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy import select
+
+from api.deps import PrincipalDep, SessionDep, SettingsDep, StaffDep
+from api.schemas import SubmissionIn
+from db.models import WebhookDelivery
+from services import queue, submissions, webhooks
+from services.errors import InvalidInput, Unavailable
+
+router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
+
+
+@router.post("", status_code=202)
+def submit(
+    body: SubmissionIn,
+    response: Response,
+    who: PrincipalDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict:
+    """Accept an answer for grading; 202 with its id and the attempts left."""
+    if body.code is not None and "\x00" in body.code:
+        raise InvalidInput("code contains a null byte")
+    depth = submissions.queue_depth(session).get("queued", 0)
+    if depth >= settings.max_queue_length:
+        raise Unavailable(f"{depth} submissions are waiting; try again shortly", retry_after_s=10)
+    new = submissions.NewSubmission(
+        body.task_id, body.student_id, body.code, body.blanks, body.choice, body.callback_url
+    )
+    row, created = submissions.create(session, who, new, idempotency_key, settings)
+    session.commit()
+    if created:
+        queue.grade(settings, row.id, row.queue)
+    else:
+        response.status_code = 200
+    return submissions.public(row, submissions.attempts_left(session, row.task_id, row.student_id))
+
+
+@router.get("/{submission_id}")
+def get_submission(
+    submission_id: str, who: PrincipalDep, session: SessionDep, settings: SettingsDep,
+    wait_s: Annotated[float, Query(ge=0, description="Wait up to this long for the result.")] = 0,
+) -> dict:  # fmt: skip
+    row = submissions.get(session, who, submission_id)
+    deadline = time.monotonic() + min(wait_s, settings.long_poll_max_s)
+    while row.status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        session.expire_all()
+        session.rollback()  # a fresh snapshot of the row
+        row = submissions.get(session, who, submission_id)
+    return submissions.public(row)
+
+
+@router.get("")
+def list_submissions(
+    who: PrincipalDep, session: SessionDep, task_id: str | None = None, student_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[dict]:  # fmt: skip
+    return [
+        submissions.public(r)
+        for r in submissions.list_for(session, who, task_id, student_id, limit)
+    ]
+
+
+@router.post("/{submission_id}/regrade", status_code=202)
+def regrade(submission_id: str, who: StaffDep, session: SessionDep, settings: SettingsDep) -> dict:
+    row = submissions.get(session, who, submission_id)
+    submissions.regrade(session, who, row)
+    session.commit()
+    queue.grade(settings, row.id, row.queue)
+    return submissions.public(row)
+
+
+@router.get("/{submission_id}/webhooks")
+def deliveries(submission_id: str, who: PrincipalDep, session: SessionDep) -> list[dict]:
+    row = submissions.get(session, who, submission_id)
+    rows = session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.submission_id == row.id)
+        .order_by(WebhookDelivery.created_at)
+    )
+    return [webhooks.public(d) for d in rows]

@@ -1,0 +1,90 @@
+"""/v1/tasks: instructors post specs (new immutable versions), everyone with access reads them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from api.deps import PrincipalDep, SessionDep, SettingsDep, StaffDep
+from services import catalog, queue, submissions
+from services.errors import InvalidInput
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+
+@router.post("", status_code=202)
+async def post_task(
+    request: Request,
+    response: Response,
+    who: StaffDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    course: str | None = None,
+) -> dict:
+    """Post a spec as JSON or YAML. It is stored as a new version and self-tested in the background."""
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("the spec must be UTF-8 text (JSON or YAML)") from None
+    spec = catalog.parse_posted_spec(text)
+    owner = who.course if who.role == "instructor" else course
+    version, created = catalog.add_version(session, spec, course=owner)
+    session.commit()
+    if created and version.status == "validating":
+        queue.validate(settings, version.id)
+    response.status_code = 202 if created else 200
+    return {
+        "id": spec.id,
+        "version": version.number,
+        "status": version.status,
+        "digest": version.digest,
+        "created": created,
+    }
+
+
+@router.get("")
+def list_tasks(
+    who: PrincipalDep, session: SessionDep, include_archived: bool = False
+) -> list[dict]:
+    return [
+        catalog.public_view(
+            t, catalog.current_version(session, t) or catalog.latest_version(session, t)
+        )
+        for t in catalog.list_tasks(session, who, include_archived)
+    ]
+
+
+@router.get("/{task_id}")
+def get_task(task_id: str, who: PrincipalDep, session: SessionDep) -> dict:
+    task = catalog.get_task(session, task_id, who)
+    version = catalog.current_version(session, task) or catalog.latest_version(session, task)
+    if catalog.is_staff_for(who, task.course):
+        return catalog.staff_view(task, version)
+    return catalog.public_view(task, version)
+
+
+@router.get("/{task_id}/versions/{number}")
+def get_version(task_id: str, number: int, who: StaffDep, session: SessionDep) -> dict:
+    task = catalog.get_task(session, task_id, who)
+    catalog.require_staff(who, task.course)
+    return catalog.staff_view(task, catalog.version_by_number(session, task, number))
+
+
+@router.post("/{task_id}/archive")
+def archive_task(task_id: str, who: StaffDep, session: SessionDep) -> dict:
+    task = catalog.get_task(session, task_id, who)
+    catalog.archive(session, task, who)
+    return {"id": task.id, "archived": True}
+
+
+@router.post("/{task_id}/versions/{number}/regrade", status_code=202)
+def regrade_version(
+    task_id: str, number: int, who: StaffDep, session: SessionDep, settings: SettingsDep
+) -> dict:
+    task = catalog.get_task(session, task_id, who)
+    version = catalog.version_by_number(session, task, number)
+    ids = submissions.regrade_version(session, who, version)
+    session.commit()
+    for sid in ids:
+        queue.grade(settings, sid, "cpu")
+    return {"task_id": task.id, "version": number, "regrading": len(ids)}

@@ -1,0 +1,145 @@
+"""The tables. Task versions are immutable once stored; a submission records the version that graded it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # admin | instructor | lms | student
+    course: Mapped[str | None] = mapped_column(
+        String(100), nullable=True
+    )  # None: every course (admin)
+    student_id: Mapped[str | None] = mapped_column(String(200), nullable=True)  # for role student
+    webhook_secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    course: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: shared bank
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    versions: Mapped[list[TaskVersion]] = relationship(
+        back_populates="task", order_by="TaskVersion.number"
+    )
+
+
+class TaskVersion(Base):
+    __tablename__ = "task_versions"
+    __table_args__ = (UniqueConstraint("task_id", "number"), UniqueConstraint("task_id", "digest"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(
+        String(16), default="validating"
+    )  # validating | ready | invalid
+    report: Mapped[str] = mapped_column(Text, default="")
+    expected_manifest: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    expected_tensors: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    baseline_passing: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    task: Mapped[Task] = relationship(back_populates="versions")
+
+
+class AttemptCounter(Base):
+    """One row per (task, student): locked while an attempt is counted, so limits hold under concurrency."""
+
+    __tablename__ = "attempt_counters"
+
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    student_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    __table_args__ = (
+        UniqueConstraint("client_key_id", "idempotency_key"),
+        Index("ix_submissions_task_student", "task_id", "student_id"),
+        Index("ix_submissions_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"))
+    task_version_id: Mapped[str] = mapped_column(ForeignKey("task_versions.id"))
+    course: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    student_id: Mapped[str] = mapped_column(String(200))
+    client_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    code: Mapped[str | None] = mapped_column(Text, nullable=True)
+    blanks: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    choice: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    callback_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    status: Mapped[str] = mapped_column(
+        String(16), default="queued"
+    )  # queued | running | completed
+    attempt_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    charged: Mapped[bool] = mapped_column(Boolean, default=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    queue: Mapped[str] = mapped_column(String(16), default="cpu")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(
+        String(16), default="pending"
+    )  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,33 @@
+"""The service layer's root exception and its kinds. Only api/errors.py maps them to HTTP codes."""
+
+
+class ServiceError(Exception):
+    """Root of every refusal the service layer makes; the message is shown to the client."""
+
+
+class NotFound(ServiceError):
+    pass
+
+
+class Forbidden(ServiceError):
+    pass
+
+
+class Conflict(ServiceError):
+    """The request is valid but the state forbids it (attempts used up, task not ready)."""
+
+
+class InvalidInput(ServiceError):
+    """Well-formed but unacceptable input (a spec failing its schema, bad blanks, a bad URL)."""
+
+
+class TooLarge(ServiceError):
+    pass
+
+
+class Unavailable(ServiceError):
+    """A dependency (database, broker) is down or the queue is full: try again later."""
+
+    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

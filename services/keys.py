@@ -1,0 +1,83 @@
+"""API keys: created once (the secret is shown once), stored hashed, scoped to a role and a course."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import ApiKey, now
+from services.errors import InvalidInput, NotFound
+
+Role = Literal["admin", "instructor", "lms", "student"]
+ROLES: tuple[str, ...] = ("admin", "instructor", "lms", "student")
+KEY_PREFIX = "grk_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id, role and scope."""
+
+    key_id: str
+    role: str
+    course: str | None
+    student_id: str | None
+    webhook_secret: str
+
+    def sees_course(self, course: str | None) -> bool:
+        return self.role == "admin" or course is None or course == self.course
+
+
+def create_key(
+    session: Session,
+    *,
+    name: str,
+    role: str,
+    course: str | None,
+    student_id: str | None = None,
+    key: str | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key; returns the row and the plaintext key, which is never stored."""
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+    if role != "admin" and not course:
+        raise InvalidInput(f"a {role} key needs a course")
+    if role == "student" and not student_id:
+        raise InvalidInput("a student key needs the student's id")
+    plaintext = key or KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        name=name, prefix=plaintext[:12], key_hash=hash_key(plaintext), role=role,
+        course=course if role != "admin" else None, student_id=student_id if role == "student" else None,
+        webhook_secret=secrets.token_hex(32),
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    return row, plaintext
+
+
+def authenticate(session: Session, key: str) -> Principal | None:
+    row = session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    )
+    if row is None:
+        return None
+    return Principal(row.id, row.role, row.course, row.student_id, row.webhook_secret)
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoke_key(session: Session, key_id: str) -> None:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"no key {key_id}")
+    row.revoked_at = row.revoked_at or now()

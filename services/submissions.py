@@ -1,0 +1,302 @@
+"""Submissions: accept (attempt limits, idempotency), grade in the worker, store the one result.
+
+The database row is the source of truth; a queue message carries only the id. Each
+grading try gets a fresh `attempt_token`; only the try holding the current token may
+finish the submission, so a redelivered or stale message cannot overwrite a newer
+result. An internal error is retried and, if it persists, recorded without charging
+the student's attempt.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.settings import Settings
+from db.models import AttemptCounter, Submission, TaskVersion, WebhookDelivery, now
+from graders.errors import AnswerError
+from graders.result import GradeResult
+from graders.spec import ChoiceTask, CodeTask
+from sandbox.base import SandboxBackend
+from services import catalog
+from services.answers import Answer, check_code, fill_blanks
+from services.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
+from services.grading import grade, internal_error
+from services.keys import Principal
+from services.webhooks import check_callback_url
+
+MAX_STUDENT_ID = 200
+
+
+@dataclass(frozen=True)
+class NewSubmission:
+    task_id: str
+    student_id: str
+    code: str | None = None
+    blanks: dict[int, str] | None = None
+    choice: str | None = None
+    callback_url: str | None = None
+
+
+def _validate_answer(spec: CodeTask | ChoiceTask, new: NewSubmission, settings: Settings) -> None:
+    given = [v is not None for v in (new.code, new.blanks, new.choice)]
+    if sum(given) != 1:
+        raise InvalidInput("send exactly one of code, blanks or choice")
+    if isinstance(spec, ChoiceTask):
+        if new.choice is None:
+            raise InvalidInput(f"task {spec.id} is multiple choice: send `choice`")
+        return
+    if new.choice is not None:
+        raise InvalidInput(f"task {spec.id} is graded on code: send `code` or `blanks`")
+    try:
+        if new.code is not None:
+            if len(new.code.encode("utf-8", errors="surrogatepass")) > settings.max_code_bytes:
+                raise TooLarge(f"the code is larger than {settings.max_code_bytes:,} bytes")
+            check_code(new.code, settings.max_code_bytes)
+        else:
+            check_code(fill_blanks(spec, new.blanks), settings.max_code_bytes)
+    except AnswerError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def create(
+    session: Session,
+    who: Principal,
+    new: NewSubmission,
+    idempotency_key: str | None,
+    settings: Settings,
+) -> tuple[Submission, bool]:
+    """Accept a submission; returns (row, created). The same idempotency key returns the first row."""
+    if idempotency_key is not None:
+        existing = session.scalar(
+            select(Submission).where(
+                Submission.client_key_id == who.key_id,
+                Submission.idempotency_key == idempotency_key,
+            )
+        )
+        if existing is not None:
+            return existing, False
+    if not new.student_id or len(new.student_id) > MAX_STUDENT_ID:
+        raise InvalidInput(f"student_id must be 1 to {MAX_STUDENT_ID} characters")
+    if who.role == "student" and new.student_id != who.student_id:
+        raise Forbidden("a student may only submit as themselves")
+    if who.role == "instructor":
+        raise Forbidden("instructors do not submit answers; use an lms or student key")
+    task = catalog.get_task(session, new.task_id, who)
+    version = catalog.require_ready(session, task)
+    spec = catalog.spec_of(version)
+    _validate_answer(spec, new, settings)
+    if new.callback_url is not None:
+        check_callback_url(new.callback_url, settings)
+
+    counter = session.get(AttemptCounter, (task.id, new.student_id), with_for_update=True)
+    if counter is None:
+        counter = AttemptCounter(task_id=task.id, student_id=new.student_id, used=0)
+        session.add(counter)
+        try:
+            session.flush()
+        except IntegrityError:  # another request created it first: take its lock
+            session.rollback()
+            return create(session, who, new, idempotency_key, settings)
+        counter = session.get(AttemptCounter, (task.id, new.student_id), with_for_update=True)
+    if spec.max_attempts is not None and counter.used >= spec.max_attempts:
+        raise Conflict(
+            f"no attempts left: {new.student_id} has used all {spec.max_attempts} attempts at {task.id}"
+        )
+    counter.used += 1
+    row = Submission(
+        task_id=task.id, task_version_id=version.id, course=task.course or who.course, student_id=new.student_id,
+        client_key_id=who.key_id, idempotency_key=idempotency_key, code=new.code,
+        blanks={str(k): v for k, v in new.blanks.items()} if new.blanks else None, choice=new.choice,
+        callback_url=new.callback_url, queue=queue_for(spec, settings),
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    return row, True
+
+
+def queue_for(spec: CodeTask | ChoiceTask, settings: Settings) -> str:
+    if isinstance(spec, CodeTask) and (
+        spec.limits.gpu == "required" or (spec.limits.gpu == "optional" and settings.gpu == "on")
+    ):
+        return "gpu"
+    return "cpu"
+
+
+def attempts_left(session: Session, task_id: str, student_id: str) -> int | None:
+    version = session.scalar(
+        select(TaskVersion)
+        .where(TaskVersion.task_id == task_id, TaskVersion.status == "ready")
+        .order_by(TaskVersion.number.desc())
+    )
+    spec = catalog.spec_of(version) if version else None
+    if spec is None or spec.max_attempts is None:
+        return None
+    counter = session.get(AttemptCounter, (task_id, student_id))
+    return max(0, spec.max_attempts - (counter.used if counter else 0))
+
+
+def get(session: Session, who: Principal, submission_id: str) -> Submission:
+    row = session.get(Submission, submission_id)
+    if row is None or not can_see(who, row):
+        raise NotFound(f"no submission {submission_id}")
+    return row
+
+
+def can_see(who: Principal, row: Submission) -> bool:
+    if who.role == "admin":
+        return True
+    if who.role == "student":
+        return row.student_id == who.student_id and row.course == who.course
+    return row.course == who.course
+
+
+def list_for(
+    session: Session, who: Principal, task_id: str | None, student_id: str | None, limit: int
+) -> list[Submission]:
+    query = select(Submission).order_by(Submission.created_at.desc()).limit(limit)
+    if who.role == "student":
+        student_id = who.student_id
+    if who.role != "admin":
+        query = query.where(Submission.course == who.course)
+    if task_id:
+        query = query.where(Submission.task_id == task_id)
+    if student_id:
+        query = query.where(Submission.student_id == student_id)
+    return list(session.scalars(query))
+
+
+def public(row: Submission, attempts_left_: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row.id, "task_id": row.task_id, "student_id": row.student_id, "status": row.status,
+        "created_at": row.created_at.isoformat(), "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+    }  # fmt: skip
+    if attempts_left_ is not None:
+        out["attempts_left"] = attempts_left_
+    if row.status == "completed" and row.result is not None:
+        out |= {
+            "outcome": row.outcome,
+            "score": row.score,
+            "max_score": row.max_score,
+            "charged": row.charged,
+            "result": row.result,
+        }
+    return out
+
+
+def requeue(session: Session, row: Submission) -> None:
+    """Make the row gradeable again (regrade, reaper): a new try with a new token."""
+    row.status, row.attempt_token, row.enqueued_at = "queued", None, now()
+    row.started_at = row.deadline_at = None
+
+
+def regrade(session: Session, who: Principal, row: Submission) -> None:
+    catalog.require_staff(who, row.course)
+    requeue(session, row)
+    row.tries = 0
+
+
+def regrade_version(session: Session, who: Principal, version: TaskVersion) -> list[str]:
+    catalog.require_staff(who, version.task.course)
+    rows = list(session.scalars(select(Submission).where(Submission.task_version_id == version.id)))
+    for row in rows:
+        requeue(session, row)
+        row.tries = 0
+    return [r.id for r in rows]
+
+
+# --- the worker's side --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    submission_id: str
+    token: str
+    spec: CodeTask | ChoiceTask
+    version: TaskVersion
+    answer: Answer
+
+
+def claim(session: Session, submission_id: str, settings: Settings) -> Claim | None:
+    """Mark the submission running under a fresh token; None when there is nothing to do."""
+    row = session.get(Submission, submission_id, with_for_update=True)
+    if row is None or row.status == "completed":
+        return None
+    version = session.get(TaskVersion, row.task_version_id)
+    spec = catalog.spec_of(version)
+    row.status, row.attempt_token, row.tries = "running", secrets.token_hex(16), row.tries + 1
+    row.started_at = now()
+    budget = spec.limits.time_limit_s + 120 if isinstance(spec, CodeTask) else 10
+    row.deadline_at = row.started_at + timedelta(seconds=budget)
+    blanks = {int(k): v for k, v in row.blanks.items()} if row.blanks else None
+    return Claim(
+        row.id,
+        row.attempt_token,
+        spec,
+        version,
+        Answer(code=row.code, blanks=blanks, choice=row.choice),
+    )
+
+
+def run_claim(claim_: Claim, backend: SandboxBackend | None, settings: Settings) -> GradeResult:
+    """Grade outside any transaction (it takes seconds)."""
+    spec = claim_.spec
+    if isinstance(spec, ChoiceTask):
+        return grade(spec, claim_.answer, backend=None, expected=None, settings=settings)
+    expected = catalog.expected_of(claim_.version)
+    if backend is None or expected is None:
+        return internal_error(spec, "no sandbox or no expected facts on this worker", backend)
+    return grade(spec, claim_.answer, backend=backend, expected=expected, settings=settings)
+
+
+def finish(session: Session, claim_: Claim, result: GradeResult, settings: Settings) -> str:
+    """Store the result if this try is still the current one. Returns what happened:
+    `stored`, `retry` (internal error, tries left: the row is queued again) or `stale`."""
+    row = session.get(Submission, claim_.submission_id, with_for_update=True)
+    if row is None or row.status != "running" or row.attempt_token != claim_.token:
+        return "stale"
+    if result.retryable and row.tries < settings.grading_max_retries:
+        requeue(session, row)
+        return "retry"
+    row.status, row.finished_at, row.attempt_token = "completed", now(), None
+    row.outcome, row.score, row.max_score = result.outcome, result.score, result.max_score
+    row.result = result.model_dump(mode="json")
+    if result.retryable and row.charged:
+        row.charged = False  # our failure: give the attempt back
+        counter = session.get(AttemptCounter, (row.task_id, row.student_id), with_for_update=True)
+        if counter is not None and counter.used > 0:
+            counter.used -= 1
+    if row.callback_url:
+        session.add(WebhookDelivery(submission_id=row.id, url=row.callback_url))
+    return "stored"
+
+
+def stuck(session: Session, settings: Settings, at: datetime | None = None) -> list[str]:
+    """Submissions queued or running past their deadline (plus grace): the reaper re-enqueues them."""
+    at = at or now()
+    grace = timedelta(seconds=settings.stuck_grace_s)
+    running = select(Submission.id).where(
+        Submission.status == "running", Submission.deadline_at < at - grace
+    )
+    queued = select(Submission.id).where(
+        Submission.status == "queued", Submission.enqueued_at < at - grace
+    )
+    ids = list(session.scalars(running)) + list(session.scalars(queued))
+    for sid in ids:
+        row = session.get(Submission, sid, with_for_update=True)
+        if row is not None and row.status != "completed":
+            requeue(session, row)
+    return ids
+
+
+def queue_depth(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Submission.status, func.count()).group_by(Submission.status)
+    ).all()
+    return {status: count for status, count in rows}

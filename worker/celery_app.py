@@ -1,0 +1,35 @@
+"""The Celery application: configured so that no accepted work is lost.
+
+Late acknowledgement and reject-on-worker-lost put a message back if a worker dies
+mid-grading; prefetch 1 keeps one job per process; the Redis visibility timeout is above
+the longest job; the hard time limit is above the sandbox deadline.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from core.settings import get_settings
+from services.queue import QUEUES, REAP
+
+settings = get_settings()
+
+app = Celery("grader", broker=settings.redis_url, include=["worker.tasks"])
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    task_queues=[Queue(q) for q in QUEUES],
+    task_default_queue="cpu",
+    task_time_limit=1800,
+    task_soft_time_limit=1700,
+    broker_transport_options={"visibility_timeout": 3600},
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    beat_schedule={
+        "reap": {"task": REAP, "schedule": settings.reaper_interval_s, "options": {"queue": "cpu"}}
+    },
+    beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+)

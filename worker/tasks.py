@@ -1,0 +1,31 @@
+"""Celery tasks: thin wrappers that take an id and call services.jobs; only infrastructure errors retry."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import OperationalError
+
+from services import jobs
+from services.queue import DELIVER, GRADE, REAP, VALIDATE
+from worker.celery_app import app, settings
+
+INFRA_ERRORS = (OperationalError, ConnectionError)
+
+
+@app.task(name=GRADE, autoretry_for=INFRA_ERRORS, retry_backoff=True, max_retries=20)
+def grade_submission(submission_id: str) -> str:
+    return jobs.grade_submission(settings, submission_id)
+
+
+@app.task(name=VALIDATE, autoretry_for=INFRA_ERRORS, retry_backoff=True, max_retries=20)
+def validate_version(version_id: str) -> str:
+    return jobs.validate_version(settings, version_id)
+
+
+@app.task(name=DELIVER, autoretry_for=INFRA_ERRORS, retry_backoff=True, max_retries=20)
+def deliver_webhook(delivery_id: str) -> str:
+    return jobs.deliver_webhook(settings, delivery_id)
+
+
+@app.task(name=REAP)
+def reap() -> dict[str, int]:
+    return jobs.reap(settings)
