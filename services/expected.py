@@ -37,7 +37,9 @@ def load_expected(settings: Settings, spec: CodeTask) -> Expected | None:
     folder = _folder(settings, spec)
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        facts = load_stored_facts((folder / "manifest.json").read_bytes(), (folder / "tensors.safetensors").read_bytes())
+        facts = load_stored_facts(
+            (folder / "manifest.json").read_bytes(), (folder / "tensors.safetensors").read_bytes()
+        )
     except FileNotFoundError:
         return None
     return Expected(facts=facts, baseline_passing=frozenset(meta["baseline_passing"]))

@@ -62,7 +62,11 @@ def run_code(spec: CodeTask, code: str, backend: SandboxBackend) -> tuple[RunSum
         except FactsError as exc:
             notes.append(f"no usable facts: {exc}")
             if run.stderr:
-                log.info("sandbox stderr for %s: %s", spec.id, run.stderr[-2000:].decode(errors="replace"))
+                log.info(
+                    "sandbox stderr for %s: %s",
+                    spec.id,
+                    run.stderr[-2000:].decode(errors="replace"),
+                )
     summary = RunSummary(
         exit_code=run.exit_code, duration_s=run.duration_s, timed_out=run.timed_out,
         oom_killed=run.oom_killed, channel_overflow=run.channel_overflow,
@@ -79,7 +83,9 @@ def refused(spec: CodeTask | ChoiceTask, message: str) -> GradeResult:
     )  # fmt: skip
 
 
-def internal_error(spec: CodeTask | ChoiceTask, message: str, backend: SandboxBackend | None) -> GradeResult:
+def internal_error(
+    spec: CodeTask | ChoiceTask, message: str, backend: SandboxBackend | None
+) -> GradeResult:
     return GradeResult(
         task_id=spec.id, task_version=spec_digest(spec), outcome="internal_error",
         score=0.0, max_score=spec.max_score, error=message,
@@ -111,5 +117,7 @@ def grade(
         summary, facts = run_code(spec, code, backend)
     except SandboxError as exc:
         log.warning("sandbox failed for %s: %s", spec.id, exc)
-        return internal_error(spec, f"the sandbox failed; this is not your fault and was not counted ({exc})", backend)
+        return internal_error(
+            spec, f"the sandbox failed; this is not your fault and was not counted ({exc})", backend
+        )
     return judge_run(spec, version, summary, facts, expected)

@@ -63,5 +63,7 @@ def load_examples(task_id: str) -> list[Example]:
             answer = Answer(choice=text.strip())
         else:
             continue
-        out.append(Example(task_id, name, answer, "partial" if name.startswith("wrong_") else "full"))
+        out.append(
+            Example(task_id, name, answer, "partial" if name.startswith("wrong_") else "full")
+        )
     return out

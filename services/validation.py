@@ -44,10 +44,18 @@ def _score(result: GradeResult) -> str:
     return f"{result.score:g}/{result.max_score:g} ({result.outcome})"
 
 
-def validate(spec: CodeTask | ChoiceTask, *, backend: SandboxBackend, settings: Settings, use_cache: bool = True) -> SelfTestReport:
+def validate(
+    spec: CodeTask | ChoiceTask,
+    *,
+    backend: SandboxBackend,
+    settings: Settings,
+    use_cache: bool = True,
+) -> SelfTestReport:
     report = SelfTestReport(spec.id, spec_digest(spec))
     if isinstance(spec, ChoiceTask):
-        report.good(f"multiple choice, answer key {spec.answer} among {', '.join(sorted(spec.options))}")
+        report.good(
+            f"multiple choice, answer key {spec.answer} among {', '.join(sorted(spec.options))}"
+        )
         return report
     if use_cache and (cached := load_expected(settings, spec)) is not None:
         report.expected = cached
@@ -56,7 +64,9 @@ def validate(spec: CodeTask | ChoiceTask, *, backend: SandboxBackend, settings: 
 
     summary, facts = run_code(spec, spec.reference, backend)
     if facts is None:
-        report.fail(f"the reference produced no facts (exit {summary.exit_code}, timed out: {summary.timed_out}; {'; '.join(summary.notes)})")
+        report.fail(
+            f"the reference produced no facts (exit {summary.exit_code}, timed out: {summary.timed_out}; {'; '.join(summary.notes)})"
+        )
         return report
     provisional = Expected(facts=facts)
     ref = judge_run(spec, report.version, summary, facts, provisional)
@@ -68,8 +78,13 @@ def validate(spec: CodeTask | ChoiceTask, *, backend: SandboxBackend, settings: 
         return report
     report.good(f"reference solution scored {_score(ref)} in {ref.duration_s:.2f} s")
 
-    answers: list[tuple[str, Answer, str | None]] = [("empty answer (baseline)", Answer(code=""), None)]
-    answers += [(kw.name, Answer(code=kw.code, blanks=kw.blanks), kw.expect_mistake) for kw in spec.known_wrong]
+    answers: list[tuple[str, Answer, str | None]] = [
+        ("empty answer (baseline)", Answer(code=""), None)
+    ]
+    answers += [
+        (kw.name, Answer(code=kw.code, blanks=kw.blanks), kw.expect_mistake)
+        for kw in spec.known_wrong
+    ]
     mistakes = {m.id: m.message for m in spec.mistakes}
 
     def run_one(item: tuple[str, Answer, str | None]):
@@ -87,7 +102,9 @@ def validate(spec: CodeTask | ChoiceTask, *, backend: SandboxBackend, settings: 
         if result.score >= result.max_score:
             report.fail(f"known-wrong {name!r} got full marks {_score(result)}")
         elif expect_mistake and mistakes[expect_mistake] not in result.feedback:
-            report.fail(f"known-wrong {name!r} scored {_score(result)} but did not report mistake {expect_mistake!r}")
+            report.fail(
+                f"known-wrong {name!r} scored {_score(result)} but did not report mistake {expect_mistake!r}"
+            )
         else:
             report.good(f"known-wrong {name!r} scored {_score(result)}")
     if report.ok:
