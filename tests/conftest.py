@@ -66,15 +66,30 @@ def expected_for(settings, process_backend):
 def grade_answer(settings, process_backend, expected_for):
     """Grade code (or blanks, or a choice) for a bundled task on the process backend."""
 
-    def run(task_id: str, code: str | None = None, *, blanks: dict[int, str] | None = None, choice: str | None = None, backend=None) -> GradeResult:
+    def run(
+        task_id: str,
+        code: str | None = None,
+        *,
+        blanks: dict[int, str] | None = None,
+        choice: str | None = None,
+        backend=None,
+    ) -> GradeResult:
         spec = get_task(settings.tasks_dir, task_id)
         expected = expected_for(task_id) if spec.kind == "code" else None
-        return grade(spec, Answer(code=code, blanks=blanks, choice=choice), backend=backend or process_backend, expected=expected, settings=settings)
+        return grade(
+            spec,
+            Answer(code=code, blanks=blanks, choice=choice),
+            backend=backend or process_backend,
+            expected=expected,
+            settings=settings,
+        )
 
     return run
 
 
-def gradectl(*args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def gradectl(
+    *args: str, input: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run the CLI as a user would, in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "cli.gradectl", *args],
