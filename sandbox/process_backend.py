@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from sandbox.base import Limits, RunRequest, RunResult
+from sandbox.base import MIB, Limits, RunRequest, RunResult
 from sandbox.cgroup import PidsCgroup
 from sandbox.errors import SandboxError
 from sandbox.streams import pump, wait_two_phase
@@ -106,6 +106,8 @@ class ProcessBackend:
             "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
             "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
             "--proc", "/proc", "--dev", "/dev",
+            # bwrap's /dev is an uncapped tmpfs: keep it read-only, with Docker's 64 MiB /dev/shm
+            "--size", str(64 * MIB), "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
         ]  # fmt: skip
         for path in sorted(runtime):
             cmd += ["--ro-bind", str(path), str(path)]
@@ -113,6 +115,7 @@ class ProcessBackend:
             "--ro-bind", str(self.project_root / "graders"), f"{SANDBOX_LIB}/graders",
             "--ro-bind", str(self.torch_home), SANDBOX_TORCH_HOME,
             "--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs", "/tmp",
+            "--remount-ro", "/",  # bwrap's root is an uncapped tmpfs: only /tmp may be written
             "--chdir", "/tmp",
         ]  # fmt: skip
         env = harness_env(
