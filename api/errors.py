@@ -7,7 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
+from starlette.exceptions import HTTPException
 
 from services.errors import (
     Conflict,
@@ -22,13 +23,14 @@ from services.errors import (
 log = logging.getLogger(__name__)
 
 STATUS = {
-    NotFound: 404,
-    Forbidden: 403,
-    Conflict: 409,
-    InvalidInput: 422,
-    TooLarge: 413,
-    Unavailable: 503,
+    NotFound: (404, "not_found"),
+    Forbidden: (403, "forbidden"),
+    Conflict: (409, "conflict"),
+    InvalidInput: (422, "invalid_input"),
+    TooLarge: (413, "too_large"),
+    Unavailable: (503, "unavailable"),
 }
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 422: "invalid_input"}
 
 
 class Unauthorized(Exception):
@@ -39,13 +41,36 @@ def _body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
+def body_too_large(limit_bytes: int) -> JSONResponse:
+    """For the body-limit middleware, which answers before any route or handler runs."""
+    return JSONResponse(
+        _body("too_large", f"request bodies are limited to {limit_bytes:,} bytes"), status_code=413
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        status, code = next(
+            (v for cls, v in STATUS.items() if isinstance(exc, cls)), (400, "bad_request")
+        )
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+        return JSONResponse(_body(code, str(exc)), status_code=status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI could not decode the JSON body
+            return JSONResponse(_body("invalid_input", "the body must be UTF-8 JSON"), 422)
+        code = HTTP_CODES.get(exc.status_code, "error")
         return JSONResponse(
-            _body(type(exc).__name__.lower(), str(exc)), status_code=status, headers=headers
+            _body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(DataError)
+    async def unstorable(_: Request, exc: DataError) -> JSONResponse:
+        log.info("refused input the database cannot store: %s", exc.orig)
+        return JSONResponse(
+            _body("invalid_input", "the request holds a value the database cannot store"), 422
         )
 
     @app.exception_handler(Unauthorized)

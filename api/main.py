@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,66 +12,39 @@ from core.settings import Settings, get_settings
 from services.bootstrap import prepare
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """ASGI middleware: a request body over the limit (declared or streamed) gets 413, unread."""
+    """ASGI middleware: reads the whole body first and answers 413 to one over the limit
+    (declared or streamed), so no route ever sees a truncated body."""
 
     def __init__(self, app, limit_bytes: int) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
-
-    async def _reject(self, send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "toolarge",
-                    "message": f"request bodies are limited to {self.limit_bytes:,} bytes",
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit_bytes):
-            return await self._reject(send)
-        received = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal received
+            return await errors.body_too_large(self.limit_bytes)(scope, receive, send)
+        body, more = bytearray(), True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit_bytes:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit_bytes:
+                return await errors.body_too_large(self.limit_bytes)(scope, receive, send)
+        replayed = False
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(send)
+        await self.app(scope, replay, send)
 
 
 def create_app(settings: Settings | None = None, *, prepare_on_start: bool = True) -> FastAPI:

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _no_null_byte(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a null byte")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_null_byte)]
 
 
 class SubmissionIn(BaseModel):
+    """Null bytes are refused in every field: no answer needs one and PostgreSQL cannot store them."""
+
     model_config = ConfigDict(extra="forbid")
 
-    task_id: str = Field(min_length=1, max_length=64)
-    student_id: str = Field(min_length=1, max_length=200)
-    code: str | None = Field(None, description="The answer's Python code.")
-    blanks: dict[int, str] | None = Field(
+    task_id: Text = Field(min_length=1, max_length=64)
+    student_id: Text = Field(min_length=1, max_length=200)
+    code: Text | None = Field(None, description="The answer's Python code.")
+    blanks: dict[int, Text] | None = Field(
         None, description="Blank number to option letter or code."
     )
-    choice: str | None = Field(
+    choice: Text | None = Field(
         None, max_length=16, description="Option letter, for a multiple-choice task."
     )
-    callback_url: str | None = Field(
+    callback_url: Text | None = Field(
         None, max_length=2000, description="Receives the signed result."
     )

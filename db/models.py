@@ -83,11 +83,13 @@ class TaskVersion(Base):
 
 
 class AttemptCounter(Base):
-    """One row per (task, student): locked while an attempt is counted, so limits hold under concurrency."""
+    """One row per (task, course, student): locked while an attempt is counted, so limits hold
+    under concurrency; student ids come from each course's LMS, so they are unique per course."""
 
     __tablename__ = "attempt_counters"
 
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    course: Mapped[str] = mapped_column(String(100), primary_key=True, server_default="")
     student_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     used: Mapped[int] = mapped_column(Integer, default=0)
 

@@ -7,6 +7,7 @@ see the public view only: no reference, no setup, no check parameters, no expect
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,7 +17,14 @@ from db.models import Task, TaskVersion
 from graders.errors import SpecError
 from graders.facts import dump_facts, load_stored_facts
 from graders.judge import Expected
-from graders.spec import ChoiceTask, CodeTask, parse_spec, spec_digest, spec_from_data
+from graders.spec import (
+    TASK_ID_PATTERN,
+    ChoiceTask,
+    CodeTask,
+    parse_spec,
+    spec_digest,
+    spec_from_data,
+)
 from services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from services.keys import Principal
 
@@ -87,7 +95,7 @@ def record_self_test(
 
 
 def get_task(session: Session, task_id: str, who: Principal) -> Task:
-    task = session.get(Task, task_id)
+    task = session.get(Task, task_id) if re.fullmatch(TASK_ID_PATTERN, task_id) else None
     if task is None or not who.sees_course(task.course):
         raise NotFound(f"no task {task_id}")
     return task

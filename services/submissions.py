@@ -9,6 +9,7 @@ the student's attempt.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from services.keys import Principal
 from services.webhooks import check_callback_url
 
 MAX_STUDENT_ID = 200
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -94,30 +96,37 @@ def create(
     _validate_answer(spec, new, settings)
     if new.callback_url is not None:
         check_callback_url(new.callback_url, settings)
+    course = task.course or who.course or ""
 
-    counter = session.get(AttemptCounter, (task.id, new.student_id), with_for_update=True)
+    counter = session.get(AttemptCounter, (task.id, course, new.student_id), with_for_update=True)
     if counter is None:
-        counter = AttemptCounter(task_id=task.id, student_id=new.student_id, used=0)
+        counter = AttemptCounter(task_id=task.id, course=course, student_id=new.student_id, used=0)
         session.add(counter)
         try:
             session.flush()
         except IntegrityError:  # another request created it first: take its lock
             session.rollback()
             return create(session, who, new, idempotency_key, settings)
-        counter = session.get(AttemptCounter, (task.id, new.student_id), with_for_update=True)
+        counter = session.get(
+            AttemptCounter, (task.id, course, new.student_id), with_for_update=True
+        )
     if spec.max_attempts is not None and counter.used >= spec.max_attempts:
         raise Conflict(
             f"no attempts left: {new.student_id} has used all {spec.max_attempts} attempts at {task.id}"
         )
     counter.used += 1
     row = Submission(
-        task_id=task.id, task_version_id=version.id, course=task.course or who.course, student_id=new.student_id,
+        task_id=task.id, task_version_id=version.id, course=course or None, student_id=new.student_id,
         client_key_id=who.key_id, idempotency_key=idempotency_key, code=new.code,
         blanks={str(k): v for k, v in new.blanks.items()} if new.blanks else None, choice=new.choice,
         callback_url=new.callback_url, queue=queue_for(spec, settings),
     )  # fmt: skip
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # the same idempotency key sent concurrently: answer with that row
+        session.rollback()
+        return create(session, who, new, idempotency_key, settings)
     return row, True
 
 
@@ -129,21 +138,22 @@ def queue_for(spec: CodeTask | ChoiceTask, settings: Settings) -> str:
     return "cpu"
 
 
-def attempts_left(session: Session, task_id: str, student_id: str) -> int | None:
+def attempts_left(session: Session, row: Submission) -> int | None:
+    """Attempts the row's student has left at its task, in its course."""
     version = session.scalar(
         select(TaskVersion)
-        .where(TaskVersion.task_id == task_id, TaskVersion.status == "ready")
+        .where(TaskVersion.task_id == row.task_id, TaskVersion.status == "ready")
         .order_by(TaskVersion.number.desc())
     )
     spec = catalog.spec_of(version) if version else None
     if spec is None or spec.max_attempts is None:
         return None
-    counter = session.get(AttemptCounter, (task_id, student_id))
+    counter = session.get(AttemptCounter, (row.task_id, row.course or "", row.student_id))
     return max(0, spec.max_attempts - (counter.used if counter else 0))
 
 
 def get(session: Session, who: Principal, submission_id: str) -> Submission:
-    row = session.get(Submission, submission_id)
+    row = session.get(Submission, submission_id) if ID_PATTERN.fullmatch(submission_id) else None
     if row is None or not can_see(who, row):
         raise NotFound(f"no submission {submission_id}")
     return row
@@ -202,13 +212,14 @@ def regrade(session: Session, who: Principal, row: Submission) -> None:
     row.tries = 0
 
 
-def regrade_version(session: Session, who: Principal, version: TaskVersion) -> list[str]:
+def regrade_version(session: Session, who: Principal, version: TaskVersion) -> list[Submission]:
+    """Queue every submission graded by `version` again; each goes back on its own queue."""
     catalog.require_staff(who, version.task.course)
     rows = list(session.scalars(select(Submission).where(Submission.task_version_id == version.id)))
     for row in rows:
         requeue(session, row)
         row.tries = 0
-    return [r.id for r in rows]
+    return rows
 
 
 # --- the worker's side --------------------------------------------------------------
@@ -269,7 +280,9 @@ def finish(session: Session, claim_: Claim, result: GradeResult, settings: Setti
     row.result = result.model_dump(mode="json")
     if result.retryable and row.charged:
         row.charged = False  # our failure: give the attempt back
-        counter = session.get(AttemptCounter, (row.task_id, row.student_id), with_for_update=True)
+        counter = session.get(
+            AttemptCounter, (row.task_id, row.course or "", row.student_id), with_for_update=True
+        )
         if counter is not None and counter.used > 0:
             counter.used -= 1
     if row.callback_url:

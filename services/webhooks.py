@@ -17,6 +17,7 @@ import time
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
@@ -113,6 +114,16 @@ def attempt(session: Session, delivery_id: str, settings: Settings) -> float | N
         delivery.status = "failed"
         return None
     return settings.webhook_backoff_s * 2 ** (delivery.attempts - 1)
+
+
+def deliveries_of(session: Session, submission_id: str) -> list[WebhookDelivery]:
+    return list(
+        session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.submission_id == submission_id)
+            .order_by(WebhookDelivery.created_at)
+        )
+    )
 
 
 def public(delivery: WebhookDelivery) -> dict:

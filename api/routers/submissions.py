@@ -6,13 +6,11 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import select
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep, StaffDep
 from api.schemas import SubmissionIn
-from db.models import WebhookDelivery
 from services import queue, submissions, webhooks
-from services.errors import InvalidInput, Unavailable
+from services.errors import Unavailable
 
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
 
@@ -27,8 +25,6 @@ def submit(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict:
     """Accept an answer for grading; 202 with its id and the attempts left."""
-    if body.code is not None and "\x00" in body.code:
-        raise InvalidInput("code contains a null byte")
     depth = submissions.queue_depth(session).get("queued", 0)
     if depth >= settings.max_queue_length:
         raise Unavailable(f"{depth} submissions are waiting; try again shortly", retry_after_s=10)
@@ -41,7 +37,7 @@ def submit(
         queue.grade(settings, row.id, row.queue)
     else:
         response.status_code = 200
-    return submissions.public(row, submissions.attempts_left(session, row.task_id, row.student_id))
+    return submissions.public(row, submissions.attempts_left(session, row))
 
 
 @router.get("/{submission_id}")
@@ -82,9 +78,4 @@ def regrade(submission_id: str, who: StaffDep, session: SessionDep, settings: Se
 @router.get("/{submission_id}/webhooks")
 def deliveries(submission_id: str, who: PrincipalDep, session: SessionDep) -> list[dict]:
     row = submissions.get(session, who, submission_id)
-    rows = session.scalars(
-        select(WebhookDelivery)
-        .where(WebhookDelivery.submission_id == row.id)
-        .order_by(WebhookDelivery.created_at)
-    )
-    return [webhooks.public(d) for d in rows]
+    return [webhooks.public(d) for d in webhooks.deliveries_of(session, row.id)]

@@ -74,6 +74,7 @@ def get_version(task_id: str, number: int, who: StaffDep, session: SessionDep) -
 def archive_task(task_id: str, who: StaffDep, session: SessionDep) -> dict:
     task = catalog.get_task(session, task_id, who)
     catalog.archive(session, task, who)
+    session.commit()
     return {"id": task.id, "archived": True}
 
 
@@ -83,8 +84,8 @@ def regrade_version(
 ) -> dict:
     task = catalog.get_task(session, task_id, who)
     version = catalog.version_by_number(session, task, number)
-    ids = submissions.regrade_version(session, who, version)
+    rows = submissions.regrade_version(session, who, version)
     session.commit()
-    for sid in ids:
-        queue.grade(settings, sid, "cpu")
-    return {"task_id": task.id, "version": number, "regrading": len(ids)}
+    for row in rows:
+        queue.grade(settings, row.id, row.queue)
+    return {"task_id": task.id, "version": number, "regrading": len(rows)}
