@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep, StaffDep
 from api.schemas import SubmissionIn
+from core.settings import Settings
+from db.models import Submission
+from db.session import session_scope
 from services import queue, submissions, webhooks
 from services.errors import Unavailable
+from services.keys import Principal
 
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
 
@@ -41,18 +47,27 @@ def submit(
 
 
 @router.get("/{submission_id}")
-def get_submission(
+async def get_submission(
     submission_id: str, who: PrincipalDep, session: SessionDep, settings: SettingsDep,
     wait_s: Annotated[float, Query(ge=0, description="Wait up to this long for the result.")] = 0,
 ) -> dict:  # fmt: skip
-    row = submissions.get(session, who, submission_id)
+    """The submission; with `wait_s`, returns as soon as it completes (a long poll).
+
+    Waiting holds neither a worker thread nor a database connection: each look is a short
+    session of its own, between asynchronous sleeps.
+    """
+    row = await run_in_threadpool(submissions.get, session, who, submission_id)
+    await run_in_threadpool(session.close)
     deadline = time.monotonic() + min(wait_s, settings.long_poll_max_s)
     while row.status != "completed" and time.monotonic() < deadline:
-        time.sleep(0.2)
-        session.expire_all()
-        session.rollback()  # a fresh snapshot of the row
-        row = submissions.get(session, who, submission_id)
+        await asyncio.sleep(0.2)
+        row = await run_in_threadpool(_fresh, settings, who, submission_id)
     return submissions.public(row)
+
+
+def _fresh(settings: Settings, who: Principal, submission_id: str) -> Submission:
+    with session_scope(settings.effective_database_url) as session:
+        return submissions.get(session, who, submission_id)
 
 
 @router.get("")

@@ -1,0 +1,394 @@
+"""The Docker backend: one locked-down container per job, killed at the deadline, always removed.
+
+Every container runs with no network, as uid 65534 with no capabilities and
+no-new-privileges, on a read-only root with a size- and inode-capped tmpfs at /tmp,
+under cgroup limits (memory equal to memory+swap, a CPU quota, a pids limit), with
+nofile/fsize/core ulimits, an init process, an allow-listed environment and no logs
+kept by the engine. The job goes in on stdin and the facts come back on stdout, both
+over the attach stream, read with a cap; nothing is shared through a writable mount.
+
+Two kinds of image work: the production image (sandbox/Dockerfile) holds Python, torch
+and the harness; the registry-free image from `sandbox.local_image` holds nothing, and
+this backend mounts the host's Python runtime, virtual environment, harness package and
+stand-in checkpoints into it read-only, at the paths the runtime expects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
+from docker.utils import kwargs_from_env
+
+from core.settings import PROJECT_ROOT, Settings
+from sandbox.base import Limits, RunRequest, RunResult
+from sandbox.errors import BackendUnavailable, SandboxError
+from sandbox.local_image import HOST_RUNTIME, MERGED_USR_LINKS, RUNTIME_LABEL
+from sandbox.process_backend import NOBODY, SANDBOX_LIB, SANDBOX_TORCH_HOME, harness_env
+from sandbox.streams import pump, wait_two_phase
+
+log = logging.getLogger(__name__)
+
+SANDBOX_LABEL = "grader.sandbox"
+BACKEND_LABEL = "grader.backend"
+EXPIRES_LABEL = "grader.expires"  # unix time after which a sweep may kill the container
+EXPIRY_GRACE_S = 60.0
+ENGINE_TIMEOUT_S = 30
+GPU_SHM_BYTES = 1024 * 1024 * 1024  # data loaders' workers share batches through /dev/shm
+STDOUT_STREAM, STDERR_STREAM = 1, 2
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+HOST_FILES = ("/etc/ld.so.cache", "/etc/alternatives")
+
+
+def engine_answers(timeout_s: float = 2.0) -> bool:
+    """True when a Docker engine answers a ping within `timeout_s`."""
+    try:
+        client = _client(timeout_s)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except ENGINE_ERRORS:
+        return False
+
+
+def _client(timeout_s: float) -> docker.APIClient:
+    """A low-level client for the engine DOCKER_HOST names (TLS settings included), else the local one."""
+    return docker.APIClient(timeout=timeout_s, version="auto", **kwargs_from_env())
+
+
+@contextlib.contextmanager
+def _engine(doing: str) -> Iterator[None]:
+    """Translate docker-py's and requests' errors into the sandbox's own, once, here."""
+    try:
+        yield
+    except docker.errors.ImageNotFound as exc:
+        raise SandboxError(
+            f"{doing}: the sandbox image is missing (build it with scripts/ensure_docker.sh): {exc}"
+        ) from exc
+    except ENGINE_ERRORS as exc:
+        raise SandboxError(f"{doing}: {exc}") from exc
+
+
+class _Demux:
+    """Reads Docker's multiplexed attach stream: returns stdout bytes, keeps stderr up to a cap.
+
+    Each frame is an 8-byte header (stream id, three zero bytes, big-endian length) and
+    its payload; payloads are passed on in pieces, so a huge frame is never buffered.
+    """
+
+    def __init__(self, sock: socket.socket, stderr_cap_bytes: int) -> None:
+        self.sock = sock
+        self.stderr = bytearray()
+        self.stderr_cap_bytes = stderr_cap_bytes
+        self.stream = 0
+        self.remaining = 0
+
+    def _header(self) -> bytes:
+        header = b""
+        while len(header) < 8:
+            chunk = self.sock.recv(8 - len(header))
+            if not chunk:
+                return b""
+            header += chunk
+        return header
+
+    def read(self, size: int) -> bytes:
+        with contextlib.suppress(OSError):
+            while True:
+                if not self.remaining:
+                    header = self._header()
+                    if not header:
+                        return b""
+                    self.stream, self.remaining = header[0], int.from_bytes(header[4:8], "big")
+                    continue
+                chunk = self.sock.recv(min(size, self.remaining))
+                if not chunk:
+                    return b""
+                self.remaining -= len(chunk)
+                if self.stream == STDOUT_STREAM:
+                    return chunk
+                room = self.stderr_cap_bytes - len(self.stderr)
+                if self.stream == STDERR_STREAM and room > 0:
+                    self.stderr += chunk[:room]
+        return b""
+
+
+class DockerBackend:
+    name = "docker"
+    isolated = True
+
+    def __init__(
+        self,
+        client: docker.APIClient,
+        *,
+        image: str,
+        graders_dir: Path,
+        torch_home: Path,
+        gpu: str = "auto",
+    ) -> None:
+        self.client = client
+        self.image = image
+        self.instance_id = uuid.uuid4().hex[:16]
+        with _engine("inspecting the Docker engine"):
+            try:
+                labels = client.inspect_image(image)["Config"].get("Labels") or {}
+            except docker.errors.ImageNotFound as exc:
+                raise BackendUnavailable(
+                    f"sandbox image {image!r} not found: run scripts/ensure_docker.sh "
+                    "(registry-free image) or build sandbox/Dockerfile"
+                ) from exc
+            runtimes = client.info().get("Runtimes") or {}
+        self.host_runtime = labels.get(RUNTIME_LABEL) == HOST_RUNTIME
+        self.mounts = host_runtime_mounts(graders_dir, torch_home) if self.host_runtime else []
+        self.python = sys.executable if self.host_runtime else "python"
+        self.gpu_available = gpu != "off" and "nvidia" in runtimes
+        if gpu == "on" and not self.gpu_available:
+            raise BackendUnavailable(
+                "GRADER_GPU=on but this Docker engine has no nvidia runtime "
+                f"(runtimes: {', '.join(sorted(runtimes)) or 'none'})"
+            )
+        self.sweep_orphans()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DockerBackend:
+        try:
+            client = _client(ENGINE_TIMEOUT_S)
+        except ENGINE_ERRORS as exc:
+            where = os.environ.get("DOCKER_HOST", "the local socket")
+            raise BackendUnavailable(f"no Docker engine answers at {where}: {exc}") from exc
+        return cls(
+            client,
+            image=settings.docker_image,
+            graders_dir=PROJECT_ROOT / "graders",
+            torch_home=settings.torch_home,
+            gpu=settings.gpu,
+        )
+
+    def describe(self) -> str:
+        runtime = (
+            "host Python runtime mounted read-only" if self.host_runtime else "self-contained image"
+        )
+        gpu = "GPU available" if self.gpu_available else "no GPU"
+        return (
+            f"docker backend, image {self.image} ({runtime}; {gpu}): no network, uid {NOBODY}, "
+            "no capabilities, read-only root, cgroup memory/CPU/pids limits"
+        )
+
+    def sweep_orphans(self) -> int:
+        """Remove sandbox containers past their expiry: left by a worker that died mid-job."""
+        now = time.time()
+        removed = 0
+        with _engine("listing sandbox containers"):
+            found = self.client.containers(all=True, filters={"label": f"{SANDBOX_LABEL}=1"})
+        for container in found:
+            try:
+                expires = float((container.get("Labels") or {}).get(EXPIRES_LABEL, ""))
+            except ValueError:
+                expires = 0.0
+            if expires > now:
+                continue
+            with contextlib.suppress(*ENGINE_ERRORS):
+                self.client.remove_container(container["Id"], force=True)
+                removed += 1
+        if removed:
+            log.warning("removed %d orphaned sandbox container(s)", removed)
+        return removed
+
+    def container_config(self, request: RunRequest) -> dict:
+        """The create_container arguments for one job: every limit and restriction is here."""
+        limits = request.limits
+        host_config = self.client.create_host_config(
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={
+                "/tmp": f"rw,nosuid,nodev,size={limits.scratch_bytes},"
+                f"nr_inodes={limits.scratch_inodes},mode=1777"
+            },
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,
+            nano_cpus=int(limits.cpus * 1e9),
+            pids_limit=limits.pids,
+            ulimits=[
+                Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
+                Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
+            init=True,
+            log_config=LogConfig(type=LogConfig.types.NONE),
+            mounts=self.mounts,
+            **self._gpu_options(limits),
+        )
+        expires = time.time() + limits.startup_timeout_s + limits.timeout_s + EXPIRY_GRACE_S
+        labels = {
+            **request.labels,
+            SANDBOX_LABEL: "1",
+            BACKEND_LABEL: self.instance_id,
+            EXPIRES_LABEL: f"{expires:.0f}",
+        }
+        return {
+            "image": self.image,
+            "entrypoint": [self.python, "-B", "-m", "graders.harness"],
+            "command": [],
+            "user": f"{NOBODY}:{NOBODY}",
+            "working_dir": "/tmp",
+            "hostname": "sandbox",
+            "environment": harness_env(
+                limits, pythonpath=SANDBOX_LIB, torch_home=SANDBOX_TORCH_HOME, tmpdir="/tmp"
+            ),
+            "labels": labels,
+            "stdin_open": True,
+            "network_disabled": True,
+            "host_config": host_config,
+        }
+
+    def _gpu_options(self, limits: Limits) -> dict:
+        if not (limits.gpu and self.gpu_available):
+            return {}
+        return {
+            "device_requests": [DeviceRequest(count=1, capabilities=[["gpu"]])],
+            "shm_size": GPU_SHM_BYTES,
+        }
+
+    def run(self, request: RunRequest) -> RunResult:
+        with _engine("creating the sandbox container"):
+            container = self.client.create_container(**self.container_config(request))["Id"]
+        try:
+            return self._run(container, request)
+        finally:
+            with (
+                _engine("removing the sandbox container"),
+                contextlib.suppress(docker.errors.NotFound),
+            ):
+                self.client.remove_container(container, force=True)
+
+    def _run(self, container: str, request: RunRequest) -> RunResult:
+        with _engine("attaching to the sandbox container"):
+            attached = self.client.attach_socket(
+                container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+        sock: socket.socket = getattr(attached, "_sock", attached)
+        try:
+            with _engine("starting the sandbox container"):
+                self.client.start(container)
+            started = time.monotonic()
+            return self._supervise(container, sock, request, started)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            # docker-py keeps the hijacked HTTP response on the socket object: close it first
+            response = getattr(attached, "_response", None)
+            if response is not None:
+                response.close()
+            attached.close()
+            sock.close()
+
+    def _supervise(
+        self, container: str, sock: socket.socket, request: RunRequest, started: float
+    ) -> RunResult:
+        limits = request.limits
+        demux = _Demux(sock, limits.max_log_bytes)
+        out = bytearray()
+        overflow, ready, exited = threading.Event(), threading.Event(), threading.Event()
+
+        def kill() -> None:
+            with contextlib.suppress(*ENGINE_ERRORS):
+                self.client.kill(container)
+
+        def kill_from_reader() -> None:
+            # The engine finishes a kill only once the container's output is drained, and
+            # the reader is what drains it: it must not wait for the kill itself.
+            threading.Thread(target=kill, daemon=True).start()
+
+        def feed_stdin() -> None:
+            with contextlib.suppress(OSError):
+                sock.sendall(request.stdin)
+                sock.shutdown(socket.SHUT_WR)
+
+        def wait_exit() -> None:
+            with contextlib.suppress(*ENGINE_ERRORS):
+                self.client.wait(
+                    container, timeout=limits.startup_timeout_s + limits.timeout_s + EXPIRY_GRACE_S
+                )
+            exited.set()
+
+        reader = threading.Thread(
+            target=pump,
+            args=(
+                demux.read,
+                limits.max_channel_bytes,
+                out,
+                overflow,
+                kill_from_reader,
+                request.ready_marker,
+                ready,
+            ),
+            daemon=True,
+        )
+        threads = [
+            reader,
+            threading.Thread(target=feed_stdin, daemon=True),
+            threading.Thread(target=wait_exit, daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        if not request.ready_marker:
+            ready.set()
+        timed_out = wait_two_phase(exited.is_set, ready, limits)
+        if timed_out:
+            kill()
+        exited.wait(timeout=ENGINE_TIMEOUT_S)
+        reader.join(timeout=5)
+        duration = time.monotonic() - started
+        with _engine("inspecting the finished sandbox container"):
+            state = self.client.inspect_container(container)["State"]
+        if state.get("Running"):
+            raise SandboxError(f"sandbox container {container[:12]} did not stop after a kill")
+        return RunResult(
+            exit_code=state.get("ExitCode"),
+            stdout=bytes(out),
+            stderr=bytes(demux.stderr),
+            duration_s=duration,
+            timed_out=timed_out,
+            oom_killed=bool(state.get("OOMKilled")),
+            channel_overflow=overflow.is_set(),
+        )
+
+
+def host_runtime_mounts(graders_dir: Path, torch_home: Path) -> list[Mount]:
+    """Read-only mounts that let an image without Python run this host's interpreter.
+
+    The runtime and the virtual environment keep their absolute paths (the environment's
+    interpreter is a link to the runtime's); the harness package and the checkpoints go
+    where the production image keeps them. The project root is never mounted: it holds
+    the reference solutions.
+    """
+    sources: list[tuple[str, str]] = [("/usr", "/usr")]
+    sources += [(f"/{name}", f"/{name}") for name in MERGED_USR_LINKS if _real_dir(f"/{name}")]
+    sources += [(path, path) for path in HOST_FILES if os.path.exists(path)]
+    for prefix in sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}):
+        if not any(prefix.is_relative_to(src) for src, _ in sources):
+            sources.append((str(prefix), str(prefix)))
+    sources += [
+        (str(graders_dir.resolve()), f"{SANDBOX_LIB}/graders"),
+        (str(torch_home.resolve()), SANDBOX_TORCH_HOME),
+    ]
+    return [Mount(target, source, type="bind", read_only=True) for source, target in sources]
+
+
+def _real_dir(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path)

@@ -1,0 +1,295 @@
+"""Hostile answers, on both isolating backends: each is contained, graded, and leaves nothing behind.
+
+Every attack is an answer to a short-limit copy of `finetune-freeze` that does not do
+the work, so none may get full marks; each names the outcome it must get on each
+backend, and strings that must never reach the result (a leaked secret, a file found,
+a connection made). After each run no sandbox container, process or scratch dir of
+this session may remain, and the backend must still grade a correct answer fully.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.settings import PROJECT_ROOT
+from graders.result import GradeResult
+from sandbox.docker_backend import BACKEND_LABEL, DockerBackend
+from services.answers import Answer
+from services.grading import grade
+
+pytestmark = [pytest.mark.slow]
+
+MARKER = f"grader-daemon-{uuid.uuid4().hex}"
+EVIL_NAME = f"grader_evil_{uuid.uuid4().hex[:8]}"
+BOTH = ("process", "docker")
+
+
+@dataclass(frozen=True)
+class Attack:
+    id: str
+    code: str
+    outcomes: dict[str, str]  # backend name -> the outcome it must give
+    absent: tuple[str, ...] = ()  # never in the result's stdout, stderr or error
+    present: tuple[str, ...] = ()  # in the student's stdout: proof the attack ran
+
+
+def on(outcome: str, **per_backend: str) -> dict[str, str]:
+    return {name: per_backend.get(name, outcome) for name in BOTH}
+
+
+ATTACKS = [
+    Attack("infinite-loop", "while True:\n    pass\n", on("time_limit")),
+    Attack("long-sleep", "import time\ntime.sleep(600)\n", on("time_limit")),
+    Attack(
+        "read-stdin",
+        "import os, sys\nprint('STDIN', sys.stdin.buffer.read()[:200], os.read(0, 200))\n",
+        on("failed"),
+        absent=('"setup"', '"checks"', "nonce"),
+        present=("STDIN b'' b''",),
+    ),
+    Attack("memory-bomb", "x = b'x' * (8 * 2**30)\n", on("memory_limit")),
+    Attack(
+        "memory-growth",
+        "chunks = []\nwhile True:\n    chunks.append(b'x' * 2**24)\n",
+        on("memory_limit"),
+    ),
+    Attack(
+        "fork-bomb",
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        on("time_limit"),
+    ),
+    Attack(
+        "thread-bomb",
+        "import threading, time\nwhile True:\n"
+        "    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n",
+        on("runtime_error"),
+    ),
+    Attack("output-flood", "while True:\n    print('x' * 1000)\n", on("output_limit")),
+    Attack("huge-line", "print('x' * (16 * 2**20))\n", on("output_limit")),
+    Attack(
+        "channel-flood",
+        "import os\nchunk = b'x' * 2**20\nfor fd in range(3, 64):\n    try:\n"
+        "        if os.readlink(f'/proc/self/fd/{fd}').startswith('pipe:'):\n"
+        "            for _ in range(200):\n                os.write(fd, chunk)\n"
+        "    except OSError:\n        pass\n",
+        on("output_limit"),
+    ),
+    Attack(
+        "disk-fill",
+        "i = 0\nwhile True:\n    with open(f'/tmp/fill{i}', 'wb') as f:\n"
+        "        f.write(b'0' * (60 * 2**20))\n    i += 1\n",
+        on("runtime_error"),
+    ),
+    Attack(
+        "inode-exhaustion",
+        "i = 0\nwhile True:\n    open(f'/tmp/inode{i}', 'w').close()\n    i += 1\n",
+        # bubblewrap's tmpfs caps bytes, not inodes: there the loop runs into the deadline
+        on("runtime_error", process="time_limit"),
+    ),
+    Attack(
+        "fd-exhaustion",
+        "files = []\nwhile True:\n    files.append(open('/dev/null'))\n",
+        on("runtime_error"),
+    ),
+    Attack(
+        "local-services",
+        "import socket\nfor port in (6379, 5432):\n    try:\n"
+        "        socket.create_connection(('127.0.0.1', port), timeout=1).close()\n"
+        "        print('CONNECTED', port)\n    except OSError as exc:\n"
+        "        print('no connection', port, exc)\n",
+        on("failed"),
+        absent=("CONNECTED",),
+        present=("no connection 6379", "no connection 5432"),
+    ),
+    Attack(
+        "dns",
+        "import socket\ntry:\n    print('RESOLVED', socket.getaddrinfo('pypi.org', 443))\n"
+        "except OSError as exc:\n    print('no dns', exc)\n",
+        on("failed"),
+        absent=("RESOLVED",),
+        present=("no dns",),
+    ),
+    Attack(
+        "read-secrets",
+        "import glob, os\nprint(dict(os.environ))\n"
+        "for path in ['/proc/1/environ', *glob.glob('/proc/*/environ'), *glob.glob('/proc/*/cmdline')]:\n"
+        "    try:\n        print(path, open(path, 'rb').read())\n"
+        "    except OSError as exc:\n        print(path, exc)\n"
+        "print('SEARCHED')\n",
+        on("failed"),
+        present=("SEARCHED",),
+    ),
+    Attack(
+        "find-socket-and-reference",
+        "import os\nfor path in ('/var/run/docker.sock', '/run/docker.sock', '/run/containerd/containerd.sock'):\n"
+        "    if os.path.exists(path):\n        print('FOUND', path)\n"
+        "for root, dirs, files in os.walk('/'):\n"
+        "    if root in ('/proc', '/sys', '/dev', '/usr'):\n        dirs[:] = []\n        continue\n"
+        "    for name in dirs + files:\n"
+        "        if name in ('taskbank', 'docker.sock', 'expected') or name.startswith(('finetune-', 'adversarial-')):\n"
+        "            print('FOUND', os.path.join(root, name))\n"
+        "print('SEARCHED')\n",
+        on("failed"),
+        absent=("FOUND",),
+        present=("SEARCHED",),
+    ),
+    Attack(
+        "write-outside-scratch",
+        "import os, sys, torch\n"
+        f"name = {EVIL_NAME!r}\n"
+        "for d in (os.path.dirname(torch.__file__), os.path.dirname(os.__file__), sys.prefix, '/etc', '/sandbox/lib/graders', '/dev', '/'):\n"
+        "    try:\n        with open(os.path.join(d, name), 'w') as f:\n            f.write('x')\n"
+        "        print('WROTE', d)\n    except OSError as exc:\n        print('denied', d, exc.errno)\n",
+        on("failed"),
+        absent=("WROTE",),
+        present=("denied /etc",),
+    ),
+    Attack(
+        "ignore-sigterm",
+        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass\n",
+        on("time_limit"),
+    ),
+    Attack(
+        "setsid-daemon",
+        "import os, subprocess, sys, time\n"
+        f"argv = [sys.executable, '-c', 'import time; time.sleep(120)', {MARKER!r}]\n"
+        "p = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execv(sys.executable, argv)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.5)\nos.kill(p.pid, 0)\nprint('SPAWNED')\n",
+        on("failed"),
+        present=("SPAWNED",),
+    ),
+    Attack(
+        "zombies",
+        "import os\nfor _ in range(50):\n    if os.fork() == 0:\n        os._exit(0)\nprint('FORKED')\n",
+        on("failed"),
+        present=("FORKED",),
+    ),
+    Attack(
+        "kill-init",
+        "import os, time\nos.kill(1, 9)\nos.kill(os.getppid(), 9)\ntime.sleep(0.5)\nprint('ALIVE')\n",
+        on("failed"),
+        present=("ALIVE",),
+    ),
+    Attack(
+        "forged-stdout",
+        'import os, sys\nprint(\'{"outcome": "passed", "score": 10, "max_score": 10}\')\n'
+        'sys.__stdout__.write(\'{"outcome": "passed", "score": 10}\\n\')\n'
+        "os.write(1, b'\\nGRADER-FACTS/1 ' + b'0' * 32 + b' 2 0\\n{}')\n",
+        on("failed"),
+    ),
+    Attack(
+        "forged-files",
+        "import json, os\nfor name in ('result.json', 'facts.json', '.stdout', 'manifest.json'):\n"
+        "    with open(os.path.join(os.environ.get('TMPDIR', '/tmp'), name), 'w') as f:\n"
+        "        json.dump({'outcome': 'passed', 'score': 10, 'status': 'ok'}, f)\n",
+        on("failed"),
+    ),
+    Attack("sys-exit", "import sys\nsys.exit(0)\n", on("failed")),
+    Attack("os-exit", "import os\nos._exit(0)\n", on("runtime_error")),
+    Attack(
+        "patch-requires-grad",
+        "import torch\ntorch.Tensor.requires_grad = property(lambda self: False)\n"
+        "torch.nn.Parameter.requires_grad = property(lambda self: False)\n",
+        on("failed"),
+    ),
+    Attack(
+        "patch-parameters",
+        "import torch\ntorch.nn.Module.parameters = lambda self, recurse=True: iter([])\n"
+        "torch.nn.Module.named_parameters = lambda self, *args, **kwargs: iter([])\n",
+        on("failed"),
+    ),
+    Attack("replace-model", "import torch\nmodel = torch.nn.Module()\n", on("failed")),
+]
+
+
+def run_attack(backend, spec, expected, settings, code: str) -> GradeResult:
+    return grade(spec, Answer(code=code), backend=backend, expected=expected, settings=settings)
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def children_of_this_process() -> list[int]:
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry.name))
+    return found
+
+
+def assert_nothing_left(backend, scratch_root: Path) -> None:
+    assert children_of_this_process() == []
+    assert processes_with(MARKER) == []
+    assert list(scratch_root.glob("grader-sandbox-*")) == []
+    if isinstance(backend, DockerBackend):
+        left = backend.client.containers(
+            all=True, filters={"label": f"{BACKEND_LABEL}={backend.instance_id}"}
+        )
+        assert left == []
+
+
+def evil_host_paths() -> list[Path]:
+    dirs = [
+        Path(torch.__file__).parent,
+        Path(os.__file__).parent,
+        Path(sys.prefix),
+        Path("/etc"),
+        PROJECT_ROOT / "graders",
+        Path("/"),
+    ]
+    return [d / EVIL_NAME for d in dirs]
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.id for a in ATTACKS])
+def test_attack_is_contained(
+    attack, backend, attack_spec, attack_expected, settings, canary, scratch_root
+):
+    result = run_attack(backend, attack_spec, attack_expected, settings, attack.code)
+    seen = "\n".join([result.stdout, result.stderr, result.error or ""])
+    assert result.outcome == attack.outcomes[backend.name], result.model_dump_json(
+        exclude={"stdout", "stderr"}
+    )
+    assert result.score < result.max_score
+    assert canary not in seen and canary not in result.model_dump_json()
+    for text in attack.absent:
+        assert text not in seen, f"{text!r} reached the result:\n{seen[:3000]}"
+    for text in attack.present:
+        assert text in result.stdout, f"the attack did not run as intended:\n{seen[:3000]}"
+    assert not any(p.exists() for p in evil_host_paths())
+    assert_nothing_left(backend, scratch_root)
+
+
+def test_backend_still_grades_after_attacks(
+    backend, attack_spec, attack_expected, settings, scratch_root
+):
+    result = run_attack(
+        backend, attack_spec, attack_expected, settings, "model.requires_grad_(False)\n"
+    )
+    assert (result.outcome, result.score) == ("passed", result.max_score), result.model_dump_json(
+        indent=2
+    )
+    assert_nothing_left(backend, scratch_root)
