@@ -92,6 +92,14 @@ def parse_frame(stdout: bytes, nonce: str) -> Facts:
         raise FactsError("the facts frame is truncated")
     try:
         data = json.loads(body, parse_constant=_reject_constants)
+        if isinstance(data, dict) and isinstance(data.get("observations"), dict):
+            # Each check's facts travel as JSON text, so no observer can write another's.
+            data["observations"] = {
+                name: json.loads(text, parse_constant=_reject_constants)
+                if isinstance(text, str)
+                else text
+                for name, text in data["observations"].items()
+            }
         manifest = Manifest.model_validate(data)
     except (ValueError, ValidationError) as exc:
         raise FactsError(f"malformed facts manifest: {str(exc)[:500]}") from None

@@ -37,8 +37,7 @@ class Facts(FactsBase):
 
 
 def observe(ctx, params: Params) -> dict:
-    from graders import introspect as ti
-
+    ti = ctx.ti
     root = ti.submodule(ti.lookup(ctx.scope, params.variable), params.module, params.variable)
     return {
         "class_name": ti.qualified_type_name(root),

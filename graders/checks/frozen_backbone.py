@@ -51,8 +51,7 @@ class Facts(FactsBase):
 
 
 def observe(ctx, params: Params) -> dict:
-    from graders import introspect as ti
-
+    ti = ctx.ti
     model = ti.require_module(ti.lookup(ctx.scope, params.variable), params.variable)
     ti.submodule(model, params.head, params.variable)  # the head must exist
     prefix = params.head + "."

@@ -76,8 +76,7 @@ def _hyper_value(value) -> Hyper | type[Ellipsis]:
 
 
 def observe(ctx, params: Params) -> dict:
-    from graders import introspect as ti
-
+    ti = ctx.ti
     optimizer = ti.lookup(ctx.scope, params.variable)
     groups = ti.optimizer_groups(optimizer)
     names = ti.param_ids(ti.require_module(ti.lookup(ctx.scope, params.model), params.model))

@@ -22,6 +22,7 @@ from graders.checks.base import (
 )
 
 TYPE = "output_shape"
+EXECUTES_ANSWER = True  # it calls the module's forward, which the answer may have written
 MAX_INPUT_ELEMENTS = 4_000_000
 
 
@@ -51,8 +52,7 @@ class Facts(FactsBase):
 
 
 def observe(ctx, params: Params) -> dict:
-    from graders import introspect as ti
-
+    ti = ctx.ti
     where = params.variable + (f".{params.module}" if params.module else "")
     module = ti.submodule(ti.lookup(ctx.scope, params.variable), params.module, params.variable)
     x = ti.seeded_input(params.input_shape, ctx.seed)

@@ -52,8 +52,7 @@ class Facts(FactsBase):
 
 
 def observe(ctx, params: Params) -> dict:
-    from graders import introspect as ti
-
+    ti = ctx.ti
     root = ti.submodule(ti.lookup(ctx.scope, params.variable), params.module, params.variable)
     state = {}
     for name, tensor in ti.named_state(root):

@@ -34,6 +34,7 @@ from graders.checks.base import (
 )
 
 TYPE = "training_loop"
+EXECUTES_ANSWER = True  # the loss is measured with the model's forward
 MAX_EVENTS = 20_000
 MAX_BATCHES = 1_000
 
@@ -67,16 +68,42 @@ class Facts(FactsBase):
     )
 
 
+# The instrumentation the answer can reach (the data loader's iterator, autograd's backward,
+# the optimizer's step hook) is compiled into a namespace of its own holding only what it
+# needs, so following its functions' globals or closures leads to the event log and to C
+# functions, not to the grader's modules.
+_INSTRUMENTATION = """
+def logged_iter(self_):
+    for i, batch in enumerate(original_iter(self_)):
+        log("b%d" % i)
+        yield batch
+
+
+def logged_backward(*args, **kwargs):
+    clean = True
+    for p in trainable:
+        g = grad_of(p)
+        if g is not None and tensor_item(tensor_any(g)):
+            clean = False
+            break
+    log("w" if clean else "W")
+    return original_backward(*args, **kwargs)
+
+
+def logged_step(*_):
+    log("s")
+"""
+
+
 class _Recorder:
     """Instrumentation installed once per (model, optimizer, dataloader), shared by the aspects."""
 
     def __init__(self, ctx, params: Params) -> None:
-        from graders import introspect as ti
-
+        ti = self.ti = ctx.ti
         self.model = ti.require_module(ti.lookup(ctx.scope, params.model), params.model)
         self.optimizer = ti.lookup(ctx.scope, params.optimizer)
         groups = ti.optimizer_groups(self.optimizer)
-        self.trainable = [p for g in groups for p in g["params"]]
+        trainable = tuple(p for g in groups for p in g["params"])
         loader = ti.lookup(ctx.scope, params.dataloader)
         self.batches = []
         for batch in loader:
@@ -88,45 +115,33 @@ class _Recorder:
             self.batches.append((ti.clone(ti.detach(inputs)), ti.clone(ti.detach(labels))))
         self.events: list[str] = []
         self.loss_before = self.loss()
-        self._instrument(loader)
+        self._instrument(loader, trainable)
 
-    def _log(self, event: str) -> None:
-        if len(self.events) < MAX_EVENTS:
-            self.events.append(event)
-
-    def _instrument(self, loader) -> None:
+    def _instrument(self, loader, trainable: tuple) -> None:
         import torch
 
-        from graders import introspect as ti
-
-        recorder = self
         cls = type(loader)
-        original_iter = cls.__iter__
-
-        def logged_iter(self_):
-            for i, batch in enumerate(original_iter(self_)):
-                recorder._log(f"b{i}")
-                yield batch
-
+        namespace = {
+            "__builtins__": {"enumerate": enumerate},
+            "original_iter": cls.__iter__,
+            "original_backward": torch.autograd.backward,
+            "log": self.events.append,  # a C method: it leads to the log and nowhere else
+            "trainable": trainable,
+            "grad_of": torch._C.TensorBase.grad.__get__,
+            "tensor_any": torch._C.TensorBase.any,
+            "tensor_item": torch._C.TensorBase.item,
+        }
+        exec(compile(_INSTRUMENTATION, "<instrumentation>", "exec"), namespace)
         loader.__class__ = type(
-            cls.__name__, (cls,), {"__iter__": logged_iter, "__module__": cls.__module__}
+            cls.__name__,
+            (cls,),
+            {"__iter__": namespace["logged_iter"], "__module__": cls.__module__},
         )
-
-        original_backward = torch.autograd.backward
-
-        def logged_backward(*args, **kwargs):
-            clean = all(
-                ti.grad_of(p) is None or ti.is_all_zero(ti.grad_of(p)) for p in recorder.trainable
-            )
-            recorder._log("w" if clean else "W")
-            return original_backward(*args, **kwargs)
-
-        torch.autograd.backward = logged_backward
-        self.optimizer.register_step_pre_hook(lambda *_: recorder._log("s"))
+        torch.autograd.backward = namespace["logged_backward"]
+        self.optimizer.register_step_pre_hook(namespace["logged_step"])
 
     def loss(self) -> float | None:
-        from graders import introspect as ti
-
+        ti = self.ti
         if not self.batches:
             return None
         flags = ti.set_training(self.model, False)
@@ -150,8 +165,7 @@ def prepare(ctx, params: Params) -> None:
 
 
 def observe(ctx, params: Params) -> dict:
-    from graders import introspect as ti
-
+    ti = ctx.ti
     recorder: _Recorder = ctx.shared[_key(params)]
     cached = ctx.shared.get(_key(params) + (params.head,))
     if cached is not None:  # another aspect of the same loop already observed it
@@ -169,11 +183,11 @@ def observe(ctx, params: Params) -> dict:
         tensors = {f"{params.head}.{name}": ti.to_numpy(t) for name, t in ti.named_state(head)}
     facts = {
         "batches_total": len(recorder.batches),
-        "events": recorder.events,
+        "events": [e for e in recorder.events[:MAX_EVENTS] if type(e) is str],
         "loss_before": recorder.loss_before,
-        "loss_after": recorder.loss(),
         "state": {name: ti.summary(ti.to_numpy(t)) for name, t in ti.named_state(model)},
     }
+    facts["loss_after"] = recorder.loss()  # last: it runs the model's forward, the answer's code
     ctx.shared[_key(params) + (params.head,)] = (facts, tensors)
     for name, values in tensors.items():
         ctx.add_tensor(name, values)

@@ -26,8 +26,7 @@ class Facts(FactsBase):
 
 
 def observe(ctx, params: Params) -> dict:
-    from graders import introspect as ti
-
+    ti = ctx.ti
     if params.variable not in ctx.scope:
         return {"exists": False}
     return {"exists": True, "lineage": ti.type_lineage(ctx.scope[params.variable])}

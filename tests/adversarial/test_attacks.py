@@ -153,8 +153,53 @@ ATTACKS = [
     ),
     Attack(
         "ignore-sigterm",
-        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass\n",
+        # The answer runs outside the main thread, so it cannot install handlers; it can
+        # still block the signal, and the deadline's SIGKILL ends it all the same.
+        "import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})\n"
+        "while True:\n    pass\n",
         on("time_limit"),
+    ),
+    Attack(
+        "walk-frames-for-the-nonce",
+        "import os, sys\nf = sys._getframe(0)\nwhile f is not None:\n"
+        "    for k, v in dict(f.f_locals).items():\n"
+        "        if k in ('job', 'nonce', 'channel', 'frame_start'):\n            print('LEAK', k)\n"
+        "    f = f.f_back\n"
+        "forged = b'\\nGRADER-FACTS/1 ' + b'0' * 32 + b' 2 0\\n{}'\n"
+        "for fd in range(3, 30):\n    try:\n        os.write(fd, forged)\n    except OSError:\n        pass\n"
+        "print('WALKED')\n",
+        on("failed"),
+        absent=("LEAK",),
+        present=("WALKED",),
+    ),
+    Attack("walk-the-object-graph", "import gc\ngc.get_objects()\n", on("runtime_error")),
+    Attack("other-threads-frames", "import sys\nsys._current_frames()\n", on("runtime_error")),
+    Attack("ctypes", "import ctypes\nctypes.CDLL(None).getpid()\n", on("runtime_error")),
+    Attack("read-process-memory", "open('/proc/self/mem', 'rb')\n", on("runtime_error")),
+    Attack(
+        "add-audit-hook",
+        "import sys\nsys.addaudithook(lambda *a: print('HOOKED'))\nopen('/dev/null').close()\n"
+        "print('TRIED')\n",
+        on("failed"),
+        absent=("HOOKED",),
+        present=("TRIED",),
+    ),
+    Attack(
+        "patch-the-grader-modules",
+        "import graders.introspect as ti\nti.requires_grad = lambda t: False\n",
+        on("runtime_error"),
+    ),
+    Attack(
+        "patch-the-harness-and-builtins",
+        "import __main__, builtins\n__main__._head = __main__.ObserveContext = None\n"
+        "builtins.len = lambda x: 0\nbuiltins.all = lambda x: True\nprint('PATCHED')\n",
+        on("failed"),
+        present=("PATCHED",),
+    ),
+    Attack(
+        "install-signal-handler",
+        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n",
+        on("runtime_error"),
     ),
     Attack(
         "setsid-daemon",
