@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     validation_parallelism: int = Field(
         2, ge=1, le=64, description="Sandbox runs at once in a self-test."
     )
+    warm_pool_size: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Warm sandboxes a grading worker process keeps per set of limits; 0: none.",
+    )
+    warm_max_idle_s: float = Field(
+        600.0, gt=0, description="A warm sandbox unused this long is replaced by a fresh one."
+    )
     tasks_dir: Path = Field(PROJECT_ROOT / "taskbank" / "tasks", description="Bundled task specs.")
 
     database_url: str = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -12,13 +13,40 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+CONNECT_TIMEOUT_S = 10  # a database that does not answer is an error, not a hang
+
+
+_created: list[Engine] = []
+
+
+def _drop_inherited_connections() -> None:
+    """In a forked child (a Celery pool process) never reuse the parent's pooled connections:
+    two processes on one socket corrupt the protocol. The child opens its own."""
+    for engine in _created:
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_drop_inherited_connections)
 
 
 @lru_cache
 def engine_for(url: str) -> Engine:
+    engine = _make_engine(url)
+    _created.append(engine)
+    return engine
+
+
+def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # The pool is as large as the API's thread pool (40), so a burst of requests waits for
+        # SQLite's write lock instead of running out of connections.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=20,
+            max_overflow=30,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn, _record) -> None:
@@ -34,7 +62,14 @@ def engine_for(url: str) -> Engine:
 
         engine.dialect._supports_statement_cache = True
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=20,
+        max_overflow=30,
+        pool_timeout=CONNECT_TIMEOUT_S,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )
 
 
 @lru_cache

@@ -236,16 +236,8 @@ def main() -> None:
     update_dict, builtins_dict = dict.update, builtins.__dict__
     in_thread, observe_in_thread = _in_thread, _observe
 
-    from graders.job import MAX_JOB_BYTES, Job, frame_header, ready_marker
-
-    chunks = []
-    while sum(map(len, chunks)) <= MAX_JOB_BYTES and (chunk := read(0, 1 << 20)):
-        chunks.append(chunk)
-    job = Job.model_validate_json(b"".join(chunks)[:MAX_JOB_BYTES])
-    del chunks
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-
-    # Everything the observers rely on is imported (and its accessors captured) now.
+    # Everything the observers rely on is imported (and its accessors captured) now, before
+    # the job is read: a warm sandbox waits here, blocked on stdin, with torch imported.
     import random
 
     import numpy as np
@@ -255,6 +247,14 @@ def main() -> None:
     from graders import introspect
     from graders.checks import REGISTRY
     from graders.checks.base import ObservationError
+    from graders.job import MAX_JOB_BYTES, Job, frame_header, ready_marker
+
+    chunks = []
+    while sum(map(len, chunks)) <= MAX_JOB_BYTES and (chunk := read(0, 1 << 20)):
+        chunks.append(chunk)
+    job = Job.model_validate_json(b"".join(chunks)[:MAX_JOB_BYTES])
+    del chunks
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
 
     channel = os.dup(1)
     scratch = os.environ.get("TMPDIR", "/tmp")

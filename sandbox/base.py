@@ -58,3 +58,28 @@ class SandboxBackend(Protocol):
     def describe(self) -> str:
         """One line for logs, `gradectl` and health reports, saying how strong the isolation is."""
         ...
+
+
+class Sandbox(Protocol):
+    """A started sandbox blocked on reading its job, limits applied: it runs one job, once."""
+
+    limits: Limits
+    started_at: float  # time.monotonic() when it was started
+
+    def alive(self) -> bool: ...
+
+    def run(self, request: RunRequest) -> RunResult:
+        """Write the job, supervise it to the end, then remove the sandbox."""
+        ...
+
+    def discard(self) -> None:
+        """Remove the sandbox and everything it started, job or not."""
+        ...
+
+
+class StartableBackend(SandboxBackend, Protocol):
+    """A backend that can start a sandbox before its job exists, so a pool can keep it warm."""
+
+    def start(
+        self, limits: Limits, *, labels: dict[str, str] | None = None, idle_s: float = 0.0
+    ) -> Sandbox: ...

@@ -207,7 +207,7 @@ class DockerBackend:
             log.warning("removed %d orphaned sandbox container(s)", removed)
         return removed
 
-    def container_config(self, request: RunRequest) -> dict:
+    def container_config(self, request: RunRequest, idle_s: float = 0.0) -> dict:
         """The create_container arguments for one job: every limit and restriction is here."""
         limits = request.limits
         host_config = self.client.create_host_config(
@@ -233,7 +233,9 @@ class DockerBackend:
             mounts=self.mounts,
             **self._gpu_options(limits),
         )
-        expires = time.time() + limits.startup_timeout_s + limits.timeout_s + EXPIRY_GRACE_S
+        expires = (
+            time.time() + idle_s + limits.startup_timeout_s + limits.timeout_s + EXPIRY_GRACE_S
+        )
         labels = {
             **request.labels,
             SANDBOX_LABEL: "1",
@@ -265,29 +267,64 @@ class DockerBackend:
         }
 
     def run(self, request: RunRequest) -> RunResult:
-        with _engine("creating the sandbox container"):
-            container = self.client.create_container(**self.container_config(request))["Id"]
-        try:
-            return self._run(container, request)
-        finally:
-            with (
-                _engine("removing the sandbox container"),
-                contextlib.suppress(docker.errors.NotFound),
-            ):
-                self.client.remove_container(container, force=True)
+        return self.start(request.limits, labels=request.labels).run(request)
 
-    def _run(self, container: str, request: RunRequest) -> RunResult:
-        with _engine("attaching to the sandbox container"):
-            attached = self.client.attach_socket(
-                container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
-        sock: socket.socket = getattr(attached, "_sock", attached)
+    def start(
+        self, limits: Limits, *, labels: dict[str, str] | None = None, idle_s: float = 0.0
+    ) -> DockerSandbox:
+        """A started container blocked on reading its job, which may wait `idle_s` for it."""
+        template = RunRequest(stdin=b"", limits=limits, labels=labels or {})
+        with _engine("creating the sandbox container"):
+            container = self.client.create_container(
+                **self.container_config(template, idle_s=idle_s)
+            )["Id"]
+        sandbox = DockerSandbox(self.client, container, limits)
         try:
+            with _engine("attaching to the sandbox container"):
+                sandbox.attached = self.client.attach_socket(
+                    container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+                )
             with _engine("starting the sandbox container"):
                 self.client.start(container)
-            started = time.monotonic()
-            return self._supervise(container, sock, request, started)
+        except BaseException:
+            sandbox.discard()
+            raise
+        return sandbox
+
+
+class DockerSandbox:
+    """One started container, blocked on reading its job: it runs one job, then is removed."""
+
+    def __init__(self, client: docker.APIClient, container: str, limits: Limits) -> None:
+        self.client = client
+        self.container = container
+        self.limits = limits
+        self.started_at = time.monotonic()
+        self.attached = None
+        self.used = False
+
+    def alive(self) -> bool:
+        """True while the container runs: one that died waiting must not be handed a job."""
+        try:
+            return bool(self.client.inspect_container(self.container)["State"].get("Running"))
+        except ENGINE_ERRORS:
+            return False
+
+    def run(self, request: RunRequest) -> RunResult:
+        if self.used or request.limits != self.limits:
+            raise SandboxError("a sandbox runs one job, under the limits it was started with")
+        self.used = True
+        sock: socket.socket = getattr(self.attached, "_sock", self.attached)
+        try:
+            return self._supervise(sock, request, time.monotonic())
         finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Close the attach stream and remove the container, whatever state it is in."""
+        attached, self.attached = self.attached, None
+        if attached is not None:
+            sock = getattr(attached, "_sock", attached)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             # docker-py keeps the hijacked HTTP response on the socket object: close it first
@@ -296,10 +333,11 @@ class DockerBackend:
                 response.close()
             attached.close()
             sock.close()
+        with _engine("removing the sandbox container"), contextlib.suppress(docker.errors.NotFound):
+            self.client.remove_container(self.container, force=True)
 
-    def _supervise(
-        self, container: str, sock: socket.socket, request: RunRequest, started: float
-    ) -> RunResult:
+    def _supervise(self, sock: socket.socket, request: RunRequest, started: float) -> RunResult:
+        container = self.container
         limits = request.limits
         demux = _Demux(sock, limits.max_log_bytes)
         out = bytearray()

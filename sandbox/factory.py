@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from core.settings import PROJECT_ROOT, Settings
-from sandbox.base import SandboxBackend
+from sandbox.base import Limits, SandboxBackend, StartableBackend
 from sandbox.errors import BackendUnavailable
+from sandbox.pool import WarmPool
 from sandbox.process_backend import ProcessBackend
 
 log = logging.getLogger(__name__)
@@ -20,21 +21,33 @@ def docker_available(settings: Settings) -> bool:
     return engine_answers()
 
 
-def get_backend(name: str, settings: Settings) -> SandboxBackend:
-    """`docker`, `process`, or `auto` (Docker when an engine answers, else the process backend)."""
+def get_backend(
+    name: str, settings: Settings, *, prewarm: tuple[Limits, ...] | None = None
+) -> SandboxBackend:
+    """`docker`, `process`, or `auto` (Docker when an engine answers, else the process backend).
+
+    With `prewarm` (a long-lived worker's choice, not a one-shot command's) and a warm pool
+    size above 0, jobs run in sandboxes started ahead of demand, starting with those limits.
+    """
     if name == "auto":
         name = "docker" if docker_available(settings) else "process"
+    backend: StartableBackend
     if name == "docker":
         try:
             from sandbox.docker_backend import DockerBackend
         except ImportError as exc:
             raise BackendUnavailable(f"the Docker backend is not available: {exc}") from exc
-        return DockerBackend.from_settings(settings)
-    if name == "process":
+        backend = DockerBackend.from_settings(settings)
+    elif name == "process":
         backend = ProcessBackend(project_root=PROJECT_ROOT, torch_home=settings.torch_home)
         log.warning("sandbox: %s", backend.describe())
+    else:
+        raise BackendUnavailable(f"unknown sandbox backend {name!r}: use auto, docker or process")
+    if prewarm is None or settings.warm_pool_size == 0:
         return backend
-    raise BackendUnavailable(f"unknown sandbox backend {name!r}: use auto, docker or process")
+    return WarmPool(
+        backend, settings.warm_pool_size, max_idle_s=settings.warm_max_idle_s, prewarm=prewarm
+    )
 
 
 def describe_configured_backend(settings: Settings) -> dict:

@@ -108,13 +108,14 @@ class ProcessBackend:
             "--proc", "/proc", "--dev", "/dev",
             # bwrap's /dev is an uncapped tmpfs: keep it read-only, with Docker's 64 MiB /dev/shm
             "--size", str(64 * MIB), "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+            # /tmp before the runtime: a checkout (and its .venv) may itself live under /tmp
+            "--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs", "/tmp",
         ]  # fmt: skip
         for path in sorted(runtime):
             cmd += ["--ro-bind", str(path), str(path)]
         cmd += [
             "--ro-bind", str(self.project_root / "graders"), f"{SANDBOX_LIB}/graders",
             "--ro-bind", str(self.torch_home), SANDBOX_TORCH_HOME,
-            "--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs", "/tmp",
             "--remount-ro", "/",  # bwrap's root is an uncapped tmpfs: only /tmp may be written
             "--chdir", "/tmp",
         ]  # fmt: skip
@@ -124,7 +125,16 @@ class ProcessBackend:
         return cmd + ["--", *python], env, "/tmp"
 
     def run(self, request: RunRequest) -> RunResult:
-        limits = request.limits
+        return self.start(request.limits).run(request)
+
+    def start(
+        self, limits: Limits, *, labels: dict[str, str] | None = None, idle_s: float = 0.0
+    ) -> ProcessSandbox:
+        """A started harness blocked on reading its job, under every limit of the run.
+
+        Labels and `idle_s` matter to engines that sweep what they started; a process
+        sandbox dies with the pipe to its owner.
+        """
         scratch = tempfile.mkdtemp(prefix="grader-sandbox-")
         os.chmod(scratch, 0o1777)
         cmd, env, _ = self._command(scratch, limits)
@@ -143,7 +153,6 @@ class ProcessBackend:
             if cgroup is not None:
                 cgroup.join()
 
-        started = time.monotonic()
         try:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -154,6 +163,50 @@ class ProcessBackend:
             if cgroup is not None:
                 cgroup.destroy()
             raise SandboxError(f"could not start the sandbox process: {exc}") from exc
+        notes = [] if self.bwrap else ["process backend without namespaces: not isolated"]
+        return ProcessSandbox(proc, scratch, cgroup, limits, notes)
+
+
+class ProcessSandbox:
+    """One started harness process, blocked on reading its job: it runs one job, then is gone."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen,
+        scratch: str,
+        cgroup: PidsCgroup | None,
+        limits: Limits,
+        notes: list[str],
+    ) -> None:
+        self.proc = proc
+        self.scratch = scratch
+        self.cgroup = cgroup
+        self.limits = limits
+        self.notes = notes
+        self.started_at = time.monotonic()
+        self.used = False
+
+    def alive(self) -> bool:
+        """True while the harness runs: one that died waiting must not be handed a job."""
+        return self.proc.poll() is None
+
+    def discard(self) -> None:
+        """Kill everything the sandbox started and remove its scratch dir."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever is left in its session
+        if self.cgroup is not None:
+            self.cgroup.destroy()  # and anything that left the session (setsid daemons)
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def run(self, request: RunRequest) -> RunResult:
+        if self.used or request.limits != self.limits:
+            raise SandboxError("a sandbox runs one job, under the limits it was started with")
+        self.used = True
+        limits, proc = request.limits, self.proc
 
         def kill_group() -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -167,6 +220,7 @@ class ProcessBackend:
         ]  # fmt: skip
         for r in readers:
             r.start()
+        started = time.monotonic()
         try:
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.write(request.stdin)
@@ -176,19 +230,18 @@ class ProcessBackend:
             timed_out = wait_two_phase(lambda: proc.poll() is not None, ready, limits)
         finally:
             kill_group()  # whatever the answer left running in its session dies with the job
-            if cgroup is not None:
-                cgroup.destroy()  # and so does anything that left the session (setsid daemons)
+            if self.cgroup is not None:
+                self.cgroup.destroy()  # and so does anything that left the session
             proc.wait()
             for r in readers:
                 r.join(timeout=5)
-            shutil.rmtree(scratch, ignore_errors=True)
-        duration = time.monotonic() - started
+            self.discard()
         return RunResult(
             exit_code=proc.returncode,
             stdout=bytes(out),
             stderr=bytes(err),
-            duration_s=duration,
+            duration_s=time.monotonic() - started,
             timed_out=timed_out,
             channel_overflow=overflow.is_set(),
-            notes=[] if self.bwrap else ["process backend without namespaces: not isolated"],
+            notes=list(self.notes),
         )

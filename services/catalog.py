@@ -8,12 +8,13 @@ see the public view only: no reference, no setup, no check parameters, no expect
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import Task, TaskVersion
+from db.models import Task, TaskVersion, now
 from graders.errors import SpecError
 from graders.facts import dump_facts, load_stored_facts
 from graders.judge import Expected
@@ -79,6 +80,26 @@ def expected_of(version: TaskVersion) -> Expected | None:
         return None
     facts = load_stored_facts(version.expected_manifest, version.expected_tensors or b"")
     return Expected(facts=facts, baseline_passing=frozenset(version.baseline_passing or []))
+
+
+VALIDATION_ALLOWANCE_S = 900  # a self-test runs many sandboxes; under load it takes minutes
+
+
+def overdue_self_tests(session: Session, grace_s: float) -> list[str]:
+    """Versions still validating long after their self-test was sent (its message was lost);
+    marked as sent again, so that a slow self-test is not run twice."""
+    limit = now() - timedelta(seconds=VALIDATION_ALLOWANCE_S + grace_s)
+    versions = session.scalars(
+        select(TaskVersion)
+        .where(
+            TaskVersion.status == "validating",
+            func.coalesce(TaskVersion.enqueued_at, TaskVersion.created_at) < limit,
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    for version in versions:
+        version.enqueued_at = now()
+    return [v.id for v in versions]
 
 
 def record_self_test(

@@ -12,6 +12,7 @@ from graders.job import Job, ready_marker
 from graders.judge import Expected, RunSummary, judge_choice, judge_run
 from graders.result import GradeResult
 from graders.spec import ChoiceTask, CodeTask, spec_digest
+from graders.spec import Limits as TaskLimits
 from sandbox.base import Limits, RunRequest, SandboxBackend
 from sandbox.errors import BackendUnavailable, SandboxError
 from services.answers import Answer, code_for
@@ -20,11 +21,17 @@ log = logging.getLogger(__name__)
 
 
 def sandbox_limits(spec: CodeTask, gpu: bool) -> Limits:
+    return _limits_of(spec.limits, gpu)
+
+
+def default_sandbox_limits() -> Limits:
+    """The limits a task gets when its spec names none: what a worker warms sandboxes for first."""
+    return _limits_of(TaskLimits(), gpu=False)
+
+
+def _limits_of(limits: TaskLimits, gpu: bool) -> Limits:
     return Limits(
-        timeout_s=spec.limits.time_limit_s,
-        memory_bytes=spec.limits.memory_bytes,
-        cpus=spec.limits.cpus,
-        gpu=gpu,
+        timeout_s=limits.time_limit_s, memory_bytes=limits.memory_bytes, cpus=limits.cpus, gpu=gpu
     )
 
 

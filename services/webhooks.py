@@ -3,7 +3,9 @@
 Signature: `X-Grader-Signature: sha256=HEX`, the HMAC-SHA256 of `TIMESTAMP.BODY` with the
 submitting key's webhook secret; `X-Grader-Timestamp` carries TIMESTAMP (Unix seconds)
 so a receiver can refuse replays. Callback hosts must resolve to public addresses unless
-their network is allowed in the settings.
+their network is allowed in the settings. Bodies are capped (a result too large travels
+without its details, which the receiver can GET); the receiver's answer is never read
+beyond its status line and headers.
 """
 
 from __future__ import annotations
@@ -14,17 +16,20 @@ import ipaddress
 import json
 import socket
 import time
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
-from db.models import ApiKey, Submission, WebhookDelivery, now
+from db.models import ApiKey, Submission, WebhookDelivery, aware, now
 from services.errors import InvalidInput
 
 MAX_URL = 2000
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_ERROR_CHARS = 500
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -71,19 +76,41 @@ def check_callback_url(url: str, settings: Settings, resolve: bool = False) -> N
             raise InvalidInput("callback_url resolves to a private or reserved address")
 
 
+def _encode(body: dict) -> bytes:
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
 def payload(row: Submission) -> bytes:
+    """The signed body; over MAX_PAYLOAD_BYTES the result's details stay behind (`result: null`,
+    `result_omitted: true`) and the receiver reads them with GET /v1/submissions/{id}."""
     body = {
         "event": "submission.completed", "submission_id": row.id, "task_id": row.task_id,
         "student_id": row.student_id, "outcome": row.outcome, "score": row.score,
         "max_score": row.max_score, "result": row.result,
     }  # fmt: skip
-    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    encoded = _encode(body)
+    if len(encoded) <= MAX_PAYLOAD_BYTES:
+        return encoded
+    return _encode(body | {"result": None, "result_omitted": True})
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
+    """POST and return the status code; the response body is never read."""
+    with (
+        httpx.Client(timeout=timeout_s, follow_redirects=False) as client,
+        client.stream("POST", url, content=body, headers=headers) as response,
+    ):
+        return response.status_code
 
 
 def attempt(session: Session, delivery_id: str, settings: Settings) -> float | None:
-    """Try one delivery. Returns the delay before the next try, or None when done (delivered or failed)."""
+    """Try one delivery. Returns the delay before the next try, or None when done (delivered,
+    failed, or not due yet: a message for the due try is already on its way)."""
     delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
     if delivery is None or delivery.status != "pending":
+        return None
+    due = aware(delivery.next_attempt_at)
+    if due is not None and due > now() + timedelta(seconds=1):
         return None
     row = session.get(Submission, delivery.submission_id)
     key = session.get(ApiKey, row.client_key_id)
@@ -92,28 +119,46 @@ def attempt(session: Session, delivery_id: str, settings: Settings) -> float | N
     delivery.attempts += 1
     try:
         check_callback_url(delivery.url, settings, resolve=True)
-        response = httpx.post(
-            delivery.url, content=body, timeout=settings.webhook_timeout_s, follow_redirects=False,
+        status_code = _post(
+            delivery.url, body, timeout_s=settings.webhook_timeout_s,
             headers={
                 "Content-Type": "application/json", "X-Grader-Timestamp": timestamp,
                 "X-Grader-Signature": "sha256=" + sign(key.webhook_secret, timestamp, body),
                 "X-Grader-Delivery": delivery.id,
             },
         )  # fmt: skip
-        delivery.last_status_code, delivery.last_error = response.status_code, None
-        if 200 <= response.status_code < 300:
+        delivery.last_status_code, delivery.last_error = status_code, None
+        if 200 <= status_code < 300:
             delivery.status, delivery.delivered_at = "delivered", now()
             return None
-        delivery.last_error = f"HTTP {response.status_code}"
+        delivery.last_error = f"HTTP {status_code}"
     except InvalidInput as exc:
         delivery.status, delivery.last_error = "failed", str(exc)
         return None
     except httpx.HTTPError as exc:
-        delivery.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        delivery.last_error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
     if delivery.attempts >= settings.webhook_max_attempts:
         delivery.status = "failed"
         return None
-    return settings.webhook_backoff_s * 2 ** (delivery.attempts - 1)
+    delay = settings.webhook_backoff_s * 2 ** (delivery.attempts - 1)
+    delivery.next_attempt_at = now() + timedelta(seconds=delay)
+    return delay
+
+
+def overdue(session: Session, settings: Settings) -> list[str]:
+    """Pending deliveries whose next try is long past due: their message was lost."""
+    limit = now() - timedelta(seconds=settings.stuck_grace_s + settings.webhook_timeout_s)
+    found = session.scalars(
+        select(WebhookDelivery)
+        .where(
+            WebhookDelivery.status == "pending",
+            func.coalesce(WebhookDelivery.next_attempt_at, WebhookDelivery.created_at) < limit,
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    for delivery in found:
+        delivery.next_attempt_at = now()
+    return [d.id for d in found]
 
 
 def deliveries_of(session: Session, submission_id: str) -> list[WebhookDelivery]:

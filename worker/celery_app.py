@@ -28,8 +28,12 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": 3600},
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
-    beat_schedule={
-        "reap": {"task": REAP, "schedule": settings.reaper_interval_s, "options": {"queue": "cpu"}}
+    beat_schedule={  # on the light queue: never behind a backlog of grading
+        "reap": {
+            "task": REAP,
+            "schedule": settings.reaper_interval_s,
+            "options": {"queue": "webhooks", "expires": settings.reaper_interval_s},
+        }
     },
     beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from celery.signals import worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
 from services import jobs
@@ -29,3 +30,8 @@ def deliver_webhook(delivery_id: str) -> str:
 @app.task(name=REAP)
 def reap() -> dict[str, int]:
     return jobs.reap(settings)
+
+
+@worker_process_shutdown.connect
+def close_sandboxes(**_) -> None:
+    jobs.close_backends()

@@ -215,7 +215,7 @@ ATTACKS = [
     ),
     Attack(
         "zombies",
-        "import os\nfor _ in range(50):\n    if os.fork() == 0:\n        os._exit(0)\nprint('FORKED')\n",
+        "import os\nfor _ in range(20):\n    if os.fork() == 0:\n        os._exit(0)\nprint('FORKED')\n",
         on("failed"),
         present=("FORKED",),
     ),

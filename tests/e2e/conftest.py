@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +29,11 @@ from sandbox.docker_backend import engine_answers
 from tests.conftest import gradectl, require_or_skip
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/7"
+# DB 7, and one more per xdist worker: each test process starts a stack of its own, and two
+# stacks sharing a DB would take (and flush) each other's messages.
+REDIS_URL = "redis://127.0.0.1:6379/{}".format(
+    7 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")) % 8
+)
 START_TIMEOUT_S = 90
 ADMIN_KEY = "grk_e2e_admin_" + uuid.uuid4().hex
 
@@ -53,18 +59,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A database of its own, dropped at the end, so runs never see each other's rows."""
+@contextlib.contextmanager
+def fresh_database(prefix: str = "grader_e2e") -> Iterator[str]:
+    """A PostgreSQL database of its own, dropped at the end, so runs never see each other's rows."""
     require_or_skip(_postgres_answers(), "PostgreSQL server")
-    name = f"grader_e2e_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -77,10 +91,24 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
 
 
+E2E_TASKS = ("finetune-freeze.yaml", "quiz-freeze-syntax.yaml")
+
+
 @pytest.fixture(scope="session")
-def service_env(database_url: str, redis_url: str) -> dict[str, str]:
+def tasks_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Only the bundled tasks the tests use: a fresh worker self-tests the bank it loads
+    before it grades, and on a fresh checkout the whole bank takes minutes."""
+    folder = tmp_path_factory.mktemp("tasks")
+    for name in E2E_TASKS:
+        shutil.copy(PROJECT_ROOT / "taskbank" / "tasks" / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def service_env(database_url: str, redis_url: str, tasks_dir: Path) -> dict[str, str]:
     """The environment every piece (API, worker, CLI) is started with."""
     return {
+        "GRADER_TASKS_DIR": str(tasks_dir),
         "GRADER_DATABASE_URL": database_url,
         "GRADER_REDIS_URL": redis_url,
         "GRADER_SANDBOX_BACKEND": "docker" if engine_answers() else "process",
@@ -143,29 +171,39 @@ def log_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("service-logs")
 
 
-@pytest.fixture(scope="session")
-def api_url(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    """`gradectl serve` on a free port, ready (database, broker, sandbox) before any test uses it."""
+def start_api(env: dict[str, str], log_dir: Path, name: str = "api") -> tuple[Process, str]:
+    """`gradectl serve` on a free port, returned once ready (database, broker, sandbox)."""
     port = _free_port()
     server = Process(
-        "api",
-        [sys.executable, "-m", "cli.gradectl", "serve", "--port", str(port)],
-        service_env,
-        log_dir,
+        name, [sys.executable, "-m", "cli.gradectl", "serve", "--port", str(port)], env, log_dir
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         while True:
             server.check_alive()
-            try:
+            with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+                    return server, url
             if time.monotonic() > deadline:
-                pytest.fail(f"the API was not ready in {START_TIMEOUT_S} s:\n{server.log_tail()}")
+                pytest.fail(f"{name} was not ready in {START_TIMEOUT_S} s:\n{server.log_tail()}")
             time.sleep(0.3)
+    except BaseException:
+        server.stop()
+        raise
+
+
+def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", *args: str) -> Process:
+    """A real Celery worker process (`gradectl worker`, one pool process) grading in Docker."""
+    require_or_skip(engine_answers(), "Docker engine")
+    argv = [sys.executable, "-m", "cli.gradectl", "worker", "--queues", "cpu,webhooks"]
+    return Process(name, [*argv, "--concurrency", "1", *args], env, log_dir)
+
+
+@pytest.fixture(scope="session")
+def api_url(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    server, url = start_api(service_env, log_dir)
+    try:
         yield url
     finally:
         server.stop()
@@ -173,10 +211,8 @@ def api_url(service_env: dict[str, str], log_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def worker(service_env: dict[str, str], api_url: str, log_dir: Path) -> Iterator[Process]:
-    """A real Celery worker process grading in Docker; started after the API has migrated."""
-    require_or_skip(engine_answers(), "Docker engine")
-    argv = [sys.executable, "-m", "cli.gradectl", "worker", "--queues", "cpu,webhooks"]
-    process = Process("worker", [*argv, "--concurrency", "1"], service_env, log_dir)
+    """Started after the API has migrated the database."""
+    process = start_worker(service_env, log_dir)
     try:
         yield process
     finally:

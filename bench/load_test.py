@@ -1,0 +1,384 @@
+"""Load test: a burst of submissions through the API, graded by worker processes, then counted
+in the database. Nothing accepted may be lost or graded twice; this prints whether it was.
+
+Starts, on 127.0.0.1 only and all of its own: a PostgreSQL database (dropped at the end), a
+redis-server on a free port, `gradectl serve` and WORKERS `gradectl worker` processes (the
+first runs the reaper). Sends SUBMISSIONS answers at once from the task bank's bundled
+examples (right and wrong; mostly code, some multiple choice), waits until every accepted
+one is completed or TIMEOUT_S passes, and counts from the database: accepted, completed,
+by outcome, duplicates (more than one row for one request, or a student's attempt
+counter differing from their charged submissions), lost (accepted, never completed) and
+graded unexpectedly (an example scored against its expectation). Prints a table and
+writes the figures as JSON under bench/results/. A script, not a test.
+
+    .venv/bin/python -m bench.load_test [--submissions 1000] [--workers 2] [--timeout-s 5400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import httpx
+import redis
+from sqlalchemy import create_engine, text
+
+from core.settings import PROJECT_ROOT
+from services.taskbank import load_examples, load_tasks
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+START_TIMEOUT_S = 120
+CHOICE_SHARE = 0.1  # the rest are code answers (free-form code or filled-in blanks)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """A subprocess in its own process group, logged to a file, stopped with its children."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = (log_dir / f"{name}.log").open("wb")
+        self.popen = subprocess.Popen(
+            argv, cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+        self.log.close()
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    name = f"grader_load_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    server = subprocess.Popen(
+        [*argv, "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait(lambda: _pings(url), 10, "redis-server")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def wait(condition, timeout_s: float, what: str, every_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {what} after {timeout_s:.0f} s")
+        time.sleep(every_s)
+
+
+def answers(n: int, seed: int) -> list[dict]:
+    """`n` request bodies from the bundled examples, code and choice mixed; each with its
+    expectation (`full` or `partial`) and a student of its own (attempt limits are per student)."""
+    rng = random.Random(seed)
+    code, choice = [], []
+    for spec in load_tasks(PROJECT_ROOT / "taskbank" / "tasks").values():
+        for ex in load_examples(spec.id):
+            body = {"task_id": spec.id}
+            if ex.answer.code is not None:
+                body["code"] = ex.answer.code
+            elif ex.answer.blanks is not None:
+                body["blanks"] = {str(k): v for k, v in ex.answer.blanks.items()}
+            else:
+                body["choice"] = ex.answer.choice
+            (choice if "choice" in body else code).append((body, ex.expect))
+    picked = [
+        rng.choice(choice if rng.random() < CHOICE_SHARE else code) for _ in range(n)
+    ]  # fmt: skip
+    return [body | {"student_id": f"load-{i}", "_expect": expect} for i, (body, expect) in
+            enumerate(picked)]  # fmt: skip
+
+
+def send_burst(
+    api_url: str, key: str, bodies: list[dict]
+) -> tuple[dict[str, dict], Counter, float]:
+    """POST every body at once (16 connections); returns accepted id → body, status counts, time."""
+    accepted: dict[str, dict] = {}
+    statuses: Counter = Counter()
+
+    def post(body: dict) -> tuple[int, dict | None]:
+        payload = {k: v for k, v in body.items() if not k.startswith("_")}
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": body["student_id"]}
+        try:
+            response = client.post("/v1/submissions", json=payload, headers=headers)
+        except httpx.HTTPError:
+            return 0, None
+        return response.status_code, response.json() if response.status_code == 202 else None
+
+    started = time.monotonic()
+    limits = httpx.Limits(max_connections=16)
+    with httpx.Client(base_url=api_url, timeout=60, limits=limits) as client, \
+            ThreadPoolExecutor(16) as pool:  # fmt: skip
+        for body, (status, reply) in zip(bodies, pool.map(post, bodies), strict=True):
+            statuses[status] += 1
+            if reply is not None:
+                accepted[reply["id"]] = body
+    return accepted, statuses, time.monotonic() - started
+
+
+def count(db_url: str, accepted: dict[str, dict]) -> dict:
+    """What the database says about the run: the figures the report prints."""
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                text(
+                    "SELECT id, student_id, task_id, status, outcome, score, max_score, charged, "
+                    "tries, created_at, started_at, finished_at FROM submissions"
+                )
+            )
+        }
+        per_request = conn.execute(
+            text(
+                "SELECT count(*) FROM (SELECT idempotency_key FROM submissions "
+                "GROUP BY client_key_id, idempotency_key HAVING count(*) > 1) d"
+            )
+        ).scalar()
+        counters = conn.execute(
+            text(
+                "SELECT count(*) FROM attempt_counters a WHERE a.used <> (SELECT count(*) "
+                "FROM submissions s WHERE s.task_id = a.task_id AND s.student_id = a.student_id "
+                "AND coalesce(s.course, '') = a.course AND s.charged)"
+            )
+        ).scalar()
+    engine.dispose()
+    done = [rows[i] for i in accepted if i in rows and rows[i].status == "completed"]
+    unexpected = [
+        r.id for r in done if r.outcome != "internal_error"
+        and (r.score >= r.max_score) != (accepted[r.id]["_expect"] == "full")
+    ]  # fmt: skip
+    latencies = sorted((r.finished_at - r.created_at).total_seconds() for r in done)
+    runs = sorted((r.finished_at - r.started_at).total_seconds() for r in done if r.started_at)
+    return {
+        "accepted": len(accepted),
+        "stored": sum(i in rows for i in accepted),
+        "completed": len(done),
+        "by_outcome": dict(Counter(r.outcome for r in done).most_common()),
+        "duplicates": per_request + counters,
+        "lost": len(accepted) - len(done),
+        "retried": sum(r.tries > 1 for r in done),
+        "unexpected": len(unexpected),
+        "latency_s": _quantiles(latencies),
+        "grading_s": _quantiles(runs),
+    }
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    cut = statistics.quantiles(values, n=100) if len(values) > 1 else [values[0]] * 99
+    return {"p50": round(cut[49], 2), "p95": round(cut[94], 2), "max": round(values[-1], 2)}
+
+
+def leftovers(redis_url: str, tmp_dir: Path, started_at: float) -> dict:
+    """What the run left behind once stopped: sandbox containers made since it started (by
+    anything on this engine), job messages and keys in its Redis, files in its temp dir."""
+    client = docker.from_env()
+    try:
+        containers = [
+            c.id for c in client.containers.list(all=True, filters={"label": "grader.sandbox=1"})
+            if datetime.datetime.fromisoformat(c.attrs["Created"]).timestamp() >= started_at
+        ]  # fmt: skip
+    finally:
+        client.close()
+    r = redis.Redis.from_url(redis_url)
+    keys = [k.decode() for k in r.keys("*") if not k.startswith(b"_kombu.")]  # its bindings
+    messages = [
+        json.loads(m)["headers"]["task"] for q in ("cpu", "gpu", "webhooks")
+        for m in r.lrange(q, 0, -1)
+    ]  # fmt: skip
+    return {
+        "sandbox_containers": containers,
+        "redis_keys": keys,
+        "job_messages": [m for m in messages if m != "grader.reap"],
+        "temp_files": sorted(p.name for p in tmp_dir.iterdir()),
+    }
+
+
+def print_table(report: dict) -> None:
+    f = report["figures"]
+    rows = [
+        ("submissions sent", report["sent"]),
+        ("HTTP statuses", ", ".join(f"{k}: {v}" for k, v in report["http_statuses"].items())),
+        ("burst time (s)", f"{report['burst_s']:.1f}"),
+        ("accepted (202)", f["accepted"]),
+        ("stored in the database", f["stored"]),
+        ("completed", f["completed"]),
+        *((f"  {outcome}", n) for outcome, n in f["by_outcome"].items()),
+        ("duplicates", f["duplicates"]),
+        ("lost", f["lost"]),
+        ("retried (more than one try)", f["retried"]),
+        ("graded unexpectedly", f["unexpected"]),
+        ("drain time (s)", f"{report['drain_s']:.1f}"),
+        ("throughput (graded/s)", f"{report['throughput_per_s']:.2f}"),
+        ("latency submit→result (s)", json.dumps(f["latency_s"])),
+        ("claim→result (s)", json.dumps(f["grading_s"])),
+        ("left behind", json.dumps({k: len(v) for k, v in report["leftovers"].items()})),
+    ]
+    width = max(len(str(k)) for k, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--submissions", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout-s", type=float, default=5400, help="give up draining after")
+    parser.add_argument("--seed", type=int, default=6)
+    args = parser.parse_args()
+    if not 1 <= args.submissions <= 5000 or not 1 <= args.workers <= 8:
+        parser.error("1 to 5000 submissions, 1 to 8 workers")
+
+    started_at = time.time()
+    work = Path(tempfile.mkdtemp(prefix="grader-load-"))
+    tmp_dir = work / "tmp"
+    tmp_dir.mkdir()
+    services: list[Service] = []
+    with database() as db_url, redis_server(work) as redis_url:
+        env = {
+            "GRADER_DATABASE_URL": db_url,
+            "GRADER_REDIS_URL": redis_url,
+            "GRADER_SANDBOX_BACKEND": "docker",
+            "GRADER_MAX_QUEUE_LENGTH": str(args.submissions + 100),
+            "GRADER_BOOTSTRAP_ADMIN_KEY": "grk_load_" + uuid.uuid4().hex,
+            "TMPDIR": str(tmp_dir),
+        }
+        gradectl = [sys.executable, "-m", "cli.gradectl"]
+        try:
+            port = free_port()
+            api_url = f"http://127.0.0.1:{port}"
+            services.append(Service("api", [*gradectl, "serve", "--port", str(port)], env, work))
+            wait(lambda: _ready(api_url), START_TIMEOUT_S, "the API")
+            for n in range(args.workers):
+                beat = ["--beat"] if n == 0 else []
+                argv = [*gradectl, "worker", "--concurrency", "1", *beat]
+                services.append(Service(f"worker-{n + 1}", argv, env, work))
+            made = subprocess.run(
+                [*gradectl, "keys", "create", "--role", "lms", "--course", "load"],
+                env={**os.environ, **env}, capture_output=True, check=True, cwd=PROJECT_ROOT,
+            )  # fmt: skip
+            key = json.loads(made.stdout)["key"]
+            wait(lambda: _all_ready(api_url, key), START_TIMEOUT_S * 5, "the tasks' self-tests")
+
+            bodies = answers(args.submissions, args.seed)
+            print(f"sending {len(bodies)} submissions to {args.workers} worker(s)", flush=True)
+            accepted, statuses, burst_s = send_burst(api_url, key, bodies)
+            drain_start = time.monotonic()
+            engine = create_engine(db_url)
+
+            def drained() -> bool:
+                with engine.connect() as conn:
+                    left = conn.execute(
+                        text("SELECT count(*) FROM submissions WHERE status <> 'completed'")
+                    ).scalar()
+                print(f"  {left} left after {time.monotonic() - drain_start:.0f} s", flush=True)
+                return left == 0
+
+            with contextlib.suppress(SystemExit):
+                wait(drained, args.timeout_s, "the queue to drain", every_s=15)
+            drain_s = time.monotonic() - drain_start
+            engine.dispose()
+            figures = count(db_url, accepted)
+        finally:
+            for service in reversed(services):
+                service.stop()
+        report = {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()}: {os.cpu_count()} CPUs, {platform.platform()}",
+            "sent": len(bodies),
+            "workers": args.workers,
+            "http_statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "burst_s": burst_s,
+            "drain_s": drain_s,
+            "throughput_per_s": figures["completed"] / drain_s if drain_s else 0.0,
+            "figures": figures,
+            "leftovers": leftovers(redis_url, tmp_dir, started_at),
+        }
+    print_table(report)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"load_{args.submissions}_{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out.relative_to(PROJECT_ROOT)}")
+    ok = not (figures["lost"] or figures["duplicates"] or figures["unexpected"])
+    if ok and not any(report["leftovers"].values()):
+        shutil.rmtree(work)
+        return 0
+    print(f"logs kept in {work}")
+    return 1
+
+
+def _ready(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/readyz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _all_ready(api_url: str, key: str) -> bool:
+    tasks = httpx.get(
+        f"{api_url}/v1/tasks", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ).json()
+    return bool(tasks) and all(t["status"] == "ready" for t in tasks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Warm sandboxes: each job gets one started before it, used once, replaced, and nothing of it
+reaches the next; the adversarial attacks are contained by pooled sandboxes as by cold ones;
+closing the pool leaves no container, process or scratch dir behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from graders.result import GradeResult
+from sandbox.base import RunRequest
+from sandbox.docker_backend import BACKEND_LABEL, DockerBackend, DockerSandbox, engine_answers
+from sandbox.errors import SandboxError
+from sandbox.pool import WARM_LABEL, WarmPool
+from sandbox.process_backend import ProcessSandbox
+from services.answers import Answer
+from services.grading import grade, sandbox_limits
+from services.taskbank import load_spec_file
+from services.validation import validate
+from tests.adversarial.test_attacks import (
+    ATTACKS,
+    MARKER,
+    children_of_this_process,
+    evil_host_paths,
+    processes_with,
+)
+from tests.conftest import require_or_skip
+
+SPEC_PATH = Path(__file__).parent.parent / "adversarial" / "specs" / "freeze-attacks.yaml"
+CORRECT = "model.requires_grad_(False)\n"
+CANARY_NAME = "GRADER_SECRET_TOKEN"
+WARM_WAIT_S = 120
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec_file(SPEC_PATH)
+
+
+@pytest.fixture(scope="module")
+def limits(spec):
+    return sandbox_limits(spec, gpu=False)
+
+
+@pytest.fixture(scope="module")
+def expected(spec, settings, process_backend):
+    report = validate(spec, backend=process_backend, settings=settings)
+    assert report.ok, report.text()
+    return report.expected
+
+
+@pytest.fixture(scope="module")
+def canary():
+    """A secret in the test process's environment: no pooled answer may ever print it."""
+    value = f"canary-{uuid.uuid4().hex}"
+    previous = os.environ.get(CANARY_NAME)
+    os.environ[CANARY_NAME] = value
+    yield value
+    if previous is None:
+        os.environ.pop(CANARY_NAME, None)
+    else:
+        os.environ[CANARY_NAME] = previous
+
+
+@pytest.fixture(scope="module")
+def scratch_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("warm-scratch")
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(root)
+    yield root
+    tempfile.tempdir = previous
+
+
+@pytest.fixture(scope="module", params=["process", "docker"])
+def pool(request, settings, process_backend, limits, canary, scratch_root):
+    """A pool of one warm sandbox per set of limits, over each isolating backend."""
+    if request.param == "docker":
+        require_or_skip(engine_answers(), "Docker engine")
+        backend = DockerBackend.from_settings(settings)
+    else:
+        if not process_backend.bwrap:
+            pytest.skip("the process backend without bubblewrap is for trusted code only")
+        backend = process_backend
+    pool = WarmPool(backend, 1, prewarm=(limits,))
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    yield pool
+    pool.close()
+    assert pool.waiting() == []
+    assert_only_waiting_left(pool, scratch_root)
+
+
+def run(pool, spec, expected, settings, code: str) -> GradeResult:
+    return grade(spec, Answer(code=code), backend=pool, expected=expected, settings=settings)
+
+
+def assert_only_waiting_left(pool: WarmPool, scratch_root: Path) -> None:
+    """Nothing of a finished job remains: only the sandboxes still waiting for one."""
+    waiting = pool.waiting()
+    processes = {s.proc.pid for s in waiting if isinstance(s, ProcessSandbox)}
+    scratches = {s.scratch for s in waiting if isinstance(s, ProcessSandbox)}
+    assert set(children_of_this_process()) <= processes
+    assert {str(p) for p in scratch_root.glob("grader-sandbox-*")} <= scratches
+    assert processes_with(MARKER) == []
+    if isinstance(pool.backend, DockerBackend):
+        found = pool.backend.client.containers(
+            all=True, filters={"label": f"{BACKEND_LABEL}={pool.backend.instance_id}"}
+        )
+        containers = {s.container for s in waiting if isinstance(s, DockerSandbox)}
+        assert {c["Id"] for c in found} <= containers
+
+
+def test_a_job_takes_the_waiting_sandbox_and_a_fresh_one_replaces_it(
+    pool, spec, expected, settings, limits, scratch_root
+):
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    [before] = pool.waiting()
+    assert before.alive()
+    result = run(pool, spec, expected, settings, CORRECT)
+    assert (result.outcome, result.score) == ("passed", result.max_score), result.error
+    assert not before.alive(), "the sandbox that ran the job was not removed"
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    [after] = pool.waiting()
+    assert after is not before and after.alive()
+    assert_only_waiting_left(pool, scratch_root)
+
+
+def test_warm_containers_are_locked_down_and_labelled_for_the_sweep(pool, limits):
+    if not isinstance(pool.backend, DockerBackend):
+        pytest.skip("container labels exist on the Docker backend only")
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    [sandbox] = pool.waiting()
+    details = pool.backend.client.inspect_container(sandbox.container)
+    host, labels = details["HostConfig"], details["Config"]["Labels"]
+    assert details["State"]["Running"] and details["Config"]["User"] == "65534:65534"
+    assert host["NetworkMode"] == "none" and host["CapDrop"] == ["ALL"]
+    assert host["Memory"] == host["MemorySwap"] == limits.memory_bytes
+    assert labels[WARM_LABEL] == "1" and labels[BACKEND_LABEL] == pool.backend.instance_id
+    assert float(labels["grader.expires"]) > time.time() + pool.max_idle_s
+
+
+def test_a_sandbox_runs_one_job_only(pool, spec, expected, settings, limits):
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    [sandbox] = pool.waiting()
+    run(pool, spec, expected, settings, CORRECT)
+    with pytest.raises(SandboxError, match="one job"):
+        sandbox.run(RunRequest(stdin=b"{}", limits=limits))
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+
+
+def test_nothing_of_one_job_reaches_the_next(pool, spec, expected, settings, limits):
+    name = f"left_{uuid.uuid4().hex[:8]}"
+    first = run(
+        pool, spec, expected, settings,
+        f"import os, subprocess, sys, torch\nopen('/tmp/{name}', 'w').write('x')\n"
+        f"os.environ['{name}'] = '1'\ntorch.{name} = 1\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', {MARKER!r}],"
+        " start_new_session=True)\nprint('LEFT')\n",
+    )  # fmt: skip
+    assert "LEFT" in first.stdout, first.error
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    second = run(
+        pool, spec, expected, settings,
+        f"import os, torch\nprint(os.path.exists('/tmp/{name}'), '{name}' in os.environ,"
+        f" hasattr(torch, '{name}'), 'SEEN')\n",
+    )  # fmt: skip
+    assert "False False False SEEN" in second.stdout, second.stdout
+    assert processes_with(MARKER) == []
+
+
+def test_a_sandbox_that_died_waiting_is_not_handed_a_job(pool, spec, expected, settings, limits):
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    [sandbox] = pool.waiting()
+    if isinstance(sandbox, DockerSandbox):
+        pool.backend.client.kill(sandbox.container)
+    else:
+        os.killpg(sandbox.proc.pid, 9)
+        sandbox.proc.wait()
+    result = run(pool, spec, expected, settings, CORRECT)
+    assert (result.outcome, result.score) == ("passed", result.max_score), result.error
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.id for a in ATTACKS])
+def test_attack_in_a_warm_sandbox_is_contained(
+    attack, pool, spec, expected, settings, canary, limits, scratch_root
+):
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    result = run(pool, spec, expected, settings, attack.code)
+    seen = "\n".join([result.stdout, result.stderr, result.error or ""])
+    assert result.outcome == attack.outcomes[pool.name], result.model_dump_json(
+        exclude={"stdout", "stderr"}
+    )
+    assert result.score < result.max_score
+    assert canary not in seen and canary not in result.model_dump_json()
+    for text in attack.absent:
+        assert text not in seen, f"{text!r} reached the result:\n{seen[:3000]}"
+    for text in attack.present:
+        assert text in result.stdout, f"the attack did not run as intended:\n{seen[:3000]}"
+    assert not any(p.exists() for p in evil_host_paths())
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    assert_only_waiting_left(pool, scratch_root)
+
+
+def test_a_job_under_other_limits_gets_a_sandbox_of_its_own(pool, spec, expected, settings, limits):
+    other = spec.model_copy(update={"limits": spec.limits.model_copy(update={"cpus": 0.5})})
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    [sandbox] = pool.waiting()
+    result = run(pool, other, expected, settings, CORRECT)
+    assert (result.outcome, result.score) == ("passed", result.max_score), result.error
+    assert sandbox.alive(), "a sandbox started under other limits ran the job"
