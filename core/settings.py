@@ -25,10 +25,6 @@ class Settings(BaseSettings):
     docker_image: str = Field(
         "ml-grader-sandbox:local", description="Sandbox image the Docker backend runs."
     )
-    docker_runtime_dir: Path = Field(
-        PROJECT_ROOT / "var" / "runtime",
-        description="Host runtime bundle mounted read-only by the locally built (registry-free) image.",
-    )
     gpu: Literal["auto", "on", "off"] = Field(
         "auto", description="Offer a GPU to tasks that ask for one."
     )
