@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -85,10 +87,13 @@ def session_scope(url: str) -> Iterator[Session]:
         yield session
         session.commit()
     except BaseException:
-        session.rollback()
+        # On a connection that died, rolling back fails too: the first error is the one to report.
+        with contextlib.suppress(SQLAlchemyError):
+            session.rollback()
         raise
     finally:
-        session.close()
+        with contextlib.suppress(SQLAlchemyError):
+            session.close()
 
 
 def migrate(url: str) -> None:

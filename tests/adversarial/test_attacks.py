@@ -273,15 +273,26 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+SANDBOX_COMMANDS = (b"bwrap", b"graders.harness")
+
+
 def children_of_this_process() -> list[int]:
+    """Sandbox processes (bwrap, the harness) whose parent is this test process.
+
+    Other children, such as the API and worker a session fixture of another test folder
+    started in the same pytest process, are not the sandbox's leftovers.
+    """
     me, found = os.getpid(), []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me and any(
+                word in command for word in SANDBOX_COMMANDS
+            ):
                 found.append(int(entry.name))
     return found
 
