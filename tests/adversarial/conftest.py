@@ -52,8 +52,8 @@ def backend(request, process_backend, canary, scratch_root):
     """Each attack runs on both isolating backends; the unnamespaced process backend is not one."""
     if request.param == "docker":
         return request.getfixturevalue("docker_backend")
-    if not process_backend.bwrap:
-        pytest.skip("the process backend without bubblewrap is for trusted code only")
+    # Without bubblewrap the process backend is for trusted code only: no attacks on it.
+    require_or_skip(bool(process_backend.bwrap), "bubblewrap (bwrap)")
     return process_backend
 
 

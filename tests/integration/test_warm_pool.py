@@ -86,8 +86,8 @@ def pool(request, settings, process_backend, limits, canary, scratch_root):
         require_or_skip(engine_answers(), "Docker engine")
         backend = DockerBackend.from_settings(settings)
     else:
-        if not process_backend.bwrap:
-            pytest.skip("the process backend without bubblewrap is for trusted code only")
+        # Without bubblewrap the process backend is for trusted code only: no attacks on it.
+        require_or_skip(bool(process_backend.bwrap), "bubblewrap (bwrap)")
         backend = process_backend
     pool = WarmPool(backend, 1, prewarm=(limits,))
     assert pool.wait_warm(limits, WARM_WAIT_S)
