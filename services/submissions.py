@@ -193,7 +193,8 @@ def list_for(
 def public(row: Submission, attempts_left_: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": row.id, "task_id": row.task_id, "student_id": row.student_id, "status": row.status,
-        "created_at": row.created_at.isoformat(), "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "created_at": aware(row.created_at).isoformat(),
+        "finished_at": aware(row.finished_at).isoformat() if row.finished_at else None,
     }  # fmt: skip
     if attempts_left_ is not None:
         out["attempts_left"] = attempts_left_

@@ -175,5 +175,5 @@ def public(delivery: WebhookDelivery) -> dict:
     return {
         "id": delivery.id, "url": delivery.url, "status": delivery.status, "attempts": delivery.attempts,
         "last_status_code": delivery.last_status_code, "last_error": delivery.last_error,
-        "delivered_at": delivery.delivered_at.isoformat() if delivery.delivered_at else None,
+        "delivered_at": aware(delivery.delivered_at).isoformat() if delivery.delivered_at else None,
     }  # fmt: skip
