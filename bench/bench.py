@@ -33,10 +33,11 @@ from pathlib import Path
 
 import httpx
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from core.settings import PROJECT_ROOT, get_settings
+from db.session import temporary_database
 from graders.spec import CodeTask
 from sandbox.checkpoints import ensure_checkpoints
 from sandbox.docker_backend import engine_answers
@@ -116,27 +117,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def postgres_answers() -> bool:
+    engine = create_engine(POSTGRES_ADMIN_URL)
+    try:
+        with engine.connect():
+            return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def database(sqlite: bool) -> Iterator[str]:
     """A PostgreSQL database of its own, dropped afterwards; a SQLite file without PostgreSQL."""
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"grader_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        if not sqlite:
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError:
-        sqlite = True
-    if sqlite:
+    if sqlite or not postgres_answers():
         with tempfile.TemporaryDirectory() as tmp:
             yield f"sqlite:///{tmp}/bench.db"
         return
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(POSTGRES_ADMIN_URL, "grader_bench") as url:
+        yield url
 
 
 class Service:

@@ -43,6 +43,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from core.settings import PROJECT_ROOT
+from db.session import temporary_database
 from services.taskbank import load_examples, load_tasks
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -81,16 +82,8 @@ class Service:
 
 @contextlib.contextmanager
 def database() -> Iterator[str]:
-    name = f"grader_load_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(POSTGRES_ADMIN_URL, "grader_load") as url:
+        yield url
 
 
 @contextlib.contextmanager

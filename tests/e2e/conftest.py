@@ -21,10 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from core.settings import PROJECT_ROOT
+from db.session import temporary_database
 from sandbox.docker_backend import engine_answers
 from tests.conftest import gradectl, require_or_skip
 
@@ -63,16 +64,8 @@ def _free_port() -> int:
 def fresh_database(prefix: str = "grader_e2e") -> Iterator[str]:
     """A PostgreSQL database of its own, dropped at the end, so runs never see each other's rows."""
     require_or_skip(_postgres_answers(), "PostgreSQL server")
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(POSTGRES_ADMIN_URL, prefix) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
