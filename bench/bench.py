@@ -3,7 +3,8 @@
 Measures (a) the bare cost of each code task (a fresh Python: imports, then setup and the
 reference solution), (b) the service end to end, one submission at a time per task (HTTP
 submit to graded result), (c) a burst of mixed submissions, (d) both again with the warm
-pool off, and (e) the API alone (POST latency and requests/s with no worker running).
+pool and the fast path off (and, on request, with warm one-job sandboxes), and (e) the
+API alone (POST latency and requests/s with no worker running).
 It starts its own API and worker on 127.0.0.1 with a fresh Redis DB index and a temporary
 PostgreSQL database (a SQLite file when PostgreSQL does not answer), prints tables and
 writes the figures as JSON. A script, not a test: nothing here asserts a target.
@@ -47,6 +48,11 @@ POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/11"
 ADMIN_KEY = "grk_bench_admin_" + uuid.uuid4().hex
 START_TIMEOUT_S = 300
+MODES = {  # GRADER_WARM_POOL_SIZE, GRADER_FORK_SERVER_JOBS
+    "fast": ("1", str(get_settings().fork_server_jobs)),
+    "warm": ("1", "1"),
+    "cold": ("0", "1"),
+}
 BARE_SCRIPT = """
 import json, sys, time
 wall, cpu = time.perf_counter(), time.process_time()
@@ -240,15 +246,25 @@ def burst(client: Client, tasks: dict[str, CodeTask], n: int) -> dict:
     }  # fmt: skip
 
 
-async def _api_alone(url: str, task_id: str, clients: int, total: int) -> dict:
+async def _api_alone(
+    url: str, task_id: str, clients: int, total: int, rate: float | None = None
+) -> dict:
+    """`clients` clients posting `total` requests: each as soon as its last is answered
+    (saturation), or, with `rate`, each on a schedule so that together they offer `rate`
+    requests a second."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     todo = iter(range(total))
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async def one_client(http: httpx.AsyncClient) -> None:
+    async def one_client(http: httpx.AsyncClient, index: int) -> None:
+        period = clients / rate if rate else 0.0
+        due = time.perf_counter() + period * index / clients
         for _ in todo:
+            if period:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                due += period
             body = {
                 "task_id": task_id,
                 "student_id": f"api-{uuid.uuid4().hex[:12]}",
@@ -265,10 +281,10 @@ async def _api_alone(url: str, task_id: str, clients: int, total: int) -> dict:
 
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
         started = time.perf_counter()
-        await asyncio.gather(*(one_client(http) for _ in range(clients)))
+        await asyncio.gather(*(one_client(http, i) for i in range(clients)))
         elapsed = time.perf_counter() - started
     return {
-        "clients": clients, "requests": total, "requests_per_s": total / elapsed,
+        "clients": clients, "offered_per_s": rate, "requests": total, "requests_per_s": total / elapsed,
         "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),
         "not_202": errors,
     }  # fmt: skip
@@ -282,8 +298,16 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=300, help="submissions in the burst")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--api-clients", type=int, default=50)
+    parser.add_argument("--api-workers", type=int, default=2, help="API processes")
     parser.add_argument("--api-requests", type=int, default=2000)
-    parser.add_argument("--modes", default="warm,cold", help="warm (pool on), cold (pool off)")
+    parser.add_argument(
+        "--api-rate", type=float, default=50.0, help="requests/s offered in (e)'s paced run"
+    )
+    parser.add_argument(
+        "--modes",
+        default="fast,cold",
+        help="fast (warm fork servers), warm (warm one-job sandboxes), cold (a sandbox per job)",
+    )
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results.json")
     args = parser.parse_args()
@@ -329,15 +353,17 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         queue = redis.Redis.from_url(REDIS_URL)
         queue.flushdb()
-        api = Service("api", ["serve", "--port", str(port)], env, log_dir)
+        api = Service(
+            "api", ["serve", "--port", str(port), "--workers", str(args.api_workers)], env, log_dir
+        )
         client = Client(url)
         try:
             for mode in [m for m in args.modes.split(",") if m]:
-                pool = "1" if mode == "warm" else "0"
+                pool, jobs = MODES[mode]
                 worker = Service(
                     f"worker-{mode}",
                     ["worker", "--beat", "--concurrency", str(args.concurrency)],
-                    {**env, "GRADER_WARM_POOL_SIZE": pool},
+                    {**env, "GRADER_WARM_POOL_SIZE": pool, "GRADER_FORK_SERVER_JOBS": jobs},
                     log_dir,
                 )
                 try:
@@ -353,12 +379,12 @@ def main() -> int:
                 results[mode] = {"one_at_a_time": single, "burst": many, "p50_s": p50}
                 save(results, args.out)
                 table(
-                    f"(b) end to end, one at a time, {args.gap_s:g} s apart, pool {mode}",
+                    f"(b) end to end, one at a time, {args.gap_s:g} s apart, sandboxes {mode}",
                     ["task", "n", "p50 s", "p95 s", "p50 / bare"],
                     [[t, s["n"], s["p50_s"], s["p95_s"], s["p50_s"] / bare[t]["total_s"]] for t, s in single.items()],
                 )  # fmt: skip
                 table(
-                    f"(c) burst of {args.burst} mixed submissions, {args.concurrency} worker processes, pool {mode}",
+                    f"(c) burst of {args.burst} mixed submissions, {args.concurrency} worker processes, sandboxes {mode}",
                     ["jobs/s", "p50 s", "p95 s", "span s", "of compute bound"],
                     [[many["jobs_per_s"], many["p50_s"], many["p95_s"], many["span_s"], f"{many['jobs_per_s'] / bound:.1%}"]],
                 )  # fmt: skip
@@ -366,14 +392,14 @@ def main() -> int:
                 print(
                     f"  service p50 / bare p50 = {p50:.3f} / {bare_p50:.3f} = {p50 / bare_p50:.2f}"
                 )
-            api_alone = asyncio.run(
-                _api_alone(url, next(iter(tasks)), args.api_clients, args.api_requests)
-            )
-            results["api"] = api_alone
+            results["api"] = [
+                asyncio.run(_api_alone(url, next(iter(tasks)), args.api_clients, args.api_requests, rate))
+                for rate in (None, args.api_rate)
+            ]  # fmt: skip
             table(
                 f"(e) the API alone: POST /v1/submissions, {args.api_clients} concurrent clients, no worker",
-                ["requests", "requests/s", "p50 ms", "p99 ms", "not 202"],
-                [[api_alone["requests"], api_alone["requests_per_s"], api_alone["p50_ms"], api_alone["p99_ms"], api_alone["not_202"] or "none"]],
+                ["offered", "requests", "requests/s", "p50 ms", "p99 ms", "not 202"],
+                [[f"{a['offered_per_s']:g}/s" if a["offered_per_s"] else "saturation", a["requests"], a["requests_per_s"], a["p50_ms"], a["p99_ms"], a["not_202"] or "none"] for a in results["api"]],
             )  # fmt: skip
         finally:
             api.stop()

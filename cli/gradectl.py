@@ -168,12 +168,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.main import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=args.host or settings.api_host,
-        port=args.port or settings.api_port,
-        log_level="info",
-    )
+    where = {"host": args.host or settings.api_host, "port": args.port or settings.api_port}
+    if args.workers > 1:
+        # Processes of their own import the app by name; each reads the same environment.
+        uvicorn.run(
+            "api.main:create_app", factory=True, workers=args.workers, log_level="info", **where
+        )
+    else:
+        uvicorn.run(create_app(settings), log_level="info", **where)
     return 0
 
 
@@ -269,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the REST API")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, default=1, help="API processes (each with a thread pool)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="run a grading worker")

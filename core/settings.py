@@ -39,7 +39,18 @@ class Settings(BaseSettings):
         description="Warm sandboxes a grading worker process keeps per set of limits; 0: none.",
     )
     warm_max_idle_s: float = Field(
-        600.0, gt=0, description="A warm sandbox unused this long is replaced by a fresh one."
+        600.0,
+        gt=0,
+        description="A warm sandbox is replaced this long after it started, used or not.",
+    )
+    fork_server_jobs: int = Field(
+        100,
+        ge=1,
+        le=10000,
+        description=(
+            "The fast path: jobs one warm Docker sandbox runs, each in a fresh child under a uid "
+            "of its own, before it is replaced; 1 turns it off (one sandbox per job)."
+        ),
     )
     tasks_dir: Path = Field(PROJECT_ROOT / "taskbank" / "tasks", description="Bundled task specs.")
 

@@ -96,6 +96,15 @@ def session_scope(url: str) -> Iterator[Session]:
             session.close()
 
 
+def serialize(session: Session, key: int) -> None:
+    """Hold `key` until this transaction ends, so processes doing the same start-up chore
+    take turns. SQLite needs nothing: its writers take the database's lock at BEGIN."""
+    from sqlalchemy import text
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def migrate(url: str) -> None:
     """Bring the database to the newest schema (Alembic `upgrade head`)."""
     from alembic import command

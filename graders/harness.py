@@ -52,6 +52,7 @@ DENIED_EVENTS = frozenset(
         "gc.get_referents",
     }
 )
+LIMIT_EXIT = 3  # the frame was written, and the answer hit its memory or output limit
 PROCESS_MEMORY = re.compile(r"^/proc/(self|thread-self|\d+)(/task/\d+)?/mem$")
 
 
@@ -217,6 +218,19 @@ SAFETENSORS_DTYPES = {
 }
 
 
+def preload() -> None:
+    """Import everything a job relies on; a fork server calls this once for all its jobs."""
+    import random  # noqa: F401
+
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401  (imported here, so its cost is not the student's)
+
+    from graders import introspect  # noqa: F401
+    from graders.checks import REGISTRY  # noqa: F401
+    from graders.job import Job  # noqa: F401
+
+
 def main() -> None:
     # C-level primitives, captured before anything of the answer's exists.
     read, write, exit_now, lseek, fstat = os.read, os.write, os._exit, os.lseek, os.fstat
@@ -238,11 +252,11 @@ def main() -> None:
 
     # Everything the observers rely on is imported (and its accessors captured) now, before
     # the job is read: a warm sandbox waits here, blocked on stdin, with torch imported.
+    preload()
     import random
 
     import numpy as np
     import torch
-    import torchvision  # noqa: F401  (imported here, so its cost is not the student's)
 
     from graders import introspect
     from graders.checks import REGISTRY
@@ -428,7 +442,10 @@ def main() -> None:
     except base_exception:
         exit_now(70)  # no frame: the host reports that the run could not be observed
     # Leave at once: no atexit hook, finaliser or thread of the student's runs after the frame.
-    exit_now(0)
+    # The status says whether the answer hit a limit, for a fork server that replaces its
+    # sandbox after such a job; the host judges the frame, not the status.
+    over_output = stdout_bytes > max_output or stderr_bytes > max_output
+    exit_now(LIMIT_EXIT if status == "memory_limit" or over_output else 0)
 
 
 def _head(read, lseek, fstat, fd: int, limit: int) -> tuple[str, int]:

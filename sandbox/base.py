@@ -61,15 +61,23 @@ class SandboxBackend(Protocol):
 
 
 class Sandbox(Protocol):
-    """A started sandbox blocked on reading its job, limits applied: it runs one job, once."""
+    """A started sandbox blocked on reading its job, limits applied.
+
+    Most run one job and are removed; a fork server (the fast path) runs several, one
+    at a time, each in a fresh child, while `reusable()` says it may take another.
+    """
 
     limits: Limits
     started_at: float  # time.monotonic() when it was started
 
     def alive(self) -> bool: ...
 
+    def reusable(self) -> bool:
+        """True when it may run another job: never for a one-job sandbox."""
+        ...
+
     def run(self, request: RunRequest) -> RunResult:
-        """Write the job, supervise it to the end, then remove the sandbox."""
+        """Write the job and supervise it to the end; remove the sandbox unless reusable."""
         ...
 
     def discard(self) -> None:
@@ -81,5 +89,12 @@ class StartableBackend(SandboxBackend, Protocol):
     """A backend that can start a sandbox before its job exists, so a pool can keep it warm."""
 
     def start(
-        self, limits: Limits, *, labels: dict[str, str] | None = None, idle_s: float = 0.0
-    ) -> Sandbox: ...
+        self,
+        limits: Limits,
+        *,
+        labels: dict[str, str] | None = None,
+        idle_s: float = 0.0,
+        jobs: int = 1,
+    ) -> Sandbox:
+        """`jobs` above 1 asks for a fork server; a backend without one starts a one-job sandbox."""
+        ...

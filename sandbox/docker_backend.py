@@ -50,6 +50,10 @@ GPU_SHM_BYTES = 1024 * 1024 * 1024  # data loaders' workers share batches throug
 STDOUT_STREAM, STDERR_STREAM = 1, 2
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 HOST_FILES = ("/etc/ld.so.cache", "/etc/alternatives")
+# The fast path's server: what it needs to give each job's child a uid and /tmp of its own.
+SERVER_CAPABILITIES = ("CHOWN", "SETUID", "SETGID")
+SERVER_MEMORY_BYTES = 768 * 1024 * 1024  # torch imported, shared copy-on-write with the job
+SERVER_PIDS = 8  # init, the server, its clean-up helper
 
 
 def engine_answers(timeout_s: float = 2.0) -> bool:
@@ -207,22 +211,31 @@ class DockerBackend:
             log.warning("removed %d orphaned sandbox container(s)", removed)
         return removed
 
-    def container_config(self, request: RunRequest, idle_s: float = 0.0) -> dict:
-        """The create_container arguments for one job: every limit and restriction is here."""
+    def container_config(self, request: RunRequest, idle_s: float = 0.0, jobs: int = 1) -> dict:
+        """The create_container arguments: every limit and restriction is here.
+
+        One job: the harness as uid 65534 with no capabilities. More (the fast path): the
+        fork server as root with CHOWN, SETUID and SETGID only, which runs each job's
+        child under a uid of its own, with the job's rlimits (graders/fork_server.py);
+        memory and pids get the server's share on top of the job's.
+        """
         limits = request.limits
+        serving = jobs > 1
+        extra_memory = SERVER_MEMORY_BYTES if serving else 0
         host_config = self.client.create_host_config(
             network_mode="none",
             cap_drop=["ALL"],
+            cap_add=list(SERVER_CAPABILITIES) if serving else None,
             security_opt=["no-new-privileges"],
             read_only=True,
             tmpfs={
                 "/tmp": f"rw,nosuid,nodev,size={limits.scratch_bytes},"
-                f"nr_inodes={limits.scratch_inodes},mode=1777"
+                f"nr_inodes={limits.scratch_inodes},mode={'0711' if serving else '1777'}"
             },
-            mem_limit=limits.memory_bytes,
-            memswap_limit=limits.memory_bytes,
+            mem_limit=limits.memory_bytes + extra_memory,
+            memswap_limit=limits.memory_bytes + extra_memory,
             nano_cpus=int(limits.cpus * 1e9),
-            pids_limit=limits.pids,
+            pids_limit=limits.pids + (SERVER_PIDS if serving else 0),
             ulimits=[
                 Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
                 Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes),
@@ -242,11 +255,18 @@ class DockerBackend:
             BACKEND_LABEL: self.instance_id,
             EXPIRES_LABEL: f"{expires:.0f}",
         }
+        entrypoint = [self.python, "-B", "-m", "graders.harness"]
+        if serving:
+            entrypoint = [
+                self.python, "-B", "-m", "graders.fork_server", "--jobs", str(jobs),
+                "--cpu-s", str(int(limits.timeout_s + limits.startup_timeout_s) + 5),
+                "--data-bytes", str(limits.memory_bytes), "--nproc", str(limits.pids),
+            ]  # fmt: skip
         return {
             "image": self.image,
-            "entrypoint": [self.python, "-B", "-m", "graders.harness"],
+            "entrypoint": entrypoint,
             "command": [],
-            "user": f"{NOBODY}:{NOBODY}",
+            "user": "0:0" if serving else f"{NOBODY}:{NOBODY}",
             "working_dir": "/tmp",
             "hostname": "sandbox",
             "environment": harness_env(
@@ -270,15 +290,29 @@ class DockerBackend:
         return self.start(request.limits, labels=request.labels).run(request)
 
     def start(
-        self, limits: Limits, *, labels: dict[str, str] | None = None, idle_s: float = 0.0
+        self,
+        limits: Limits,
+        *,
+        labels: dict[str, str] | None = None,
+        idle_s: float = 0.0,
+        jobs: int = 1,
     ) -> DockerSandbox:
-        """A started container blocked on reading its job, which may wait `idle_s` for it."""
+        """A started container blocked on reading its job, which may wait `idle_s` for it.
+
+        With `jobs` above 1 it is a fork server that runs up to that many jobs, one at a
+        time, each in a child of its own (the fast path).
+        """
         template = RunRequest(stdin=b"", limits=limits, labels=labels or {})
         with _engine("creating the sandbox container"):
             container = self.client.create_container(
-                **self.container_config(template, idle_s=idle_s)
+                **self.container_config(template, idle_s=idle_s, jobs=jobs)
             )["Id"]
-        sandbox = DockerSandbox(self.client, container, limits)
+        if jobs > 1:
+            from sandbox.fork_sandbox import DockerForkSandbox
+
+            sandbox: DockerSandbox = DockerForkSandbox(self.client, container, limits, jobs)
+        else:
+            sandbox = DockerSandbox(self.client, container, limits)
         try:
             with _engine("attaching to the sandbox container"):
                 sandbox.attached = self.client.attach_socket(
@@ -302,6 +336,10 @@ class DockerSandbox:
         self.started_at = time.monotonic()
         self.attached = None
         self.used = False
+
+    def reusable(self) -> bool:
+        """A one-job container is removed after its job."""
+        return False
 
     def alive(self) -> bool:
         """True while the container runs: one that died waiting must not be handed a job."""

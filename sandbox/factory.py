@@ -46,7 +46,11 @@ def get_backend(
     if prewarm is None or settings.warm_pool_size == 0:
         return backend
     return WarmPool(
-        backend, settings.warm_pool_size, max_idle_s=settings.warm_max_idle_s, prewarm=prewarm
+        backend,
+        settings.warm_pool_size,
+        max_idle_s=settings.warm_max_idle_s,
+        prewarm=prewarm,
+        jobs=settings.fork_server_jobs if name == "docker" else 1,
     )
 
 

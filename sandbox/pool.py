@@ -1,14 +1,18 @@
-"""Warm sandboxes: started ahead of demand, torch imported and limits applied, one job each.
+"""Warm sandboxes: started ahead of demand, torch imported and limits applied.
 
 The harness imports torch and torchvision before it reads its job, so a sandbox started
 early sits blocked on stdin with start-up already paid. `WarmPool` wraps a backend that
 can start sandboxes that way: it keeps `size` of them per set of limits, hands one to
 each job whose limits are exactly those it was started under, and starts a replacement
-in a background thread. A sandbox is never reused: it is removed after its one job, so
-nothing of one submission reaches the next. Warm sandboxes older than `max_idle_s` are
-replaced, which keeps them inside the expiry their labels carry; the rest are removed
-by `close()`, at process exit, or (when their owner dies without it) by an engine's
-orphan sweep.
+in a background thread.
+
+With `jobs` at 1 a sandbox runs one job and is removed. Above 1 (the fast path, where
+the backend supports it) a sandbox is a fork server that runs each job in a fresh child
+of its own; it comes back to the pool after a job that ended cleanly, and is replaced
+after `jobs` jobs or after any job that did not (`Sandbox.reusable()` says which).
+Sandboxes older than `max_idle_s` are never handed a job and are replaced, which keeps
+them inside the expiry their labels carry; the rest are removed by `close()`, at
+process exit, or (when their owner dies without it) by an engine's orphan sweep.
 """
 
 from __future__ import annotations
@@ -39,14 +43,17 @@ class WarmPool:
         *,
         max_idle_s: float = 600.0,
         prewarm: tuple[Limits, ...] = (),
+        jobs: int = 1,
     ) -> None:
         self.backend = backend
+        self.jobs = jobs
         self.name = backend.name
         self.isolated = backend.isolated
         self.gpu_available = backend.gpu_available
         self.size = size
         self.max_idle_s = max_idle_s
         self._idle: dict[Limits, list[Sandbox]] = {}
+        self._lent: dict[Limits, int] = {}  # sandboxes running a job now
         self._wanted: dict[Limits, float] = dict.fromkeys(prewarm, time.monotonic())
         self._changed = threading.Condition()
         self._closed = False
@@ -59,7 +66,8 @@ class WarmPool:
         multiprocessing.util.Finalize(self, self.close, exitpriority=0)
 
     def describe(self) -> str:
-        return f"{self.backend.describe()}; {self.size} warm sandbox(es) per set of limits"
+        reuse = f", up to {self.jobs} jobs each through a fork server" if self.jobs > 1 else ""
+        return f"{self.backend.describe()}; {self.size} warm sandbox(es) per set of limits{reuse}"
 
     def run(self, request: RunRequest) -> RunResult:
         limits = request.limits
@@ -72,17 +80,41 @@ class WarmPool:
             while not idle and self._starting == limits and time.monotonic() < deadline:
                 self._changed.wait(deadline - time.monotonic())
             taken = idle.pop(0) if idle else None  # the oldest has had longest to import
-        while taken is not None and not taken.alive():
-            _discard(taken)
+            self._lent[limits] = self._lent.get(limits, 0) + 1
+        try:
+            while taken is not None and not (self._fresh(taken) and taken.alive()):
+                _discard(taken)
+                with self._changed:
+                    taken = idle.pop(0) if idle else None
+            sandbox = taken or self.backend.start(
+                limits, labels=request.labels, idle_s=self.max_idle_s, jobs=self.jobs
+            )
+        except BaseException:
             with self._changed:
-                taken = idle.pop(0) if idle else None
-        sandbox = taken or self.backend.start(limits, labels=request.labels)
+                self._lent[limits] -= 1
+                self._changed.notify_all()
+            raise
         try:
             return sandbox.run(request)
         finally:
             # The replacement's imports start once the job is done, not against its clock.
             with self._changed:
+                self._lent[limits] -= 1
+                keep = (
+                    not self._closed
+                    and sandbox.reusable()
+                    and self._fresh(sandbox)
+                    and len(idle) + self._lent[limits] < self.size
+                )
+                if keep:
+                    idle.append(sandbox)
                 self._changed.notify_all()
+            if not keep and sandbox.reusable():
+                _discard(sandbox)
+
+    def _fresh(self, sandbox: Sandbox) -> bool:
+        """Young enough for a job: its expiry leaves room for one more whole run."""
+        return time.monotonic() - sandbox.started_at <= self.max_idle_s
 
     def waiting(self) -> list[Sandbox]:
         """The warm sandboxes waiting for a job now, oldest first."""
@@ -133,7 +165,8 @@ class WarmPool:
                 short = [
                     limits
                     for limits in self._wanted
-                    if len(self._idle.setdefault(limits, [])) < self.size
+                    if len(self._idle.setdefault(limits, [])) + self._lent.get(limits, 0)
+                    < self.size
                 ]
                 if now < self._retry_at:
                     short = []
@@ -150,7 +183,9 @@ class WarmPool:
         with self._changed:
             self._starting = limits
         try:
-            sandbox = self.backend.start(limits, labels={WARM_LABEL: "1"}, idle_s=self.max_idle_s)
+            sandbox = self.backend.start(
+                limits, labels={WARM_LABEL: "1"}, idle_s=self.max_idle_s, jobs=self.jobs
+            )
         except SandboxError as exc:
             log.warning("could not start a warm sandbox: %s", exc)
             with self._changed:

@@ -128,12 +128,18 @@ class ProcessBackend:
         return self.start(request.limits).run(request)
 
     def start(
-        self, limits: Limits, *, labels: dict[str, str] | None = None, idle_s: float = 0.0
+        self,
+        limits: Limits,
+        *,
+        labels: dict[str, str] | None = None,
+        idle_s: float = 0.0,
+        jobs: int = 1,
     ) -> ProcessSandbox:
         """A started harness blocked on reading its job, under every limit of the run.
 
         Labels and `idle_s` matter to engines that sweep what they started; a process
-        sandbox dies with the pipe to its owner.
+        sandbox dies with the pipe to its owner. It always runs one job: the fork-server
+        fast path (`jobs`) is the Docker backend's.
         """
         scratch = tempfile.mkdtemp(prefix="grader-sandbox-")
         os.chmod(scratch, 0o1777)
@@ -185,6 +191,9 @@ class ProcessSandbox:
         self.notes = notes
         self.started_at = time.monotonic()
         self.used = False
+
+    def reusable(self) -> bool:
+        return False
 
     def alive(self) -> bool:
         """True while the harness runs: one that died waiting must not be handed a job."""

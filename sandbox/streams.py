@@ -57,3 +57,46 @@ def wait_two_phase(done, ready: threading.Event, limits: Limits) -> bool:
             min(0.02, deadline - now)
         )
     return False
+
+
+
+def pump_until(
+    read,
+    cap: int,
+    sink: bytearray,
+    overflow: threading.Event,
+    on_overflow,
+    marker: bytes,
+    seen: threading.Event,
+    end: bytes,
+) -> bytes | None:
+    """Read one job's output from a stream that outlives the job, up to its end line.
+
+    The end line starts with `end` (which holds a secret only the sandbox's server
+    knows) and runs to a newline; what follows `end` on it is returned, and `sink` keeps
+    what came before. Returns None when the stream ended first, or when the output
+    passed `cap` (then `on_overflow` was called and the rest was drained unread). The ready
+    `marker` sets `seen`, as in `pump`.
+    """
+    found = -1
+    while chunk := read(65536):
+        before = len(sink)
+        sink += chunk
+        if marker and not seen.is_set() and marker in sink[max(0, before - len(marker)) :]:
+            seen.set()
+        if found < 0:
+            found = sink.find(end, max(0, before - len(end)))
+        if found >= 0:
+            newline = sink.find(b"\n", found + len(end))
+            if newline >= 0:
+                trailer = bytes(sink[found + len(end) : newline])
+                del sink[found:]
+                return trailer
+        elif len(sink) > cap:
+            del sink[cap:]
+            overflow.set()
+            on_overflow()
+            while read(65536):  # drained to the end: an engine finishes a kill only then
+                pass
+            return None
+    return None

@@ -8,11 +8,12 @@ from sqlalchemy import select
 
 from core.settings import Settings
 from db.models import ApiKey
-from db.session import migrate, session_scope
+from db.session import migrate, serialize, session_scope
 from services import catalog, keys, queue
 from services.taskbank import load_tasks
 
 log = logging.getLogger(__name__)
+BOOTSTRAP_LOCK = 0x626F6F74
 
 
 def prepare(settings: Settings) -> list[str]:
@@ -25,6 +26,7 @@ def prepare(settings: Settings) -> list[str]:
     migrate(url)
     pending: list[str] = []
     with session_scope(url) as session:
+        serialize(session, BOOTSTRAP_LOCK)  # the API and each worker start up at once
         if settings.load_task_bank:
             for spec in load_tasks(settings.tasks_dir).values():
                 version, created = catalog.add_version(session, spec, course=None)

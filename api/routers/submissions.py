@@ -58,9 +58,11 @@ async def get_submission(
     """
     row = await run_in_threadpool(submissions.get, session, who, submission_id)
     await run_in_threadpool(session.close)
-    deadline = time.monotonic() + min(wait_s, settings.long_poll_max_s)
+    started = time.monotonic()
+    deadline = started + min(wait_s, settings.long_poll_max_s)
     while row.status != "completed" and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+        # Most jobs finish within a second or two: look often then, rarely after.
+        await asyncio.sleep(0.05 if time.monotonic() - started < 2 else 0.2)
         row = await run_in_threadpool(_fresh, settings, who, submission_id)
     return submissions.public(row)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import engine_from_config, pool, text
 
 from db.models import Base
 
+MIGRATION_LOCK = 0x6772616465  # any constant, the same in every process of the service
 config = context.config
 if not config.get_main_option("sqlalchemy.url"):
     from core.settings import get_settings
@@ -35,6 +36,13 @@ def run_migrations_online() -> None:
             connection=connection, target_metadata=Base.metadata, render_as_batch=True
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # The API and the workers all migrate when they start: on a fresh database
+                # they would create the same tables at once. One goes first; the others
+                # then find the schema current.
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             context.run_migrations()
 
 

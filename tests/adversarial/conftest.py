@@ -1,4 +1,9 @@
-"""Fixtures for the adversarial suite: both isolating backends, a short-limit spec, a canary."""
+"""Fixtures for the adversarial suite: every isolating backend, a short-limit spec, a canary.
+
+`fork` is the Docker backend's fast path: one warm container whose fork server runs
+job after job, each in a fresh child; the attacks run through it one after another,
+so each also attacks the jobs that follow it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.docker_backend import DockerBackend, engine_answers
+from sandbox.pool import WarmPool
 from services.taskbank import load_spec_file
 from services.validation import validate
 from tests.conftest import require_or_skip
@@ -47,11 +53,20 @@ def docker_backend(settings, canary):
     return DockerBackend.from_settings(settings)
 
 
-@pytest.fixture(scope="session", params=["process", "docker"])
+@pytest.fixture(scope="session")
+def fork_backend(settings, canary):
+    """A backend of its own, so that its waiting container is told apart from leftovers."""
+    require_or_skip(engine_answers(), "Docker engine")
+    pool = WarmPool(DockerBackend.from_settings(settings), 1, jobs=1000)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session", params=["process", "docker", "fork"])
 def backend(request, process_backend, canary, scratch_root):
-    """Each attack runs on both isolating backends; the unnamespaced process backend is not one."""
-    if request.param == "docker":
-        return request.getfixturevalue("docker_backend")
+    """Each attack runs on every isolating backend; the unnamespaced process backend is not one."""
+    if request.param in ("docker", "fork"):
+        return request.getfixturevalue(f"{request.param}_backend")
     # Without bubblewrap the process backend is for trusted code only: no attacks on it.
     require_or_skip(bool(process_backend.bwrap), "bubblewrap (bwrap)")
     return process_backend

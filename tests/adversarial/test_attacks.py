@@ -1,4 +1,4 @@
-"""Hostile answers, on both isolating backends: each is contained, graded, and leaves nothing behind.
+"""Hostile answers, on every isolating backend: each is contained, graded, and leaves nothing behind.
 
 Every attack is an answer to a short-limit copy of `finetune-freeze` that does not do
 the work, so none may get full marks; each names the outcome it must get on each
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from core.settings import PROJECT_ROOT
 from graders.result import GradeResult
 from sandbox.docker_backend import BACKEND_LABEL, DockerBackend
+from sandbox.pool import WarmPool
 from services.answers import Answer
 from services.grading import grade
 
@@ -28,20 +30,20 @@ pytestmark = [pytest.mark.slow]
 
 MARKER = f"grader-daemon-{uuid.uuid4().hex}"
 EVIL_NAME = f"grader_evil_{uuid.uuid4().hex[:8]}"
-BOTH = ("process", "docker")
+BACKENDS = ("process", "docker", "fork")
 
 
 @dataclass(frozen=True)
 class Attack:
     id: str
     code: str
-    outcomes: dict[str, str]  # backend name -> the outcome it must give
+    outcomes: dict[str, str]  # backend (the `backend` fixture's id) -> the outcome it must give
     absent: tuple[str, ...] = ()  # never in the result's stdout, stderr or error
     present: tuple[str, ...] = ()  # in the student's stdout: proof the attack ran
 
 
 def on(outcome: str, **per_backend: str) -> dict[str, str]:
-    return {name: per_backend.get(name, outcome) for name in BOTH}
+    return {name: per_backend.get(name, outcome) for name in BACKENDS}
 
 
 ATTACKS = [
@@ -221,7 +223,10 @@ ATTACKS = [
     ),
     Attack(
         "kill-init",
-        "import os, time\nos.kill(1, 9)\nos.kill(os.getppid(), 9)\ntime.sleep(0.5)\nprint('ALIVE')\n",
+        # In a one-job sandbox init ignores the signal; under the fork server init and the
+        # server run as other uids, so the kernel refuses the kill: both are containment.
+        "import os, time\nfor pid in (1, os.getppid()):\n    try:\n        os.kill(pid, 9)\n"
+        "    except PermissionError:\n        print('refused', pid)\ntime.sleep(0.5)\nprint('ALIVE')\n",
         on("failed"),
         present=("ALIVE",),
     ),
@@ -298,14 +303,27 @@ def children_of_this_process() -> list[int]:
 
 
 def assert_nothing_left(backend, scratch_root: Path) -> None:
+    """No process, scratch dir or container of a job remains; a fork server waiting for
+    the next job may, with nothing in it but init, itself and the next job's child."""
     assert children_of_this_process() == []
     assert processes_with(MARKER) == []
     assert list(scratch_root.glob("grader-sandbox-*")) == []
+    pool = backend if isinstance(backend, WarmPool) else None
+    backend = pool.backend if pool else backend
     if isinstance(backend, DockerBackend):
-        left = backend.client.containers(
-            all=True, filters={"label": f"{BACKEND_LABEL}={backend.instance_id}"}
-        )
-        assert left == []
+        deadline = time.monotonic() + 60  # a replacement being started is not waiting yet
+        while True:
+            waiting = {sandbox.container for sandbox in pool.waiting()} if pool else set()
+            left = backend.client.containers(
+                all=True, filters={"label": f"{BACKEND_LABEL}={backend.instance_id}"}
+            )
+            extra = [c["Id"] for c in left if c["Id"] not in waiting]
+            if not (extra and pool and time.monotonic() < deadline):
+                break
+            time.sleep(0.5)
+        assert extra == []
+        for container in waiting:
+            assert len(backend.client.top(container)["Processes"]) <= 3
 
 
 def evil_host_paths() -> list[Path]:
@@ -322,11 +340,12 @@ def evil_host_paths() -> list[Path]:
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.id for a in ATTACKS])
 def test_attack_is_contained(
-    attack, backend, attack_spec, attack_expected, settings, canary, scratch_root
+    attack, backend, attack_spec, attack_expected, settings, canary, scratch_root, request
 ):
     result = run_attack(backend, attack_spec, attack_expected, settings, attack.code)
     seen = "\n".join([result.stdout, result.stderr, result.error or ""])
-    assert result.outcome == attack.outcomes[backend.name], result.model_dump_json(
+    backend_id = request.node.callspec.params["backend"]
+    assert result.outcome == attack.outcomes[backend_id], result.model_dump_json(
         exclude={"stdout", "stderr"}
     )
     assert result.score < result.max_score
@@ -349,3 +368,67 @@ def test_backend_still_grades_after_attacks(
         indent=2
     )
     assert_nothing_left(backend, scratch_root)
+
+
+PLANT = (
+    "import os, subprocess, sys, torch\n"
+    "secret = {secret!r}\n"
+    "for d in ('/tmp', os.environ.get('TMPDIR', '/tmp'), '/dev/shm', '/dev/mqueue'):\n"
+    "    try:\n        with open(os.path.join(d, secret), 'w') as f:\n            f.write(secret)\n"
+    "    except OSError as exc:\n        print('not in', d, exc.errno)\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', secret, {marker!r}],"
+    " start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,"
+    " stderr=subprocess.DEVNULL)\n"
+    "os.environ['PLANTED'] = secret\n"
+    "torch.nn.Module.planted = secret\n"
+    "print('PLANTED')\n"
+)
+LOOK = (
+    "import glob, os, torch\n"
+    "seen = []\n"
+    "for d in ('/tmp', os.environ.get('TMPDIR', '/tmp'), '/dev/shm', '/dev/mqueue'):\n"
+    "    try:\n        seen += os.listdir(d)\n    except OSError:\n        pass\n"
+    "for path in glob.glob('/proc/*/cmdline') + glob.glob('/proc/*/environ'):\n"
+    "    try:\n        seen.append(open(path, 'rb').read().decode(errors='replace'))\n"
+    "    except OSError:\n        pass\n"
+    "seen += [os.environ.get('PLANTED', ''), str(getattr(torch.nn.Module, 'planted', ''))]\n"
+    "print('LOOKED', ' '.join(seen))\n"
+)
+
+
+def test_no_trace_of_one_job_reaches_the_next(
+    backend, attack_spec, attack_expected, settings, scratch_root
+):
+    """Files, daemons, environment and patched modules of one job are gone for the next;
+    on the fork server both jobs run in the same container."""
+    secret = f"planted-{uuid.uuid4().hex}"
+    code = PLANT.format(secret=secret, marker=MARKER)
+    planted = run_attack(backend, attack_spec, attack_expected, settings, code)
+    assert "PLANTED" in planted.stdout, planted.model_dump_json(indent=2)
+    served = [s.container for s in backend.waiting()] if isinstance(backend, WarmPool) else []
+    looked = run_attack(backend, attack_spec, attack_expected, settings, LOOK)
+    assert "LOOKED" in looked.stdout, looked.model_dump_json(indent=2)
+    assert secret not in looked.stdout
+    if isinstance(backend, WarmPool):
+        assert [s.container for s in backend.waiting()] == served != []
+    assert_nothing_left(backend, scratch_root)
+
+
+def test_a_job_cannot_reach_its_fork_server(
+    fork_backend, attack_spec, attack_expected, settings, scratch_root
+):
+    """The server and init run as other uids: a job can neither signal nor read them, even
+    from a fresh interpreter without the harness's audit hook."""
+    code = (
+        "import os, subprocess, sys\nppid = os.getppid()\n"
+        "probe = f'open(\"/proc/{ppid}/mem\", \"rb\").read(1); print(\"READ\")'\n"
+        "subprocess.run([sys.executable, '-c', probe])\n"
+        "for pid in (1, ppid):\n    try:\n        os.kill(pid, 0)\n        print('SIGNALLED', pid)\n"
+        "    except PermissionError:\n        print('refused', pid)\n"
+        "print('uid', os.getuid(), os.getgroups())\n"
+    )
+    result = run_attack(fork_backend, attack_spec, attack_expected, settings, code)
+    assert "refused 1" in result.stdout and "SIGNALLED" not in result.stdout, result.stdout
+    assert "READ" not in result.stdout and "PermissionError" in result.stdout + result.stderr
+    assert "uid 0" not in result.stdout and "uid 65534" not in result.stdout
+    assert_nothing_left(fork_backend, scratch_root)

@@ -216,3 +216,73 @@ def test_a_job_under_other_limits_gets_a_sandbox_of_its_own(pool, spec, expected
     result = run(pool, other, expected, settings, CORRECT)
     assert (result.outcome, result.score) == ("passed", result.max_score), result.error
     assert sandbox.alive(), "a sandbox started under other limits ran the job"
+
+
+@pytest.fixture(scope="module")
+def fork_pool(settings, limits, canary, scratch_root):
+    """The fast path: one warm fork server that serves three jobs, then is replaced."""
+    require_or_skip(engine_answers(), "Docker engine")
+    pool = WarmPool(DockerBackend.from_settings(settings), 1, prewarm=(limits,), jobs=3)
+    assert pool.wait_warm(limits, WARM_WAIT_S)
+    yield pool
+    pool.close()
+    assert pool.waiting() == []
+    assert_only_waiting_left(pool, scratch_root)
+
+
+WHO = "import os\nprint('WHO', os.getuid(), os.getgid(), os.getgroups(), os.getsid(0) == os.getpid())\n"
+
+
+def test_a_fork_server_runs_each_job_under_a_fresh_uid_then_is_replaced(
+    fork_pool, spec, expected, settings, limits, scratch_root
+):
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+    [server] = fork_pool.waiting()
+    while server.jobs_left < 3:  # an earlier test used some of its jobs: start from a fresh one
+        run(fork_pool, spec, expected, settings, CORRECT)
+        assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+        [server] = fork_pool.waiting()
+    seen = []
+    for _ in range(3):
+        result = run(fork_pool, spec, expected, settings, WHO)
+        uid, gid, groups, leader = result.stdout.split("WHO ")[1].split(" ", 3)
+        assert (groups, leader.strip(), uid) == ("[]", "True", gid), result.stdout
+        assert int(uid) not in (0, 65534)
+        seen.append(int(uid))
+    assert len(set(seen)) == 3
+    assert not server.alive(), "the server was not replaced after its last job"
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+    [fresh] = fork_pool.waiting()
+    assert fresh is not server and fresh.alive()
+    assert_only_waiting_left(fork_pool, scratch_root)
+
+
+@pytest.mark.parametrize(
+    "code,outcome",
+    [("while True:\n    pass\n", "time_limit"), ("x = b'x' * (8 * 2**30)\n", "memory_limit")],
+    ids=["time-limit", "memory-limit"],
+)
+def test_a_fork_server_is_replaced_after_a_job_that_hit_a_limit(
+    code, outcome, fork_pool, spec, expected, settings, limits, scratch_root
+):
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+    [server] = fork_pool.waiting()
+    result = run(fork_pool, spec, expected, settings, code)
+    assert result.outcome == outcome, result.model_dump_json(exclude={"stdout", "stderr"})
+    after = run(fork_pool, spec, expected, settings, CORRECT)
+    assert (after.outcome, after.score) == ("passed", after.max_score), after.error
+    if outcome == "time_limit":  # killed at the deadline: the whole container goes
+        assert not server.alive()
+    assert_only_waiting_left(fork_pool, scratch_root)
+
+
+def test_fork_server_containers_hold_only_what_the_server_needs(fork_pool, limits):
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+    [server] = fork_pool.waiting()
+    details = fork_pool.backend.client.inspect_container(server.container)
+    host = details["HostConfig"]
+    assert details["Config"]["User"] == "0:0" and host["CapDrop"] == ["ALL"]
+    assert sorted(host["CapAdd"]) == ["CHOWN", "SETGID", "SETUID"]
+    assert "no-new-privileges" in host["SecurityOpt"] and host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] and host["Memory"] == host["MemorySwap"] > limits.memory_bytes
+    assert float(details["Config"]["Labels"]["grader.expires"]) > time.time() + fork_pool.max_idle_s

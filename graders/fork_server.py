@@ -1,0 +1,314 @@
+"""The fast path's server: one sandbox, torch imported once, each job in a fresh forked child.
+
+Usage inside a sandbox: `python -m graders.fork_server --jobs N --cpu-s S --data-bytes B
+--nproc P`. It runs as root with three capabilities (CHOWN, SETUID, SETGID) and
+no-new-privileges, imports everything the harness needs, then for each job:
+
+1. gives /tmp to a uid no process has used (a random base per sandbox, plus the job's
+   number), forks a child that starts a new session, drops to that uid (which clears
+   every capability), applies the job's rlimits (CPU seconds, data segment, processes
+   of its uid), raises its own OOM score so the kernel picks it before the server, and
+   waits on a pipe for its job;
+2. reads the next request from stdin: `JOB <length> <token>` and the job's bytes; the
+   token arrives only after the fork, so the child cannot know it; the child gets the
+   job on its pipe and runs `graders.harness.main()`, which writes the frame to stdout;
+3. when the child exits, a helper running as the job's uid kills every process of that
+   uid, empties /tmp and removes what the uid left in /dev/shm and /dev/mqueue; the
+   server then checks that no process, file or System V IPC object of the uid remains,
+   takes /tmp back, and writes `\\nGRADER-JOB-END <token> <fields>\\n`.
+
+A job that hit a limit (its child killed or exiting non-zero: the harness exits with
+`LIMIT_EXIT` after a memory or output limit) or left anything it could not clean ends
+the server after its end line (`recycle=1`), as does the last of its N jobs: the host
+then replaces the whole sandbox. The server itself never runs a line of any answer, and no
+process of one job is alive, nor any of its files left, when the next job's child is
+given its uid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import secrets
+import shutil
+import signal
+import stat
+import sys
+import time
+
+END_MAGIC = b"GRADER-JOB-END"
+REQUEST_MAGIC = b"JOB"
+MAX_REQUEST_LINE = 128
+SCRATCH = "/tmp"
+SHARED_DIRS = ("/dev/shm", "/dev/mqueue")
+SYSV_IPC = ("/proc/sysvipc/shm", "/proc/sysvipc/msg", "/proc/sysvipc/sem")
+OOM_CONTROL = (
+    "/sys/fs/cgroup/memory/memory.oom_control",  # cgroup v1
+    "/sys/fs/cgroup/memory.events",  # cgroup v2
+)
+UID_LOW, UID_HIGH = 1 << 20, 1 << 30  # far above any uid an image or a host assigns
+PR_SET_DUMPABLE = 4
+KILL_ROUNDS = 1000  # with 2 ms between rounds: 2 s or more
+
+
+def end_line(token: str, fields: dict[str, int]) -> bytes:
+    body = " ".join(f"{key}={value}" for key, value in fields.items())
+    return b"\n" + END_MAGIC + f" {token} {body}\n".encode()
+
+
+def end_prefix(token: str) -> bytes:
+    """What the host looks for on stdout: only this server knows the token."""
+    return b"\n" + END_MAGIC + f" {token} ".encode()
+
+
+def parse_end_fields(line: bytes) -> dict[str, int]:
+    fields = {}
+    for word in line.decode("ascii", errors="replace").split():
+        key, _, value = word.partition("=")
+        with contextlib.suppress(ValueError):
+            fields[key] = int(value)
+    return fields
+
+
+def request_header(length: int, token: str) -> bytes:
+    return REQUEST_MAGIC + f" {length} {token}\n".encode()
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, min(1 << 20, size - len(data)))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def _read_request(fd: int) -> tuple[str, bytes] | None:
+    """The next `JOB <length> <token>` line and its job, read byte-exact; None at the end."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte or len(line) > MAX_REQUEST_LINE:
+            return None
+        line += byte
+    parts = line.decode("ascii", errors="replace").split()
+    if len(parts) != 3 or parts[0].encode() != REQUEST_MAGIC or not parts[1].isdigit():
+        return None
+    _, length, token = parts
+    if len(token) != 32:
+        return None
+    from graders.job import MAX_JOB_BYTES
+
+    if int(length) > MAX_JOB_BYTES:
+        return None
+    job = _read_exact(fd, int(length))
+    return (token, job) if job is not None else None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _oom_kills() -> int:
+    for path in OOM_CONTROL:
+        with contextlib.suppress(OSError, ValueError), open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    return 0
+
+
+def _become(uid: int) -> None:
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # from root to a plain uid: every capability is gone
+
+
+def _set_dumpable() -> None:
+    """Changing uid marks a process undumpable, which hides its own /proc files from it;
+    a child of a fresh sandbox would see them, so this one does too."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+
+
+def _child(job_fd: int, uid: int, args: argparse.Namespace) -> None:
+    """The job's process: its own session, uid and limits; then the harness. Never returns."""
+    try:
+        os.setsid()
+        os.dup2(job_fd, 0)
+        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        with open(f"/proc/{os.getpid()}/oom_score_adj", "w") as f:
+            f.write("1000")  # under memory pressure the kernel kills the job, not the server
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        _become(uid)
+        _set_dumpable()
+        resource.setrlimit(resource.RLIMIT_CPU, (args.cpu_s, args.cpu_s))
+        resource.setrlimit(resource.RLIMIT_DATA, (args.data_bytes, args.data_bytes))
+        resource.setrlimit(resource.RLIMIT_NPROC, (args.nproc, args.nproc))
+        os.chdir(SCRATCH)
+        from graders import harness
+
+        harness.main()
+    finally:
+        os._exit(70)
+
+
+def _clean_as(uid: int) -> bool:
+    """In a helper running as `uid`: kill all its processes, remove all its files."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _become(uid)
+            me = os.getpid()
+            for _ in range(KILL_ROUNDS):
+                # kill(-1) reaches every process this uid may signal, but it succeeds even
+                # when that is none: /proc says when none is left.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(-1, signal.SIGKILL)
+                if not [pid for pid in _processes_of(uid) if pid != me]:
+                    break
+                time.sleep(0.002)
+            else:
+                os._exit(1)
+            _empty(SCRATCH, uid)
+            for path in SHARED_DIRS:
+                _empty(path, uid)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def _empty(directory: str, uid: int) -> None:
+    """Remove every entry of `directory` that `uid` owns (in /tmp, that is all of them)."""
+
+    def writable_again(function, path, _exc) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            function(path)
+
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if info.st_uid != uid:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    os.chmod(entry.path, 0o700)
+                    shutil.rmtree(entry.path, onerror=writable_again)
+                else:
+                    os.unlink(entry.path)
+
+
+def _processes_of(uid: int) -> list[int]:
+    """The live (not zombie) processes whose real uid is `uid`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, KeyError, ValueError):
+            with open(f"{entry.path}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+            if status["State"].split()[0] not in "ZX" and int(status["Uid"].split()[0]) == uid:
+                found.append(int(entry.name))
+    return found
+
+
+def _leftovers(uid: int) -> list[str]:
+    """What of `uid` survived its clean-up: processes, files, System V IPC objects."""
+    left = [f"process {pid}" for pid in _processes_of(uid)]
+    for directory in (SCRATCH, *SHARED_DIRS):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(directory):
+                if directory == SCRATCH or entry.stat(follow_symlinks=False).st_uid == uid:
+                    left.append(f"file {entry.path}")
+    for table in SYSV_IPC:
+        with contextlib.suppress(OSError), open(table) as f:
+            lines = f.read().splitlines()
+        if not lines:
+            continue
+        columns = lines[0].split()
+        if "uid" in columns:
+            at = columns.index("uid")
+            left += [f"ipc {table}" for line in lines[1:] if line.split()[at] == str(uid)]
+    return left
+
+
+def serve(args: argparse.Namespace) -> int:
+    # Everything a job needs is imported now, once: each child starts with it done.
+    from graders import harness
+
+    harness.preload()
+    _empty(SCRATCH, os.getuid())  # what the imports wrote (torch's cache dir): no job sees it
+    base = UID_LOW + secrets.randbelow(UID_HIGH - UID_LOW - args.jobs)
+    oom_before = _oom_kills()
+    for number in range(args.jobs):
+        uid = base + number
+        os.chmod(SCRATCH, 0o700)
+        os.chown(SCRATCH, uid, uid)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write_end)
+            _child(read_end, uid, args)
+        os.close(read_end)
+        request = _read_request(0)
+        if request is None:  # the host is gone, or spoke out of turn: nothing more to serve
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            _clean_as(uid)
+            return 0
+        token, job = request
+        with contextlib.suppress(BrokenPipeError):
+            _write_all(write_end, job)
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+        cleaned = _clean_as(uid)
+        os.chown(SCRATCH, 0, 0)  # back to the server, which can now list what is left
+        left = _leftovers(uid)
+        oom_now = _oom_kills()
+        code = os.waitstatus_to_exitcode(status)
+        fields = {
+            "job": number + 1,
+            "exit": code if code >= 0 else 128 - code,  # as a shell reports a signal
+            "signal": -code if code < 0 else 0,
+            "oom": int(oom_now > oom_before),
+            "clean": int(cleaned and not left),
+        }
+        # A job that hit a limit (killed, out of memory, too much output: a non-zero exit)
+        # or left something behind is the sandbox's last, as is the last of its N.
+        recycle = fields["oom"] or not fields["clean"] or code != 0 or number + 1 == args.jobs
+        fields["recycle"] = int(bool(recycle))
+        if left:
+            print(f"fork server: job {number + 1} left {', '.join(left[:5])}", file=sys.stderr)
+        _write_all(1, end_line(token, fields))
+        if recycle:
+            return 0
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="graders.fork_server")
+    parser.add_argument("--jobs", type=int, required=True)
+    parser.add_argument("--cpu-s", type=int, required=True)
+    parser.add_argument("--data-bytes", type=int, required=True)
+    parser.add_argument("--nproc", type=int, required=True)
+    args = parser.parse_args()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The fast path, host side: one warm container that runs many jobs through its fork server.
+
+The container runs `graders.fork_server` (see there for what happens inside). The host
+keeps the attach stream open and, per job, writes `JOB <length> <token>` and the job,
+then reads the job's output up to the end line that carries the token, which only the
+server learns, after the job's child was forked. The job's answer clock starts at the
+harness's ready marker, as in a one-job sandbox.
+
+The container is removed, and a fresh one started by the pool, after its last job and
+after any job that hit a limit or did not end cleanly: a deadline (the container is
+killed), an output overflow (killed too), an out-of-memory kill, a child killed by a
+signal, or anything of the job's uid left behind. The security argument and the
+trade-off are in the README's architecture section.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import threading
+import time
+
+import docker
+
+from graders.fork_server import end_prefix, parse_end_fields, request_header
+from sandbox.base import Limits, RunRequest, RunResult
+from sandbox.docker_backend import ENGINE_ERRORS, ENGINE_TIMEOUT_S, DockerSandbox, _Demux, _engine
+from sandbox.errors import SandboxError
+from sandbox.streams import pump_until, wait_two_phase
+
+
+class DockerForkSandbox(DockerSandbox):
+    """A started fork-server container: runs up to `jobs` jobs, one at a time."""
+
+    def __init__(self, client: docker.APIClient, container: str, limits: Limits, jobs: int):
+        super().__init__(client, container, limits)
+        self.jobs_left = jobs
+        self.healthy = True
+        self.demux: _Demux | None = None
+
+    def reusable(self) -> bool:
+        """True while the server may take another job: nothing went wrong and jobs remain."""
+        return self.healthy and self.jobs_left > 0 and self.attached is not None
+
+    def alive(self) -> bool:
+        return self.healthy and super().alive()
+
+    def run(self, request: RunRequest) -> RunResult:
+        if not self.reusable() or request.limits != self.limits:
+            raise SandboxError("this sandbox cannot take another job under these limits")
+        self.jobs_left -= 1
+        sock: socket.socket = getattr(self.attached, "_sock", self.attached)
+        if self.demux is None:
+            self.demux = _Demux(sock, request.limits.max_log_bytes)
+        self.demux.stderr = bytearray()
+        try:
+            result, fields = self._supervise_job(sock, request)
+        except BaseException:
+            self.healthy = False
+            self.discard()
+            raise
+        if fields.get("recycle", 1) or not fields.get("clean", 0):
+            self.healthy = False
+        if not self.reusable():
+            self.discard()
+        return result
+
+    def _supervise_job(
+        self, sock: socket.socket, request: RunRequest
+    ) -> tuple[RunResult, dict[str, int]]:
+        limits = request.limits
+        token = secrets.token_hex(16)
+        out = bytearray()
+        overflow, ready, ended = threading.Event(), threading.Event(), threading.Event()
+        trailer: list[bytes | None] = [None]
+        demux = self.demux
+        assert demux is not None
+
+        def kill() -> None:
+            with contextlib.suppress(*ENGINE_ERRORS):
+                self.client.kill(self.container)
+
+        def read_job() -> None:
+            try:
+                trailer[0] = pump_until(
+                    demux.read, limits.max_channel_bytes, out, overflow,
+                    lambda: threading.Thread(target=kill, daemon=True).start(),
+                    request.ready_marker, ready, end_prefix(token),
+                )  # fmt: skip
+            finally:
+                ended.set()
+
+        started = time.monotonic()
+        reader = threading.Thread(target=read_job, daemon=True)
+        reader.start()
+        try:
+            sock.sendall(request_header(len(request.stdin), token) + request.stdin)
+        except OSError as exc:
+            kill()
+            reader.join(timeout=ENGINE_TIMEOUT_S)
+            raise SandboxError(f"could not send the job to the sandbox: {exc}") from exc
+        if not request.ready_marker:
+            ready.set()
+        timed_out = wait_two_phase(ended.is_set, ready, limits)
+        if timed_out:
+            kill()
+        reader.join(timeout=ENGINE_TIMEOUT_S)
+        duration = time.monotonic() - started
+        fields = parse_end_fields(trailer[0]) if trailer[0] is not None else {}
+        if not fields:  # no end line: the container was killed or its server died
+            return self._stopped_result(out, duration, timed_out, overflow.is_set()), {}
+        return (
+            RunResult(
+                exit_code=fields.get("exit"),
+                stdout=bytes(out),
+                stderr=bytes(demux.stderr),
+                duration_s=duration,
+                timed_out=False,
+                oom_killed=bool(fields.get("oom")),
+                channel_overflow=False,
+            ),
+            fields,
+        )
+
+    def _stopped_result(
+        self, out: bytearray, duration: float, timed_out: bool, overflow: bool
+    ) -> RunResult:
+        """The result of a job whose container stopped under it (killed, or out of memory)."""
+        with contextlib.suppress(*ENGINE_ERRORS):
+            self.client.wait(self.container, timeout=ENGINE_TIMEOUT_S)
+        with _engine("inspecting the stopped sandbox container"):
+            state = self.client.inspect_container(self.container)["State"]
+        if state.get("Running"):
+            raise SandboxError(f"sandbox container {self.container[:12]} did not stop after a kill")
+        return RunResult(
+            exit_code=state.get("ExitCode"),
+            stdout=bytes(out),
+            stderr=bytes(self.demux.stderr) if self.demux else b"",
+            duration_s=duration,
+            timed_out=timed_out,
+            oom_killed=bool(state.get("OOMKilled")),
+            channel_overflow=overflow,
+        )
