@@ -56,8 +56,9 @@ _torch_randn = torch.randn
 _Generator = torch.Generator
 _sha256 = hashlib.sha256
 _float64 = np.float64
-_np_sum = np.sum
+_np_reduce = np.add.reduce
 _np_abs = np.abs
+_np_einsum = np.einsum
 _np_ascontiguousarray = np.ascontiguousarray
 
 
@@ -183,13 +184,17 @@ def to_numpy(tensor: Any) -> np.ndarray:
 
 
 def digest(values: np.ndarray) -> str:
-    return _sha256(values.tobytes()).hexdigest()
+    return _sha256(values.data if values.flags.c_contiguous else values.tobytes()).hexdigest()
 
 
 def summary(values: np.ndarray) -> list[float]:
     """Sum, absolute sum and sum of squares in float64: compared with a tolerance."""
-    v = values.astype(_float64, copy=False)
-    return [float(_np_sum(v)), float(_np_sum(_np_abs(v))), float(_np_sum(v * v))]
+    v = values.reshape(-1)  # accumulated in float64 without a float64 copy of the tensor
+    return [
+        float(_np_reduce(v, dtype=_float64)),
+        float(_np_reduce(_np_abs(v), dtype=_float64)),
+        float(_np_einsum("i,i->", v, v, dtype=_float64)),
+    ]
 
 
 def param_ids(root: Any) -> dict[int, str]:
