@@ -59,7 +59,6 @@ def wait_two_phase(done, ready: threading.Event, limits: Limits) -> bool:
     return False
 
 
-
 def pump_until(
     read,
     cap: int,

@@ -421,7 +421,7 @@ def test_a_job_cannot_reach_its_fork_server(
     from a fresh interpreter without the harness's audit hook."""
     code = (
         "import os, subprocess, sys\nppid = os.getppid()\n"
-        "probe = f'open(\"/proc/{ppid}/mem\", \"rb\").read(1); print(\"READ\")'\n"
+        'probe = f\'open("/proc/{ppid}/mem", "rb").read(1); print("READ")\'\n'
         "subprocess.run([sys.executable, '-c', probe])\n"
         "for pid in (1, ppid):\n    try:\n        os.kill(pid, 0)\n        print('SIGNALLED', pid)\n"
         "    except PermissionError:\n        print('refused', pid)\n"

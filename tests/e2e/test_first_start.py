@@ -41,8 +41,11 @@ def test_apis_starting_together_on_a_fresh_database_all_come_up(tmp_path):
         apis = [
             subprocess.Popen(
                 [sys.executable, "-m", "cli.gradectl", "serve", "--port", str(port)],
-                cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
-                stderr=(tmp_path / f"api-{port}.log").open("wb"), start_new_session=True,
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=(tmp_path / f"api-{port}.log").open("wb"),
+                start_new_session=True,
             )  # fmt: skip
             for port in ports
         ]
@@ -77,8 +80,11 @@ def test_commands_migrating_together_on_a_fresh_database_all_succeed():
         env = {**os.environ, "GRADER_DATABASE_URL": url}
         runs = [
             subprocess.Popen(
-                [sys.executable, "-m", "cli.gradectl", "keys", "list"], cwd=PROJECT_ROOT,
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                [sys.executable, "-m", "cli.gradectl", "keys", "list"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )  # fmt: skip
             for _ in range(4)
         ]
