@@ -168,7 +168,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.main import create_app
 
-    where = {"host": args.host or settings.api_host, "port": args.port or settings.api_port}
+    where = {
+        "host": args.host or settings.api_host,
+        "port": args.port or settings.api_port,
+        # Longer than a client keeps a pooled connection idle, so a reused connection is
+        # not closed under a request in flight (the client would see it dropped).
+        "timeout_keep_alive": 30,
+    }
     if args.workers > 1:
         # Processes of their own import the app by name; each reads the same environment.
         uvicorn.run(

@@ -190,8 +190,20 @@ def _clean_as(uid: int) -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
-def _empty(directory: str, uid: int) -> None:
-    """Remove every entry of `directory` that `uid` owns (in /tmp, that is all of them)."""
+def _layout(directory: str) -> dict[str, tuple[int, int, int]]:
+    """The entries a directory holds, by name: inode, owner, mode. /tmp may hold the
+    mount points of a runtime that lives under /tmp on the host."""
+    found = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                found[entry.name] = (info.st_ino, info.st_uid, info.st_mode)
+    return found
+
+
+def _empty(directory: str, uid: int, keep: frozenset[str] = frozenset()) -> None:
+    """Remove every entry of `directory` that `uid` owns, except the names in `keep`."""
 
     def writable_again(function, path, _exc) -> None:
         with contextlib.suppress(OSError):
@@ -203,7 +215,7 @@ def _empty(directory: str, uid: int) -> None:
         for entry in os.scandir(directory):
             with contextlib.suppress(OSError):
                 info = entry.stat(follow_symlinks=False)
-                if info.st_uid != uid:
+                if info.st_uid != uid or entry.name in keep:
                     continue
                 if stat.S_ISDIR(info.st_mode):
                     os.chmod(entry.path, 0o700)
@@ -226,13 +238,18 @@ def _processes_of(uid: int) -> list[int]:
     return found
 
 
-def _leftovers(uid: int) -> list[str]:
-    """What of `uid` survived its clean-up: processes, files, System V IPC objects."""
+def _leftovers(uid: int, layout: dict[str, tuple[int, int, int]]) -> list[str]:
+    """What of `uid` survived its clean-up: processes, files, System V IPC objects, or a
+    change to what /tmp held when the sandbox started."""
     left = [f"process {pid}" for pid in _processes_of(uid)]
-    for directory in (SCRATCH, *SHARED_DIRS):
+    now = _layout(SCRATCH)
+    left += [f"file {SCRATCH}/{name}" for name in now if name not in layout]
+    if {name: now.get(name) for name in layout} != layout:
+        left.append(f"a change to {SCRATCH}'s own entries")
+    for directory in SHARED_DIRS:
         with contextlib.suppress(OSError):
             for entry in os.scandir(directory):
-                if directory == SCRATCH or entry.stat(follow_symlinks=False).st_uid == uid:
+                if entry.stat(follow_symlinks=False).st_uid == uid:
                     left.append(f"file {entry.path}")
     for table in SYSV_IPC:
         with contextlib.suppress(OSError), open(table) as f:
@@ -250,8 +267,9 @@ def serve(args: argparse.Namespace) -> int:
     # Everything a job needs is imported now, once: each child starts with it done.
     from graders import harness
 
+    layout = _layout(SCRATCH)  # before anything ran: only mount points, if anything
     harness.preload()
-    _empty(SCRATCH, os.getuid())  # what the imports wrote (torch's cache dir): no job sees it
+    _empty(SCRATCH, os.getuid(), keep=frozenset(layout))  # what the imports wrote (a cache dir)
     base = UID_LOW + secrets.randbelow(UID_HIGH - UID_LOW - args.jobs)
     oom_before = _oom_kills()
     for number in range(args.jobs):
@@ -277,7 +295,7 @@ def serve(args: argparse.Namespace) -> int:
         _, status = os.waitpid(pid, 0)
         cleaned = _clean_as(uid)
         os.chown(SCRATCH, 0, 0)  # back to the server, which can now list what is left
-        left = _leftovers(uid)
+        left = _leftovers(uid, layout)
         oom_now = _oom_kills()
         code = os.waitstatus_to_exitcode(status)
         fields = {

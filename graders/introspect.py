@@ -52,6 +52,8 @@ _module_call = torch.nn.Module.__call__
 _Tensor = torch.Tensor
 _Optimizer = torch.optim.Optimizer
 _cross_entropy = F.cross_entropy
+_cat = torch.cat
+_shape = _TensorBase.shape.__get__
 _torch_randn = torch.randn
 _Generator = torch.Generator
 _sha256 = hashlib.sha256
@@ -236,6 +238,8 @@ def optimizer_groups(optimizer: Any) -> list[dict[str, Any]]:
 no_grad = _no_grad
 call_module = _module_call
 cross_entropy = _cross_entropy
+concat = _cat
+shape = lambda tensor: tuple(_shape(tensor))  # noqa: E731
 clone = _clone
 detach = _detach
 is_tensor = lambda obj: _isinstance(obj, _Tensor)  # noqa: E731

@@ -113,6 +113,15 @@ class _Recorder:
                 )
             inputs, labels = batch[0], batch[1]
             self.batches.append((ti.clone(ti.detach(inputs)), ti.clone(ti.detach(labels))))
+        # Batches of one size are evaluated in one forward pass (eval mode: each sample's
+        # output does not depend on its batch), whose mean loss equals the batches' mean.
+        shapes = {(ti.shape(inputs), ti.shape(labels)) for inputs, labels in self.batches}
+        self.joined = None
+        if len(self.batches) > 1 and len(shapes) == 1:
+            self.joined = (
+                ti.concat([inputs for inputs, _ in self.batches]),
+                ti.concat([labels for _, labels in self.batches]),
+            )
         self.events: list[str] = []
         self.loss_before = self.loss()
         self._instrument(loader, trainable)
@@ -147,6 +156,9 @@ class _Recorder:
         flags = ti.set_training(self.model, False)
         try:
             with ti.no_grad():
+                if self.joined is not None:
+                    inputs, labels = self.joined
+                    return float(ti.cross_entropy(ti.call_module(self.model, inputs), labels))
                 total = 0.0
                 for inputs, labels in self.batches:
                     total += float(ti.cross_entropy(ti.call_module(self.model, inputs), labels))
