@@ -240,6 +240,9 @@ class DockerBackend:
                 Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
                 Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes),
                 Ulimit(name="core", soft=0, hard=0),
+                # An allocation past the memory limit fails at once (MemoryError), rather
+                # than paging in up to the cgroup's limit first and racing the deadline.
+                Ulimit(name="data", soft=limits.memory_bytes, hard=limits.memory_bytes),
             ],
             init=True,
             log_config=LogConfig(type=LogConfig.types.NONE),

@@ -104,6 +104,7 @@ def test_running_container_is_locked_down(
         "nofile": (limits.open_files, limits.open_files),
         "fsize": (limits.file_size_bytes, limits.file_size_bytes),
         "core": (0, 0),
+        "data": (limits.memory_bytes, limits.memory_bytes),
     }
     assert host["Init"] is True
     assert host["LogConfig"]["Type"] == "none"
