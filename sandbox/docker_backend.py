@@ -3,9 +3,11 @@
 Every container runs with no network, as uid 65534 with no capabilities and
 no-new-privileges, on a read-only root with a size- and inode-capped tmpfs at /tmp,
 under cgroup limits (memory equal to memory+swap, a CPU quota, a pids limit), with
-nofile/fsize/core ulimits, an init process, an allow-listed environment and no logs
+nofile/fsize/core/data ulimits, an init process, an allow-listed environment and no logs
 kept by the engine. The job goes in on stdin and the facts come back on stdout, both
 over the attach stream, read with a cap; nothing is shared through a writable mount.
+The fast path's containers (`start(..., jobs=N)`) differ only where their fork server
+needs it: see `container_config` and `sandbox/fork_sandbox.py`.
 
 Two kinds of image work: the production image (sandbox/Dockerfile) holds Python, torch
 and the harness; the registry-free image from `sandbox.local_image` holds nothing, and
