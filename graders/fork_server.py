@@ -38,6 +38,8 @@ import stat
 import sys
 import time
 
+from graders.job import MAX_JOB_BYTES
+
 END_MAGIC = b"GRADER-JOB-END"
 REQUEST_MAGIC = b"JOB"
 MAX_REQUEST_LINE = 128
@@ -53,14 +55,14 @@ PR_SET_DUMPABLE = 4
 KILL_ROUNDS = 1000  # with 2 ms between rounds: 2 s or more
 
 
-def end_line(token: str, fields: dict[str, int]) -> bytes:
-    body = " ".join(f"{key}={value}" for key, value in fields.items())
-    return b"\n" + END_MAGIC + f" {token} {body}\n".encode()
-
-
 def end_prefix(token: str) -> bytes:
     """What the host looks for on stdout: only this server knows the token."""
     return b"\n" + END_MAGIC + f" {token} ".encode()
+
+
+def end_line(token: str, fields: dict[str, int]) -> bytes:
+    body = " ".join(f"{key}={value}" for key, value in fields.items())
+    return end_prefix(token) + f"{body}\n".encode()
 
 
 def parse_end_fields(line: bytes) -> dict[str, int]:
@@ -100,8 +102,6 @@ def _read_request(fd: int) -> tuple[str, bytes] | None:
     _, length, token = parts
     if len(token) != 32:
         return None
-    from graders.job import MAX_JOB_BYTES
-
     if int(length) > MAX_JOB_BYTES:
         return None
     job = _read_exact(fd, int(length))

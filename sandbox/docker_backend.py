@@ -435,18 +435,24 @@ class DockerSandbox:
         exited.wait(timeout=ENGINE_TIMEOUT_S)
         reader.join(timeout=5)
         duration = time.monotonic() - started
-        with _engine("inspecting the finished sandbox container"):
-            state = self.client.inspect_container(container)["State"]
+        return self._stopped_result(out, demux.stderr, duration, timed_out, overflow.is_set())
+
+    def _stopped_result(
+        self, out: bytearray, err: bytearray, duration: float, timed_out: bool, overflow: bool
+    ) -> RunResult:
+        """The result of a run whose container has stopped: exit code and OOM from the engine."""
+        with _engine("inspecting the stopped sandbox container"):
+            state = self.client.inspect_container(self.container)["State"]
         if state.get("Running"):
-            raise SandboxError(f"sandbox container {container[:12]} did not stop after a kill")
+            raise SandboxError(f"sandbox container {self.container[:12]} did not stop after a kill")
         return RunResult(
             exit_code=state.get("ExitCode"),
             stdout=bytes(out),
-            stderr=bytes(demux.stderr),
+            stderr=bytes(err),
             duration_s=duration,
             timed_out=timed_out,
             oom_killed=bool(state.get("OOMKilled")),
-            channel_overflow=overflow.is_set(),
+            channel_overflow=overflow,
         )
 
 

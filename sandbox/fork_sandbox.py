@@ -25,7 +25,7 @@ import docker
 
 from graders.fork_server import end_prefix, parse_end_fields, request_header
 from sandbox.base import Limits, RunRequest, RunResult
-from sandbox.docker_backend import ENGINE_ERRORS, ENGINE_TIMEOUT_S, DockerSandbox, _Demux, _engine
+from sandbox.docker_backend import ENGINE_ERRORS, ENGINE_TIMEOUT_S, DockerSandbox, _Demux
 from sandbox.errors import SandboxError
 from sandbox.streams import pump_until, wait_two_phase
 
@@ -109,7 +109,12 @@ class DockerForkSandbox(DockerSandbox):
         duration = time.monotonic() - started
         fields = parse_end_fields(trailer[0]) if trailer[0] is not None else {}
         if not fields:  # no end line: the container was killed or its server died
-            return self._stopped_result(out, duration, timed_out, overflow.is_set()), {}
+            with contextlib.suppress(*ENGINE_ERRORS):
+                self.client.wait(self.container, timeout=ENGINE_TIMEOUT_S)
+            stopped = self._stopped_result(
+                out, demux.stderr, duration, timed_out, overflow.is_set()
+            )
+            return stopped, {}
         return (
             RunResult(
                 exit_code=fields.get("exit"),
@@ -121,24 +126,4 @@ class DockerForkSandbox(DockerSandbox):
                 channel_overflow=False,
             ),
             fields,
-        )
-
-    def _stopped_result(
-        self, out: bytearray, duration: float, timed_out: bool, overflow: bool
-    ) -> RunResult:
-        """The result of a job whose container stopped under it (killed, or out of memory)."""
-        with contextlib.suppress(*ENGINE_ERRORS):
-            self.client.wait(self.container, timeout=ENGINE_TIMEOUT_S)
-        with _engine("inspecting the stopped sandbox container"):
-            state = self.client.inspect_container(self.container)["State"]
-        if state.get("Running"):
-            raise SandboxError(f"sandbox container {self.container[:12]} did not stop after a kill")
-        return RunResult(
-            exit_code=state.get("ExitCode"),
-            stdout=bytes(out),
-            stderr=bytes(self.demux.stderr) if self.demux else b"",
-            duration_s=duration,
-            timed_out=timed_out,
-            oom_killed=bool(state.get("OOMKilled")),
-            channel_overflow=overflow,
         )
