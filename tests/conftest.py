@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from services.taskbank import get_task
 from services.validation import validate
 
 REQUIRE_SERVICES = os.environ.get("GRADER_REQUIRE_SERVICES") == "1"
+CANARY_NAME = "GRADER_SECRET_TOKEN"
 
 
 def require_or_skip(available: bool, what: str) -> None:
@@ -106,3 +109,26 @@ def tmp_answer(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def canary() -> str:
+    """A secret planted in the test process's environment: no answer may ever print it."""
+    value = f"canary-{uuid.uuid4().hex}"
+    previous = os.environ.get(CANARY_NAME)
+    os.environ[CANARY_NAME] = value
+    yield value
+    if previous is None:
+        os.environ.pop(CANARY_NAME, None)
+    else:
+        os.environ[CANARY_NAME] = previous
+
+
+@pytest.fixture(scope="session")
+def scratch_root(tmp_path_factory) -> Path:
+    """A private base for the process backend's scratch dirs, so leftovers are attributable."""
+    root = tmp_path_factory.mktemp("scratch")
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(root)
+    yield root
+    tempfile.tempdir = previous

@@ -7,9 +7,6 @@ so each also attacks the jobs that follow it.
 
 from __future__ import annotations
 
-import os
-import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,30 +18,6 @@ from services.validation import validate
 from tests.conftest import require_or_skip
 
 SPEC_PATH = Path(__file__).parent / "specs" / "freeze-attacks.yaml"
-CANARY_NAME = "GRADER_SECRET_TOKEN"
-
-
-@pytest.fixture(scope="session")
-def canary() -> str:
-    """A secret planted in the test process's environment: no answer may ever print it."""
-    value = f"canary-{uuid.uuid4().hex}"
-    previous = os.environ.get(CANARY_NAME)
-    os.environ[CANARY_NAME] = value
-    yield value
-    if previous is None:
-        os.environ.pop(CANARY_NAME, None)
-    else:
-        os.environ[CANARY_NAME] = previous
-
-
-@pytest.fixture(scope="session")
-def scratch_root(tmp_path_factory) -> Path:
-    """A private base for the process backend's scratch dirs, so leftovers are attributable."""
-    root = tmp_path_factory.mktemp("scratch")
-    previous = tempfile.tempdir
-    tempfile.tempdir = str(root)
-    yield root
-    tempfile.tempdir = previous
 
 
 @pytest.fixture(scope="session")

@@ -338,13 +338,9 @@ def evil_host_paths() -> list[Path]:
     return [d / EVIL_NAME for d in dirs]
 
 
-@pytest.mark.parametrize("attack", ATTACKS, ids=[a.id for a in ATTACKS])
-def test_attack_is_contained(
-    attack, backend, attack_spec, attack_expected, settings, canary, scratch_root, request
-):
-    result = run_attack(backend, attack_spec, attack_expected, settings, attack.code)
+def assert_contained(result: GradeResult, attack: Attack, backend_id: str, canary: str) -> None:
+    """The attack got its outcome on this backend, no points, no secret, no host file."""
     seen = "\n".join([result.stdout, result.stderr, result.error or ""])
-    backend_id = request.node.callspec.params["backend"]
     assert result.outcome == attack.outcomes[backend_id], result.model_dump_json(
         exclude={"stdout", "stderr"}
     )
@@ -355,6 +351,14 @@ def test_attack_is_contained(
     for text in attack.present:
         assert text in result.stdout, f"the attack did not run as intended:\n{seen[:3000]}"
     assert not any(p.exists() for p in evil_host_paths())
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.id for a in ATTACKS])
+def test_attack_is_contained(
+    attack, backend, attack_spec, attack_expected, settings, canary, scratch_root, request
+):
+    result = run_attack(backend, attack_spec, attack_expected, settings, attack.code)
+    assert_contained(result, attack, request.node.callspec.params["backend"], canary)
     assert_nothing_left(backend, scratch_root)
 
 

@@ -6,7 +6,6 @@ closing the pool leaves no container, process or scratch dir behind.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,15 +25,14 @@ from services.validation import validate
 from tests.adversarial.test_attacks import (
     ATTACKS,
     MARKER,
+    assert_contained,
     children_of_this_process,
-    evil_host_paths,
     processes_with,
 )
 from tests.conftest import require_or_skip
 
 SPEC_PATH = Path(__file__).parent.parent / "adversarial" / "specs" / "freeze-attacks.yaml"
 CORRECT = "model.requires_grad_(False)\n"
-CANARY_NAME = "GRADER_SECRET_TOKEN"
 WARM_WAIT_S = 120
 
 pytestmark = [pytest.mark.slow]
@@ -55,28 +53,6 @@ def expected(spec, settings, process_backend):
     report = validate(spec, backend=process_backend, settings=settings)
     assert report.ok, report.text()
     return report.expected
-
-
-@pytest.fixture(scope="module")
-def canary():
-    """A secret in the test process's environment: no pooled answer may ever print it."""
-    value = f"canary-{uuid.uuid4().hex}"
-    previous = os.environ.get(CANARY_NAME)
-    os.environ[CANARY_NAME] = value
-    yield value
-    if previous is None:
-        os.environ.pop(CANARY_NAME, None)
-    else:
-        os.environ[CANARY_NAME] = previous
-
-
-@pytest.fixture(scope="module")
-def scratch_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("warm-scratch")
-    previous = tempfile.tempdir
-    tempfile.tempdir = str(root)
-    yield root
-    tempfile.tempdir = previous
 
 
 @pytest.fixture(scope="module", params=["process", "docker"])
@@ -132,9 +108,8 @@ def test_a_job_takes_the_waiting_sandbox_and_a_fresh_one_replaces_it(
     assert_only_waiting_left(pool, scratch_root)
 
 
+@pytest.mark.parametrize("pool", ["docker"], indirect=True)  # labels are Docker's
 def test_warm_containers_are_locked_down_and_labelled_for_the_sweep(pool, limits):
-    if not isinstance(pool.backend, DockerBackend):
-        pytest.skip("container labels exist on the Docker backend only")
     assert pool.wait_warm(limits, WARM_WAIT_S)
     [sandbox] = pool.waiting()
     details = pool.backend.client.inspect_container(sandbox.container)
@@ -194,17 +169,7 @@ def test_attack_in_a_warm_sandbox_is_contained(
 ):
     assert pool.wait_warm(limits, WARM_WAIT_S)
     result = run(pool, spec, expected, settings, attack.code)
-    seen = "\n".join([result.stdout, result.stderr, result.error or ""])
-    assert result.outcome == attack.outcomes[pool.name], result.model_dump_json(
-        exclude={"stdout", "stderr"}
-    )
-    assert result.score < result.max_score
-    assert canary not in seen and canary not in result.model_dump_json()
-    for text in attack.absent:
-        assert text not in seen, f"{text!r} reached the result:\n{seen[:3000]}"
-    for text in attack.present:
-        assert text in result.stdout, f"the attack did not run as intended:\n{seen[:3000]}"
-    assert not any(p.exists() for p in evil_host_paths())
+    assert_contained(result, attack, pool.name, canary)
     assert pool.wait_warm(limits, WARM_WAIT_S)
     assert_only_waiting_left(pool, scratch_root)
 
