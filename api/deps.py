@@ -15,7 +15,7 @@ from services.errors import Forbidden
 from services.keys import Principal, authenticate
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:  # async: no thread for a lookup
     return request.app.state.settings
 
 
@@ -24,11 +24,8 @@ def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterato
         yield session
 
 
-def get_principal(
-    session: Annotated[Session, Depends(get_session)],
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> Principal:
+def api_key_of(authorization: str | None, x_api_key: str | None) -> str:
+    """The key a request presents, from `X-API-Key` or `Authorization: Bearer`."""
     key = x_api_key or (
         authorization[7:].strip()
         if authorization and authorization.lower().startswith("bearer ")
@@ -36,10 +33,22 @@ def get_principal(
     )
     if not key:
         raise Unauthorized("send an API key: `Authorization: Bearer KEY` or `X-API-Key: KEY`")
+    return key
+
+
+def principal_of(session: Session, key: str) -> Principal:
     principal = authenticate(session, key)
     if principal is None:
         raise Unauthorized("unknown or revoked API key")
     return principal
+
+
+def get_principal(
+    session: Annotated[Session, Depends(get_session)],
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    return principal_of(session, api_key_of(authorization, x_api_key))
 
 
 def require_roles(*roles: str):

@@ -37,6 +37,7 @@ import redis
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
+from bench.lean_http import LeanConnection
 from core.settings import PROJECT_ROOT, get_settings
 from db.session import temporary_database
 from graders.spec import CodeTask
@@ -251,38 +252,40 @@ async def _api_alone(
 ) -> dict:
     """`clients` clients posting `total` requests: each as soon as its last is answered
     (saturation), or, with `rate`, each on a schedule so that together they offer `rate`
-    requests a second."""
+    requests a second. Each client holds one keep-alive connection (bench.lean_http)."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     todo = iter(range(total))
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async def one_client(http: httpx.AsyncClient, index: int) -> None:
+    async def one_client(index: int) -> None:
+        connection = LeanConnection(url, headers)
         period = clients / rate if rate else 0.0
         due = time.perf_counter() + period * index / clients
-        for _ in todo:
-            if period:
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                due += period
-            body = {
-                "task_id": task_id,
-                "student_id": f"api-{uuid.uuid4().hex[:12]}",
-                "code": "x = 1\n",
-            }
-            started = time.perf_counter()
-            try:
-                status = str((await http.post("/v1/submissions", json=body)).status_code)
-            except httpx.TransportError as exc:
-                status = type(exc).__name__
-            latencies.append(time.perf_counter() - started)
-            if status != "202":
-                errors[status] = errors.get(status, 0) + 1
+        try:
+            for _ in todo:
+                if period:
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    due += period
+                body = {
+                    "task_id": task_id,
+                    "student_id": f"api-{uuid.uuid4().hex[:12]}",
+                    "code": "x = 1\n",
+                }
+                started = time.perf_counter()
+                try:
+                    status = str((await connection.post_json("/v1/submissions", body))[0])
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    status = type(exc).__name__
+                latencies.append(time.perf_counter() - started)
+                if status != "202":
+                    errors[status] = errors.get(status, 0) + 1
+        finally:
+            await connection.close()
 
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client(http, i) for i in range(clients)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client(i) for i in range(clients)))
+    elapsed = time.perf_counter() - started
     return {
         "clients": clients, "offered_per_s": rate, "requests": total, "requests_per_s": total / elapsed,
         "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),

@@ -31,6 +31,12 @@ def _drop_inherited_connections() -> None:
 os.register_at_fork(after_in_child=_drop_inherited_connections)
 
 
+# Connections a process keeps open: as many as the API runs requests at once (API_THREADS),
+# so a busy API reuses them instead of opening and closing overflow connections.
+POOL_SIZE = 20
+API_THREADS = POOL_SIZE
+
+
 @lru_cache
 def engine_for(url: str) -> Engine:
     engine = _make_engine(url)
@@ -46,7 +52,7 @@ def _make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=20,
+            pool_size=POOL_SIZE,
             max_overflow=30,
         )
 
@@ -67,7 +73,7 @@ def _make_engine(url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=20,
+        pool_size=POOL_SIZE,
         max_overflow=30,
         pool_timeout=CONNECT_TIMEOUT_S,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S},

@@ -8,11 +8,12 @@ see the public view only: no reference, no setup, no check parameters, no expect
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from db.models import Task, TaskVersion, now
 from graders.errors import SpecError
@@ -30,6 +31,8 @@ from services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from services.keys import Principal
 
 STAFF_ROLES = ("admin", "instructor")
+# The expected facts (tensors of a correct run) are for the judge; views and lookups skip them.
+WITHOUT_EXPECTED = (defer(TaskVersion.expected_manifest), defer(TaskVersion.expected_tensors))
 
 
 def parse_posted_spec(text: str) -> CodeTask | ChoiceTask:
@@ -73,6 +76,56 @@ def add_version(
 
 def spec_of(version: TaskVersion) -> CodeTask | ChoiceTask:
     return spec_from_data(version.spec)
+
+
+_SPECS: dict[str, CodeTask | ChoiceTask] = {}  # version id -> parsed spec; versions never change
+_SPECS_KEPT = 512
+
+
+def spec_by_id(session: Session, version_id: str) -> CodeTask | ChoiceTask:
+    """A version's parsed spec, read and parsed once per process."""
+    spec = _SPECS.get(version_id)
+    if spec is None:
+        spec = spec_from_data(
+            session.scalar(select(TaskVersion.spec).where(TaskVersion.id == version_id))
+        )
+        if len(_SPECS) >= _SPECS_KEPT:
+            _SPECS.clear()
+        _SPECS[version_id] = spec
+    return spec
+
+
+@dataclass(frozen=True)
+class Submittable:
+    """What accepting a submission needs of its task: one query, the spec from the cache."""
+
+    task_id: str
+    course: str | None
+    version_id: str
+    spec: CodeTask | ChoiceTask
+
+
+def submittable(session: Session, task_id: str, who: Principal) -> Submittable:
+    """The task's newest ready version, or the error a submission to it gets."""
+    found = (
+        session.execute(
+            select(Task.id, Task.course, Task.archived, TaskVersion.id)
+            .outerjoin(
+                TaskVersion, (TaskVersion.task_id == Task.id) & (TaskVersion.status == "ready")
+            )
+            .where(Task.id == task_id)
+            .order_by(TaskVersion.number.desc())
+            .limit(1)
+        ).first()
+        if re.fullmatch(TASK_ID_PATTERN, task_id)
+        else None
+    )
+    if found is None or not who.sees_course(found[1]):
+        raise NotFound(f"no task {task_id}")
+    tid, course, archived, version_id = found
+    if archived or version_id is None:
+        require_ready(session, get_task(session, tid, who))  # raises the precise Conflict
+    return Submittable(tid, course, version_id, spec_by_id(session, version_id))
 
 
 def expected_of(version: TaskVersion) -> Expected | None:
@@ -126,6 +179,7 @@ def current_version(session: Session, task: Task) -> TaskVersion | None:
     """The newest ready version: what new submissions are graded against."""
     return session.scalar(
         select(TaskVersion)
+        .options(*WITHOUT_EXPECTED)
         .where(TaskVersion.task_id == task.id, TaskVersion.status == "ready")
         .order_by(TaskVersion.number.desc())
     )
@@ -134,6 +188,7 @@ def current_version(session: Session, task: Task) -> TaskVersion | None:
 def latest_version(session: Session, task: Task) -> TaskVersion:
     return session.scalar(
         select(TaskVersion)
+        .options(*WITHOUT_EXPECTED)
         .where(TaskVersion.task_id == task.id)
         .order_by(TaskVersion.number.desc())
     )

@@ -64,12 +64,12 @@ def create_key(
 
 
 def authenticate(session: Session, key: str) -> Principal | None:
-    row = session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-    )
-    if row is None:
-        return None
-    return Principal(row.id, row.role, row.course, row.student_id, row.webhook_secret)
+    row = session.execute(
+        select(
+            ApiKey.id, ApiKey.role, ApiKey.course, ApiKey.student_id, ApiKey.webhook_secret
+        ).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    ).first()
+    return None if row is None else Principal(*row)
 
 
 def list_keys(session: Session) -> list[ApiKey]:

@@ -12,15 +12,20 @@ recorded without charging the student's attempt.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
 import socket
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -75,14 +80,25 @@ def _validate_answer(spec: CodeTask | ChoiceTask, new: NewSubmission, settings: 
         raise InvalidInput(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class Accepted:
+    row: Submission
+    created: bool  # False: the idempotency key's first submission, returned again
+    attempts_left: int | None
+
+
 def create(
     session: Session,
     who: Principal,
     new: NewSubmission,
     idempotency_key: str | None,
     settings: Settings,
-) -> tuple[Submission, bool]:
-    """Accept a submission; returns (row, created). The same idempotency key returns the first row."""
+) -> Accepted:
+    """Accept a submission: count the attempt and store the row, in the caller's transaction.
+
+    Four statements on the way of a new submission (task lookup, attempt count, insert, and
+    the idempotency lookup when a key is sent); the spec comes from the catalog's cache.
+    """
     if idempotency_key is not None:
         existing = session.scalar(
             select(Submission).where(
@@ -91,51 +107,59 @@ def create(
             )
         )
         if existing is not None:
-            return existing, False
+            return Accepted(existing, False, attempts_left(session, existing))
     if not new.student_id or len(new.student_id) > MAX_STUDENT_ID:
         raise InvalidInput(f"student_id must be 1 to {MAX_STUDENT_ID} characters")
     if who.role == "student" and new.student_id != who.student_id:
         raise Forbidden("a student may only submit as themselves")
     if who.role == "instructor":
         raise Forbidden("instructors do not submit answers; use an lms or student key")
-    task = catalog.get_task(session, new.task_id, who)
-    version = catalog.require_ready(session, task)
-    spec = catalog.spec_of(version)
+    task = catalog.submittable(session, new.task_id, who)
+    spec = task.spec
     _validate_answer(spec, new, settings)
     if new.callback_url is not None:
         check_callback_url(new.callback_url, settings)
     course = task.course or who.course or ""
-
-    counter = session.get(AttemptCounter, (task.id, course, new.student_id), with_for_update=True)
-    if counter is None:
-        counter = AttemptCounter(task_id=task.id, course=course, student_id=new.student_id, used=0)
-        session.add(counter)
-        try:
-            session.flush()
-        except IntegrityError:  # another request created it first: take its lock
-            session.rollback()
-            return create(session, who, new, idempotency_key, settings)
-        counter = session.get(
-            AttemptCounter, (task.id, course, new.student_id), with_for_update=True
-        )
-    if spec.max_attempts is not None and counter.used >= spec.max_attempts:
+    used = count_attempt(session, task.task_id, course, new.student_id, spec.max_attempts)
+    if used is None:
         raise Conflict(
-            f"no attempts left: {new.student_id} has used all {spec.max_attempts} attempts at {task.id}"
+            f"no attempts left: {new.student_id} has used all {spec.max_attempts} attempts at {task.task_id}"
         )
-    counter.used += 1
     row = Submission(
-        task_id=task.id, task_version_id=version.id, course=course or None, student_id=new.student_id,
-        client_key_id=who.key_id, idempotency_key=idempotency_key, code=new.code,
-        blanks={str(k): v for k, v in new.blanks.items()} if new.blanks else None, choice=new.choice,
-        callback_url=new.callback_url, queue=queue_for(spec, settings),
+        task_id=task.task_id, task_version_id=task.version_id, course=course or None,
+        student_id=new.student_id, client_key_id=who.key_id, idempotency_key=idempotency_key,
+        code=new.code, blanks={str(k): v for k, v in new.blanks.items()} if new.blanks else None,
+        choice=new.choice, callback_url=new.callback_url, queue=queue_for(spec, settings),
     )  # fmt: skip
     session.add(row)
     try:
         session.flush()
     except IntegrityError:  # the same idempotency key sent concurrently: answer with that row
-        session.rollback()
+        session.rollback()  # the attempt counted above goes with it
         return create(session, who, new, idempotency_key, settings)
-    return row, True
+    left = None if spec.max_attempts is None else max(0, spec.max_attempts - used)
+    return Accepted(row, True, left)
+
+
+def count_attempt(
+    session: Session, task_id: str, course: str, student_id: str, limit: int | None
+) -> int | None:
+    """Count one attempt in a single statement; the attempts used after it, or None (and
+    nothing counted) when all `limit` are used. The upsert locks the counter's row, so
+    concurrent submissions of one student are counted one after the other."""
+    if limit is not None and limit <= 0:
+        return None
+    table = AttemptCounter.__table__
+    insert_ = (
+        postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    )
+    statement = insert_(table).values(task_id=task_id, course=course, student_id=student_id, used=1)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.task_id, table.c.course, table.c.student_id],
+        set_={"used": table.c.used + 1},
+        where=table.c.used < limit if limit is not None else None,
+    ).returning(table.c.used)
+    return session.execute(statement).scalar()
 
 
 def queue_for(spec: CodeTask | ChoiceTask, settings: Settings) -> str:
@@ -148,12 +172,12 @@ def queue_for(spec: CodeTask | ChoiceTask, settings: Settings) -> str:
 
 def attempts_left(session: Session, row: Submission) -> int | None:
     """Attempts the row's student has left at its task, in its course."""
-    version = session.scalar(
-        select(TaskVersion)
+    version_id = session.scalar(
+        select(TaskVersion.id)
         .where(TaskVersion.task_id == row.task_id, TaskVersion.status == "ready")
         .order_by(TaskVersion.number.desc())
     )
-    spec = catalog.spec_of(version) if version else None
+    spec = catalog.spec_by_id(session, version_id) if version_id else None
     if spec is None or spec.max_attempts is None:
         return None
     counter = session.get(AttemptCounter, (row.task_id, row.course or "", row.student_id))
@@ -411,6 +435,46 @@ def stuck(
         requeue(session, row)
         requeued.append(sid)
     return requeued
+
+
+class QueueGauge:
+    """How many submissions wait, for the API's 503 above `max_queue_length`.
+
+    Counting them on every POST would scan the queue exactly when it is long. The gauge
+    counts at most once a second while the queue is under half the limit (adding what this
+    process accepted since), and on every request above that, so the limit itself holds
+    exactly; other API processes' acceptances within that second fall in the margin.
+    """
+
+    FRESH_S = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counted_at = -math.inf
+        self._queued = 0
+
+    def queued(self, session: Session, limit: int) -> int:
+        with self._lock:
+            estimate = self._queued
+            fresh = time.monotonic() - self._counted_at < self.FRESH_S
+        if fresh and estimate < limit // 2:
+            return estimate
+        waiting = select(Submission.id).where(Submission.status == "queued").limit(limit)
+        counted = session.scalar(select(func.count()).select_from(waiting.subquery())) or 0
+        with self._lock:
+            self._queued, self._counted_at = counted, time.monotonic()
+        return counted
+
+    def accepted(self) -> None:
+        with self._lock:
+            self._queued += 1
+
+
+_gauges: dict[str, QueueGauge] = {}
+
+
+def queue_gauge(database_url: str) -> QueueGauge:
+    return _gauges.setdefault(database_url, QueueGauge())
 
 
 def queue_depth(session: Session) -> dict[str, int]:

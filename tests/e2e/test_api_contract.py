@@ -259,6 +259,23 @@ def test_malformed_json_is_422(client, keys):
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize("key", ["none", "bad", "revoked"])
+def test_a_caller_without_a_valid_key_gets_401_before_the_body_is_judged(client, headers, key):
+    for body in (b'{"task_id": ', b'{"score": 10}'):
+        response = client.post(
+            "/v1/submissions", content=body,
+            headers={**headers[key], "Content-Type": "application/json"},
+        )  # fmt: skip
+        assert response.status_code == 401, response.text
+
+
+def test_the_submission_body_is_documented(client):
+    post = client.get("/openapi.json").json()["paths"]["/v1/submissions"]["post"]
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert {"task_id", "student_id"} <= set(schema["required"])
+    assert {"code", "blanks", "choice", "callback_url"} <= set(schema["properties"])
+
+
 def test_unknown_task_is_404(client, keys):
     response = _post(
         client, keys["lms_a"], {"task_id": "no-such-task", "student_id": "s", "choice": "A"}

@@ -45,9 +45,9 @@ def lms(settings):
 def accepted(settings, lms, request) -> str:
     new = submissions.NewSubmission(TASK, request.node.name[:60], choice="A")
     with session_scope(settings.effective_database_url) as session:
-        row, created = submissions.create(session, lms, new, None, settings)
-        assert created
-        return row.id
+        made = submissions.create(session, lms, new, None, settings)
+        assert made.created
+        return made.row.id
 
 
 def _result(outcome: str = "passed", **extra) -> GradeResult:
