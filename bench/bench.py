@@ -304,7 +304,9 @@ def main() -> int:
     parser.add_argument("--api-workers", type=int, default=2, help="API processes")
     parser.add_argument("--api-requests", type=int, default=2000)
     parser.add_argument(
-        "--api-rate", type=float, default=50.0, help="requests/s offered in (e)'s paced run"
+        "--api-rates",
+        default="50,200",
+        help="requests/s offered in (e)'s paced runs, comma-separated",
     )
     parser.add_argument(
         "--modes",
@@ -397,7 +399,7 @@ def main() -> int:
                 )
             results["api"] = [
                 asyncio.run(_api_alone(url, next(iter(tasks)), args.api_clients, args.api_requests, rate))
-                for rate in (None, args.api_rate)
+                for rate in (None, *(float(r) for r in args.api_rates.split(",") if r))
             ]  # fmt: skip
             table(
                 f"(e) the API alone: POST /v1/submissions, {args.api_clients} concurrent clients, no worker",

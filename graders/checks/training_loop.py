@@ -123,6 +123,8 @@ class _Recorder:
                 ti.concat([labels for _, labels in self.batches]),
             )
         self.events: list[str] = []
+        self.heads: set[str] = set()  # modules whose values some aspect compares element-wise
+        self.observed: tuple[dict, dict[str, dict]] | None = None  # (facts, tensors per head)
         self.loss_before = self.loss()
         self._instrument(loader, trainable)
 
@@ -174,34 +176,35 @@ def _key(params: Params) -> tuple:
 def prepare(ctx, params: Params) -> None:
     if _key(params) not in ctx.shared:
         ctx.shared[_key(params)] = _Recorder(ctx, params)
+    if params.head:
+        ctx.shared[_key(params)].heads.add(params.head)
 
 
 def observe(ctx, params: Params) -> dict:
+    """The loop's facts, observed once for all its aspects: every aspect's head values are
+    read before the model's forward (the answer's code) measures the loss after."""
     ti = ctx.ti
     recorder: _Recorder = ctx.shared[_key(params)]
-    cached = ctx.shared.get(_key(params) + (params.head,))
-    if cached is not None:  # another aspect of the same loop already observed it
-        for name, values in cached[1].items():
-            ctx.add_tensor(name, values)
-        return cached[0]
-    model = ti.lookup(ctx.scope, params.model)
-    if model is not recorder.model:
-        raise ObservationError(
-            f"`{params.model}` was replaced by another object: train the model you were given"
-        )
-    tensors = {}
-    if params.head:
-        head = ti.submodule(model, params.head, params.model)
-        tensors = {f"{params.head}.{name}": ti.to_numpy(t) for name, t in ti.named_state(head)}
-    facts = {
-        "batches_total": len(recorder.batches),
-        "events": [e for e in recorder.events[:MAX_EVENTS] if type(e) is str],
-        "loss_before": recorder.loss_before,
-        "state": {name: ti.summary(ti.to_numpy(t)) for name, t in ti.named_state(model)},
-    }
-    facts["loss_after"] = recorder.loss()  # last: it runs the model's forward, the answer's code
-    ctx.shared[_key(params) + (params.head,)] = (facts, tensors)
-    for name, values in tensors.items():
+    if recorder.observed is None:
+        model = ti.lookup(ctx.scope, params.model)
+        if model is not recorder.model:
+            raise ObservationError(
+                f"`{params.model}` was replaced by another object: train the model you were given"
+            )
+        heads = {}
+        for path in sorted(recorder.heads):
+            head = ti.submodule(model, path, params.model)
+            heads[path] = {f"{path}.{name}": ti.to_numpy(t) for name, t in ti.named_state(head)}
+        facts = {
+            "batches_total": len(recorder.batches),
+            "events": [e for e in recorder.events[:MAX_EVENTS] if type(e) is str],
+            "loss_before": recorder.loss_before,
+            "state": {name: ti.summary(ti.to_numpy(t)) for name, t in ti.named_state(model)},
+        }
+        facts["loss_after"] = recorder.loss()  # last: it runs the model's forward
+        recorder.observed = (facts, heads)
+    facts, heads = recorder.observed
+    for name, values in heads.get(params.head, {}).items():
         ctx.add_tensor(name, values)
     return facts
 
