@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-import anyio.to_thread
 from fastapi import FastAPI
 
 from api import errors
 from api.routers import health, submissions, tasks
 from core.settings import Settings, get_settings
-from db.session import API_THREADS
 from services.bootstrap import prepare
 
 
@@ -54,9 +52,6 @@ def create_app(settings: Settings | None = None, *, prepare_on_start: bool = Tru
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Sync routes and the database work of async ones run in AnyIO's worker threads:
-        # no more at once than the connection pool holds (db.session.API_THREADS).
-        anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
         if prepare_on_start:
             prepare(settings)
         yield

@@ -318,6 +318,7 @@ def main() -> int:
     args = parser.parse_args()
 
     tasks = code_tasks()
+    api_rates = [float(r) for r in args.api_rates.split(",") if r]
     results: dict = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}".rstrip(", "),
@@ -352,7 +353,10 @@ def main() -> int:
             "GRADER_DATA_DIR": str(get_settings().data_dir),
             "GRADER_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
             "GRADER_REAPER_INTERVAL_S": "5",  # a self-test lost to a worker error is redone soon
-            "GRADER_MAX_QUEUE_LENGTH": str(max(5000, args.burst + args.api_requests + 100)),
+            # (e) leaves every request it sends queued: the limit must not answer it with 503
+            "GRADER_MAX_QUEUE_LENGTH": str(
+                args.burst + args.api_requests * (1 + len(api_rates)) + 5000
+            ),
         }
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -399,7 +403,7 @@ def main() -> int:
                 )
             results["api"] = [
                 asyncio.run(_api_alone(url, next(iter(tasks)), args.api_clients, args.api_requests, rate))
-                for rate in (None, *(float(r) for r in args.api_rates.split(",") if r))
+                for rate in (None, *api_rates)
             ]  # fmt: skip
             table(
                 f"(e) the API alone: POST /v1/submissions, {args.api_clients} concurrent clients, no worker",

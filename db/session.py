@@ -31,10 +31,10 @@ def _drop_inherited_connections() -> None:
 os.register_at_fork(after_in_child=_drop_inherited_connections)
 
 
-# Connections a process keeps open: as many as the API runs requests at once (API_THREADS),
-# so a busy API reuses them instead of opening and closing overflow connections.
-POOL_SIZE = 20
-API_THREADS = POOL_SIZE
+# Connections a process keeps open between requests: more than an API process's usual
+# concurrency under load, so a busy API reuses them instead of opening and closing overflow
+# connections (a PostgreSQL connection is a process forked on the server).
+POOL_SIZE = 30
 
 
 @lru_cache
@@ -47,13 +47,13 @@ def engine_for(url: str) -> Engine:
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # The pool is as large as the API's thread pool (40), so a burst of requests waits for
-        # SQLite's write lock instead of running out of connections.
+        # The pool with its overflow (50) is larger than the API's thread pool (40), so a
+        # burst of requests waits for SQLite's write lock instead of running out of connections.
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=POOL_SIZE,
-            max_overflow=30,
+            max_overflow=20,
         )
 
         @event.listens_for(engine, "connect")
@@ -74,7 +74,7 @@ def _make_engine(url: str) -> Engine:
         url,
         pool_pre_ping=True,
         pool_size=POOL_SIZE,
-        max_overflow=30,
+        max_overflow=20,
         pool_timeout=CONNECT_TIMEOUT_S,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
     )

@@ -12,7 +12,8 @@ no-new-privileges, imports everything the harness needs, then for each job:
 2. reads the next request from stdin: `JOB <length> <token>` and the job's bytes; the
    token arrives only after the fork, so the child cannot know it; the child gets the
    job on its pipe and runs `graders.harness.main()`, which writes the frame to stdout;
-3. when the child exits, a helper running as the job's uid kills every process of that
+3. when the child exits, a helper running as the job's uid (forked by a small cleaner
+   process the server started before its imports) kills every process of that
    uid, empties /tmp and removes what the uid left in /dev/shm and /dev/mqueue; the
    server then checks that no process, file or System V IPC object of the uid remains,
    takes /tmp back, and writes `\\nGRADER-JOB-END <token> <fields>\\n`.
@@ -163,6 +164,40 @@ def _child(job_fd: int, uid: int, args: argparse.Namespace) -> None:
         os._exit(70)
 
 
+class _Cleaner:
+    """A small process, forked before the server imports torch, that runs each job's
+    clean-up helper: forking it copies a few megabytes, where a fork of the server would
+    copy the page tables of a gigabyte, once more per job."""
+
+    def __init__(self) -> None:
+        requests_in, self._requests = os.pipe()
+        self._results, results_out = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 1
+            try:
+                os.close(self._requests)
+                os.close(self._results)
+                with os.fdopen(requests_in, "rb", buffering=0) as requests:
+                    for line in requests:
+                        os.write(results_out, b"1" if _clean_as(int(line)) else b"0")
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(requests_in)
+        os.close(results_out)
+
+    def clean(self, uid: int) -> bool:
+        """Kill every process of `uid` and remove its files; False if that failed."""
+        _write_all(self._requests, b"%d\n" % uid)
+        return os.read(self._results, 1) == b"1"
+
+    def close(self) -> None:
+        os.close(self._requests)  # the cleaner reads the end of its requests and exits
+        os.close(self._results)
+        os.waitpid(self.pid, 0)
+
+
 def _clean_as(uid: int) -> bool:
     """In a helper running as `uid`: kill all its processes, remove all its files."""
     pid = os.fork()
@@ -265,6 +300,14 @@ def _leftovers(uid: int, layout: dict[str, tuple[int, int, int]]) -> list[str]:
 
 
 def serve(args: argparse.Namespace) -> int:
+    cleaner = _Cleaner()  # forked first, while this process is still small
+    try:
+        return _serve(args, cleaner)
+    finally:
+        cleaner.close()
+
+
+def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
     # Everything a job needs is imported now, once: each child starts with it done.
     from graders import harness
 
@@ -273,16 +316,16 @@ def serve(args: argparse.Namespace) -> int:
     _empty(SCRATCH, os.getuid(), keep=frozenset(layout))  # what the imports wrote (a cache dir)
     base = UID_LOW + secrets.randbelow(UID_HIGH - UID_LOW - args.jobs)
     oom_before = _oom_kills()
+    # What the server holds now (torch's modules: a million objects) is never collected by a
+    # child: a child's first full collection would otherwise walk and write to all of it, a
+    # fifth of a second and a copy of every page it touches, in every job.
     gc.collect()
+    gc.freeze()
     for number in range(args.jobs):
         uid = base + number
         os.chmod(SCRATCH, 0o700)
         os.chown(SCRATCH, uid, uid)
         read_end, write_end = os.pipe()
-        # What the server holds (torch's modules: a million objects) is never collected by a
-        # child: the child's first full collection would otherwise walk and write to all of it,
-        # a fifth of a second and a copy of every page it touches, in every job.
-        gc.freeze()
         pid = os.fork()
         if pid == 0:
             os.close(write_end)
@@ -292,14 +335,14 @@ def serve(args: argparse.Namespace) -> int:
         if request is None:  # the host is gone, or spoke out of turn: nothing more to serve
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            _clean_as(uid)
+            cleaner.clean(uid)
             return 0
         token, job = request
         with contextlib.suppress(BrokenPipeError):
             _write_all(write_end, job)
         os.close(write_end)
         _, status = os.waitpid(pid, 0)
-        cleaned = _clean_as(uid)
+        cleaned = cleaner.clean(uid)
         os.chown(SCRATCH, 0, 0)  # back to the server, which can now list what is left
         left = _leftovers(uid, layout)
         oom_now = _oom_kills()

@@ -62,6 +62,7 @@ _np_reduce = np.add.reduce
 _np_abs = np.abs
 _np_einsum = np.einsum
 _np_ascontiguousarray = np.ascontiguousarray
+_np_array = np.array
 
 
 def lookup(scope: dict[str, Any], name: str) -> Any:
@@ -183,6 +184,12 @@ def to_numpy(tensor: Any) -> np.ndarray:
         if _is_floating_point(t):
             t = _to(t, torch.float32)
         return _np_ascontiguousarray(_numpy(t))
+
+
+def snapshot(tensor: Any) -> np.ndarray:
+    """A copy of the tensor's values that owns its memory: `to_numpy` of a CPU float32
+    tensor shares the tensor's storage, so what runs later could still change it."""
+    return _np_array(to_numpy(tensor), copy=True)
 
 
 def digest(values: np.ndarray) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import select
 import socket
 import threading
 import time
@@ -44,7 +45,17 @@ class DockerForkSandbox(DockerSandbox):
         return self.healthy and self.jobs_left > 0 and self.attached is not None
 
     def alive(self) -> bool:
-        return self.healthy and super().alive()
+        """Between jobs the server only waits for the next request, so its attach stream has
+        nothing to read while the container runs; a container that stopped closes it. The
+        engine is asked only before the first job, or when the stream has something to say."""
+        if not self.healthy:
+            return False
+        if self.demux is not None and self.attached is not None:
+            sock: socket.socket = getattr(self.attached, "_sock", self.attached)
+            with contextlib.suppress(OSError, ValueError):
+                if not select.select([sock], [], [], 0)[0]:
+                    return True
+        return super().alive()
 
     def run(self, request: RunRequest) -> RunResult:
         if not self.reusable() or request.limits != self.limits:

@@ -18,10 +18,11 @@ from core.settings import Settings
 from db.models import Submission
 from db.session import session_scope
 from services import queue, submissions, webhooks
-from services.errors import Unavailable
+from services.errors import InvalidInput, Unavailable
 from services.keys import Principal
 
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
+MAX_IDEMPOTENCY_KEY = 200  # characters; the column's size
 
 
 SUBMISSION_BODY = {
@@ -32,12 +33,22 @@ SUBMISSION_BODY = {
 }
 
 
-@router.post("", status_code=202, openapi_extra=SUBMISSION_BODY)
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra=SUBMISSION_BODY,
+    responses={
+        202: {"description": "Accepted: the new submission, queued for grading."},
+        200: {"description": "The submission first sent with this `Idempotency-Key`."},
+    },
+)
 async def submit(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(description=f"At most {MAX_IDEMPOTENCY_KEY} characters.")
+    ] = None,
 ) -> JSONResponse:
     """Accept an answer for grading: 202 with its id and the attempts left (200 with the
     first submission when the `Idempotency-Key` was seen before).
@@ -63,10 +74,15 @@ def _accept(
     with session_scope(settings.effective_database_url) as session:
         who = principal_of(session, key)
         body = _parse(raw)
+        if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidInput(
+                f"the Idempotency-Key header is longer than {MAX_IDEMPOTENCY_KEY} characters"
+            )
         depth = gauge.queued(session, settings.max_queue_length)
         if depth >= settings.max_queue_length:
             raise Unavailable(
-                f"{depth} submissions are waiting; try again shortly", retry_after_s=10
+                f"the queue is full ({depth:,} submissions waiting); try again shortly",
+                retry_after_s=10,
             )
         new = submissions.NewSubmission(
             body.task_id, body.student_id, body.code, body.blanks, body.choice, body.callback_url

@@ -124,7 +124,7 @@ class _Recorder:
             )
         self.events: list[str] = []
         self.heads: set[str] = set()  # modules whose values some aspect compares element-wise
-        self.observed: tuple[dict, dict[str, dict]] | None = None  # (facts, tensors per head)
+        self.observed: tuple[dict, dict] | BaseException | None = None  # see observe()
         self.loss_before = self.loss()
         self._instrument(loader, trainable)
 
@@ -181,32 +181,48 @@ def prepare(ctx, params: Params) -> None:
 
 
 def observe(ctx, params: Params) -> dict:
-    """The loop's facts, observed once for all its aspects: every aspect's head values are
-    read before the model's forward (the answer's code) measures the loss after."""
-    ti = ctx.ti
+    """The loop's facts, observed once for all its aspects (an error too): every aspect's
+    head values are copied before the model's forward (the answer's code) measures the
+    loss after, and that forward runs once."""
     recorder: _Recorder = ctx.shared[_key(params)]
     if recorder.observed is None:
-        model = ti.lookup(ctx.scope, params.model)
-        if model is not recorder.model:
-            raise ObservationError(
-                f"`{params.model}` was replaced by another object: train the model you were given"
-            )
-        heads = {}
-        for path in sorted(recorder.heads):
-            head = ti.submodule(model, path, params.model)
-            heads[path] = {f"{path}.{name}": ti.to_numpy(t) for name, t in ti.named_state(head)}
-        facts = {
-            "batches_total": len(recorder.batches),
-            "events": [e for e in recorder.events[:MAX_EVENTS] if type(e) is str],
-            "loss_before": recorder.loss_before,
-            "state": {name: ti.summary(ti.to_numpy(t)) for name, t in ti.named_state(model)},
-        }
-        facts["loss_after"] = recorder.loss()  # last: it runs the model's forward
-        recorder.observed = (facts, heads)
+        try:
+            recorder.observed = _observe_loop(ctx, params, recorder)
+        except BaseException as exc:
+            recorder.observed = exc
+    if isinstance(recorder.observed, BaseException):
+        raise recorder.observed
     facts, heads = recorder.observed
-    for name, values in heads.get(params.head, {}).items():
+    head = heads.get(params.head, {})
+    if isinstance(head, ObservationError):
+        raise head
+    for name, values in head.items():
         ctx.add_tensor(name, values)
     return facts
+
+
+def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]:
+    ti = ctx.ti
+    model = ti.lookup(ctx.scope, params.model)
+    if model is not recorder.model:
+        raise ObservationError(
+            f"`{params.model}` was replaced by another object: train the model you were given"
+        )
+    heads: dict = {}
+    for path in sorted(recorder.heads):
+        try:
+            head = ti.submodule(model, path, params.model)
+            heads[path] = {f"{path}.{name}": ti.snapshot(t) for name, t in ti.named_state(head)}
+        except ObservationError as exc:  # only the aspects comparing this head report it
+            heads[path] = exc
+    facts = {
+        "batches_total": len(recorder.batches),
+        "events": [e for e in recorder.events[:MAX_EVENTS] if type(e) is str],
+        "loss_before": recorder.loss_before,
+        "state": {name: ti.summary(ti.to_numpy(t)) for name, t in ti.named_state(model)},
+    }
+    facts["loss_after"] = recorder.loss()  # last: it runs the model's forward
+    return facts, heads
 
 
 def _iterations(events: list[str]) -> list[list[str]]:

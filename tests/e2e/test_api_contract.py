@@ -264,9 +264,25 @@ def test_a_caller_without_a_valid_key_gets_401_before_the_body_is_judged(client,
     for body in (b'{"task_id": ', b'{"score": 10}'):
         response = client.post(
             "/v1/submissions", content=body,
-            headers={**headers[key], "Content-Type": "application/json"},
+            headers={**headers[key], "Content-Type": "application/json", "Idempotency-Key": "k" * 300},
         )  # fmt: skip
         assert response.status_code == 401, response.text
+
+
+def test_an_idempotency_key_over_200_characters_is_422(client, world, keys):
+    body = {"task_id": world["task"], "student_id": "s-long-key", "choice": "A"}
+    for length, status in ((201, 422), (200, 202)):
+        headers = {**auth(keys["lms_a"]), "Idempotency-Key": "k" * length}
+        response = client.post("/v1/submissions", json=body, headers=headers)
+        assert response.status_code == status, response.text
+    assert (
+        "Idempotency-Key"
+        in client.post(
+            "/v1/submissions",
+            json=body,
+            headers={**auth(keys["lms_a"]), "Idempotency-Key": "k" * 201},
+        ).json()["error"]["message"]
+    )
 
 
 def test_the_submission_body_is_documented(client):

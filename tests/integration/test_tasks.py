@@ -200,6 +200,19 @@ def test_train_epoch_one_batch_and_two_epochs_named(grade_answer):
     assert "differs from one correct epoch" in failed_check(result, "final-weights").message
 
 
+def test_train_epoch_head_is_read_before_the_graders_forward_runs_the_answer(grade_answer):
+    """The loss after the epoch is measured with the model's forward, the answer's code:
+    what it does to the weights must not change the weights reported for the epoch."""
+    code = (
+        "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+        "    criterion(model(x), y).backward()\n    optimizer.step()\n"
+        "def wipe(module, inputs, output):\n    module.fc.weight.data.zero_()\n\n"
+        "model.register_forward_hook(wipe)\n"
+    )
+    result = grade_answer("finetune-train-epoch", code)
+    assert full_marks(result), result.model_dump()
+
+
 def test_train_epoch_replaced_model_gets_no_credit(grade_answer):
     code = (
         "import torch.nn as nn\nmodel = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))\n"
