@@ -57,6 +57,9 @@ def harness_env(limits: Limits, *, pythonpath: str, torch_home: str, tmpdir: str
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "OPENBLAS_NUM_THREADS": threads,
+        # torch backs allocations of 2 MiB and more with huge pages (madvise): a job's
+        # model and checkpoint cost a tenth of the page faults, and its exit less to unmap
+        "THP_MEM_ALLOC_ENABLE": "1",
     }
 
 
