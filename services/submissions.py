@@ -191,6 +191,11 @@ def get(session: Session, who: Principal, submission_id: str) -> Submission:
     return row
 
 
+def status_of(session: Session, submission_id: str) -> str | None:
+    """The submission's status alone (for a long poll whose caller `get` already admitted)."""
+    return session.scalar(select(Submission.status).where(Submission.id == submission_id))
+
+
 def can_see(who: Principal, row: Submission) -> bool:
     if who.role == "admin":
         return True

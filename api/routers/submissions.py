@@ -119,11 +119,20 @@ async def get_submission(
     await run_in_threadpool(session.close)
     started = time.monotonic()
     deadline = started + min(wait_s, settings.long_poll_max_s)
-    while row.status != "completed" and time.monotonic() < deadline:
-        # Most jobs finish within a second or two: look often then, rarely after.
+    status = row.status
+    while status != "completed" and time.monotonic() < deadline:
+        # Most jobs finish within a second or two: look often then, rarely after. A look
+        # reads the status alone; the row (its result) is read once, when it is complete.
         await asyncio.sleep(0.05 if time.monotonic() - started < 2 else 0.2)
+        status = await run_in_threadpool(_status, settings, submission_id)
+    if status != row.status:
         row = await run_in_threadpool(_fresh, settings, who, submission_id)
     return submissions.public(row)
+
+
+def _status(settings: Settings, submission_id: str) -> str | None:
+    with session_scope(settings.effective_database_url) as session:
+        return submissions.status_of(session, submission_id)
 
 
 def _fresh(settings: Settings, who: Principal, submission_id: str) -> Submission:
