@@ -331,6 +331,11 @@ class DockerBackend:
         return sandbox
 
 
+def raw_socket(attached) -> socket.socket:
+    """The socket under docker-py's attach stream (a wrapper on some platforms, not all)."""
+    return getattr(attached, "_sock", attached)
+
+
 class DockerSandbox:
     """One started container, blocked on reading its job: it runs one job, then is removed."""
 
@@ -357,7 +362,7 @@ class DockerSandbox:
         if self.used or request.limits != self.limits:
             raise SandboxError("a sandbox runs one job, under the limits it was started with")
         self.used = True
-        sock: socket.socket = getattr(self.attached, "_sock", self.attached)
+        sock = raw_socket(self.attached)
         try:
             return self._supervise(sock, request, time.monotonic())
         finally:
@@ -367,7 +372,7 @@ class DockerSandbox:
         """Close the attach stream and remove the container, whatever state it is in."""
         attached, self.attached = self.attached, None
         if attached is not None:
-            sock = getattr(attached, "_sock", attached)
+            sock = raw_socket(attached)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             # docker-py keeps the hijacked HTTP response on the socket object: close it first

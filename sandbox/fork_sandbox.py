@@ -26,7 +26,13 @@ import docker
 
 from graders.fork_server import end_prefix, parse_end_fields, request_header
 from sandbox.base import Limits, RunRequest, RunResult
-from sandbox.docker_backend import ENGINE_ERRORS, ENGINE_TIMEOUT_S, DockerSandbox, _Demux
+from sandbox.docker_backend import (
+    ENGINE_ERRORS,
+    ENGINE_TIMEOUT_S,
+    DockerSandbox,
+    _Demux,
+    raw_socket,
+)
 from sandbox.errors import SandboxError
 from sandbox.streams import pump_until, wait_two_phase
 
@@ -51,7 +57,7 @@ class DockerForkSandbox(DockerSandbox):
         if not self.healthy:
             return False
         if self.demux is not None and self.attached is not None:
-            sock: socket.socket = getattr(self.attached, "_sock", self.attached)
+            sock = raw_socket(self.attached)
             with contextlib.suppress(OSError, ValueError):
                 if not select.select([sock], [], [], 0)[0]:
                     return True
@@ -61,7 +67,7 @@ class DockerForkSandbox(DockerSandbox):
         if not self.reusable() or request.limits != self.limits:
             raise SandboxError("this sandbox cannot take another job under these limits")
         self.jobs_left -= 1
-        sock: socket.socket = getattr(self.attached, "_sock", self.attached)
+        sock = raw_socket(self.attached)
         if self.demux is None:
             self.demux = _Demux(sock, request.limits.max_log_bytes)
         self.demux.stderr = bytearray()

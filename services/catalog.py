@@ -8,6 +8,7 @@ see the public view only: no reference, no setup, no check parameters, no expect
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -74,25 +75,32 @@ def add_version(
     return version, True
 
 
-def spec_of(version: TaskVersion) -> CodeTask | ChoiceTask:
-    return spec_from_data(version.spec)
-
-
 _SPECS: dict[str, CodeTask | ChoiceTask] = {}  # version id -> parsed spec; versions never change
 _SPECS_KEPT = 512
 
 
-def spec_by_id(session: Session, version_id: str) -> CodeTask | ChoiceTask:
-    """A version's parsed spec, read and parsed once per process."""
-    spec = _SPECS.get(version_id)
+def _cached_spec(version_id: str | None, data: Callable[[], object]) -> CodeTask | ChoiceTask:
+    """A version's parsed spec, parsed once per process (`data` reads it when it is not)."""
+    spec = _SPECS.get(version_id) if version_id else None
     if spec is None:
-        spec = spec_from_data(
-            session.scalar(select(TaskVersion.spec).where(TaskVersion.id == version_id))
-        )
-        if len(_SPECS) >= _SPECS_KEPT:
-            _SPECS.clear()
-        _SPECS[version_id] = spec
+        spec = spec_from_data(data())
+        if version_id:
+            if len(_SPECS) >= _SPECS_KEPT:
+                _SPECS.clear()
+            _SPECS[version_id] = spec
     return spec
+
+
+def spec_of(version: TaskVersion) -> CodeTask | ChoiceTask:
+    return _cached_spec(version.id, lambda: version.spec)
+
+
+def spec_by_id(session: Session, version_id: str) -> CodeTask | ChoiceTask:
+    """A version's parsed spec by id: read from the database only when not parsed yet."""
+    return _cached_spec(
+        version_id,
+        lambda: session.scalar(select(TaskVersion.spec).where(TaskVersion.id == version_id)),
+    )
 
 
 @dataclass(frozen=True)
