@@ -52,6 +52,15 @@ class Settings(BaseSettings):
             "of its own, before it is replaced; 1 turns it off (one sandbox per job)."
         ),
     )
+    fork_server_zygotes: int = Field(
+        6,
+        ge=0,
+        le=32,
+        description=(
+            "Setups of the shipped task bank a fork server keeps run, to fork their jobs from "
+            "(each costs the sandbox up to 256 MiB more memory); 0: every job runs its setup."
+        ),
+    )
     tasks_dir: Path = Field(PROJECT_ROOT / "taskbank" / "tasks", description="Bundled task specs.")
 
     database_url: str = Field(

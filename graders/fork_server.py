@@ -24,6 +24,10 @@ the server after its end line (`recycle=1`), as does the last of its N jobs: the
 then replaces the whole sandbox. The server itself never runs a line of any answer, and no
 process of one job is alive, nor any of its files left, when the next job's child is
 given its uid.
+
+With `--zygotes N`, a job whose setup the service ships (`shared_setup`) is forked instead
+from a zygote that ran that setup once (see `_zygote` below); its child is made as in
+step 1, and steps 2 and 3 are the same.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import hashlib
+import json
 import os
 import resource
 import secrets
@@ -141,8 +147,9 @@ def _set_dumpable() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
-def _child(job_fd: int, uid: int, args: argparse.Namespace) -> None:
-    """The job's process: its own session, uid and limits; then the harness. Never returns."""
+def _child(job_fd: int, uid: int, args: argparse.Namespace, prepared=None) -> None:
+    """The job's process: its own session, uid and limits; then the harness (from a zygote:
+    with its setup done). Never returns."""
     try:
         os.setsid()
         os.dup2(job_fd, 0)
@@ -159,7 +166,7 @@ def _child(job_fd: int, uid: int, args: argparse.Namespace) -> None:
         os.chdir(SCRATCH)
         from graders import harness
 
-        harness.main()
+        harness.main(prepared)
     finally:
         os._exit(70)
 
@@ -307,6 +314,25 @@ def serve(args: argparse.Namespace) -> int:
         cleaner.close()
 
 
+def _give_scratch(uid: int) -> None:
+    """/tmp to `uid` alone (taken back first: a job may have changed its mode)."""
+    os.chown(SCRATCH, 0, 0)
+    os.chmod(SCRATCH, 0o700)
+    os.chown(SCRATCH, uid, uid)
+
+
+def _fork_child(uid: int, args: argparse.Namespace) -> tuple[int, int, int]:
+    """A job's child, waiting for its job: (pid, the write end of its job pipe, uid)."""
+    _give_scratch(uid)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        _child(read_end, uid, args)
+    os.close(read_end)
+    return pid, write_end, uid
+
+
 def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
     # Everything a job needs is imported now, once: each child starts with it done.
     from graders import harness
@@ -314,56 +340,285 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
     layout = _layout(SCRATCH)  # before anything ran: only mount points, if anything
     harness.preload()
     _empty(SCRATCH, os.getuid(), keep=frozenset(layout))  # what the imports wrote (a cache dir)
-    base = UID_LOW + secrets.randbelow(UID_HIGH - UID_LOW - args.jobs)
+    # A fresh uid for every job: one per job, and one more for a child left waiting.
+    base = UID_LOW + secrets.randbelow(UID_HIGH - UID_LOW - args.jobs - 1)
+    uids = iter(range(base, base + args.jobs + 1))
     oom_before = _oom_kills()
     # What the server holds now (torch's modules: a million objects) is never collected by a
     # child: a child's first full collection would otherwise walk and write to all of it, a
     # fifth of a second and a copy of every page it touches, in every job.
     gc.collect()
     gc.freeze()
-    for number in range(args.jobs):
-        uid = base + number
-        os.chmod(SCRATCH, 0o700)
-        os.chown(SCRATCH, uid, uid)
+    zygotes = _Zygotes(args.zygotes)
+    waiting: tuple[int, int, int] | None = None  # a job's child, forked before its request
+    seed: _Seed | None = None  # a process that may become a zygote, forked before the request
+    try:
+        for number in range(args.jobs):
+            if waiting is None:
+                waiting = _fork_child(next(uids), args)
+            if seed is None and zygotes.limit:
+                seed = _Seed(args)
+            request = _read_request(0)
+            if request is None:  # the host is gone, or spoke out of turn: nothing more to serve
+                pid, _, uid = waiting
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                cleaner.clean(uid)
+                return 0
+            token, job = request
+            zygote, key = None, zygotes.key_of(job)
+            if key is not None:
+                zygote = zygotes.get(key)
+                if zygote is None and seed is not None and key not in zygotes.declined:
+                    zygote, seed = seed.become(job), None
+                    zygotes.add(key, zygote)
+            if zygote is not None:
+                uid = next(uids)
+                _give_scratch(uid)
+                status = zygote.run(uid, job)
+                if status is None:  # the zygote died (out of memory, say): so did the job
+                    zygotes.drop(key)
+                    status = signal.SIGKILL
+            else:
+                pid, write_end, uid = waiting
+                waiting = None
+                _give_scratch(uid)
+                with contextlib.suppress(BrokenPipeError):
+                    _write_all(write_end, job)
+                os.close(write_end)
+                _, status = os.waitpid(pid, 0)
+            cleaned = cleaner.clean(uid)
+            os.chown(SCRATCH, 0, 0)  # back to the server, which can now list what is left
+            left = _leftovers(uid, layout)
+            oom_now = _oom_kills()
+            code = os.waitstatus_to_exitcode(status)
+            fields = {
+                "job": number + 1,
+                "exit": code if code >= 0 else 128 - code,  # as a shell reports a signal
+                "signal": -code if code < 0 else 0,
+                "oom": int(oom_now > oom_before),
+                "clean": int(cleaned and not left),
+            }
+            # A job that hit a limit (killed, out of memory, too much output: a non-zero exit)
+            # or left something behind is the sandbox's last, as is the last of its N.
+            recycle = fields["oom"] or not fields["clean"] or code != 0 or number + 1 == args.jobs
+            fields["recycle"] = int(bool(recycle))
+            if left:
+                print(f"fork server: job {number + 1} left {', '.join(left[:5])}", file=sys.stderr)
+            _write_all(1, end_line(token, fields))
+            if recycle:
+                return 0
+        return 0
+    finally:
+        zygotes.close()
+        if seed is not None:
+            seed.close()
+
+
+# Zygotes: a setup the service ships (a task bank's, `Job.shared_setup`) runs once per
+# sandbox, in a zygote forked from the server, and each job of that setup is forked from the
+# zygote: its child starts where the setup left off, as it would have after running it.
+# A zygote is as trusted as the server (it runs no line of any answer, only the service's
+# own setup code), runs as root like it, and forks each job's child exactly as the server
+# does: a fresh uid, its own session, rlimits, scratch; the same clean-up follows. A setup
+# that fails, prints, starts a thread or a process is not shared: its jobs run as any other.
+ZYGOTE_OOM_SCORE = 500  # the kernel picks a job (1000) first, then a zygote, not the server
+
+
+def _read_line(fd: int) -> bytes | None:
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte or len(line) > MAX_REQUEST_LINE:
+            return None
+        line += byte
+    return bytes(line[:-1])
+
+
+def _keep_only(*fds: int) -> None:
+    """Close every descriptor but stdout, stderr and `fds`; stdin reads nothing."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class _Seed:
+    """A process forked from the server before it reads a request (so it never holds a
+    request's token, nor does any job forked from it), waiting to become a zygote."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        commands_in, self._commands = os.pipe()
+        self._results, results_out = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                _keep_only(commands_in, results_out)
+                _zygote(commands_in, results_out, args)
+            finally:
+                os._exit(0)
+        os.close(commands_in)
+        os.close(results_out)
+
+    def become(self, job: bytes) -> _Zygote | None:
+        """Run the job's setup in the seed: a zygote, or None when the setup is not shared."""
+        with _no_sigpipe(), contextlib.suppress(BrokenPipeError):
+            _write_all(self._commands, b"%d\n" % len(job) + job)
+        answer = _read_line(self._results) or b"DECLINED the zygote ended"
+        if answer == b"READY":
+            return _Zygote(self.pid, self._commands, self._results)
+        print(
+            f"fork server: setup not shared: {answer[9:].decode(errors='replace')}", file=sys.stderr
+        )
+        self.close()
+        return None
+
+    def close(self) -> None:
+        os.close(self._commands)  # it reads the end of its commands and exits
+        os.close(self._results)
+        os.waitpid(self.pid, 0)
+
+
+class _Zygote(_Seed):
+    def __init__(self, pid: int, commands: int, results: int) -> None:
+        self.pid, self._commands, self._results = pid, commands, results
+
+    def run(self, uid: int, job: bytes) -> int | None:
+        """Fork the job's child under `uid`: its wait status, or None if the zygote is gone."""
+        try:
+            with _no_sigpipe():
+                _write_all(self._commands, b"%d %d\n" % (uid, len(job)) + job)
+        except BrokenPipeError:
+            return None
+        answer = _read_line(self._results)
+        return int(answer) if answer and answer.isdigit() else None
+
+
+@contextlib.contextmanager
+def _no_sigpipe():
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+
+
+class _Zygotes:
+    """The server's zygotes by setup, the least recently used closed beyond `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.live: dict[str, _Zygote] = {}  # in order of use
+        self.declined: set[str] = set()
+
+    def key_of(self, job: bytes) -> str | None:
+        """The setup a job may share (a shipped one, on the CPU), or None."""
+        if not self.limit:
+            return None
+        try:
+            fields = json.loads(job)
+        except ValueError:
+            return None
+        if not isinstance(fields, dict) or fields.get("shared_setup") is not True:
+            return None
+        if fields.get("device") != "cpu":  # CUDA does not survive a fork
+            return None
+        what = [fields.get("setup"), fields.get("seed"), fields.get("device")]
+        return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+    def get(self, key: str) -> _Zygote | None:
+        zygote = self.live.pop(key, None)
+        if zygote is not None:
+            self.live[key] = zygote
+        return zygote
+
+    def add(self, key: str, zygote: _Zygote | None) -> None:
+        if zygote is None:
+            self.declined.add(key)
+            return
+        self.live[key] = zygote
+        while len(self.live) > self.limit:
+            self.drop(next(iter(self.live)))
+
+    def drop(self, key: str) -> None:
+        zygote = self.live.pop(key, None)
+        if zygote is not None:
+            zygote.close()
+
+    def close(self) -> None:
+        for key in list(self.live):
+            self.drop(key)
+
+
+def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
+    """In a seed: wait for a job, run its setup, then fork a child for each job sent."""
+    header = _read_line(commands)
+    if header is None or not header.isdigit() or int(header) > MAX_JOB_BYTES:
+        return
+    job_bytes = _read_exact(commands, int(header))
+    if job_bytes is None:
+        return
+    from graders import harness
+    from graders.job import Job
+
+    with open(f"/proc/{os.getpid()}/oom_score_adj", "w") as f:
+        f.write(str(ZYGOTE_OOM_SCORE))
+    job = Job.model_validate_json(job_bytes)
+    output = os.memfd_create("setup-output")
+    saved = os.dup(1), os.dup(2)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    try:
+        status, _, scope = harness.run_setup(job)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+    reason = ""
+    if status != "ok":
+        reason = "the setup failed"
+    elif os.fstat(output).st_size:
+        reason = "the setup printed"
+    elif len(os.listdir("/proc/self/task")) > 1:
+        reason = "the setup started a thread"
+    else:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(-1, os.WNOHANG)
+            reason = "the setup started a process"
+    os.close(output)
+    if reason:
+        _write_all(results, b"DECLINED " + reason.encode() + b"\n")
+        return
+    prepared = harness.Prepared(job, scope)
+    del job, job_bytes, scope
+    gc.collect()
+    gc.freeze()  # as in the server: no child walks what the setup built
+    _write_all(results, b"READY\n")
+    while (header := _read_line(commands)) is not None:
+        uid, length = (int(word) for word in header.split())
+        job_bytes = _read_exact(commands, length)
+        if job_bytes is None:
+            return
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(write_end)
-            _child(read_end, uid, args)
+            _child(read_end, uid, args, prepared)
         os.close(read_end)
-        request = _read_request(0)
-        if request is None:  # the host is gone, or spoke out of turn: nothing more to serve
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            cleaner.clean(uid)
-            return 0
-        token, job = request
-        with contextlib.suppress(BrokenPipeError):
-            _write_all(write_end, job)
+        with _no_sigpipe(), contextlib.suppress(BrokenPipeError):
+            _write_all(write_end, job_bytes)
         os.close(write_end)
+        del job_bytes
         _, status = os.waitpid(pid, 0)
-        cleaned = cleaner.clean(uid)
-        os.chown(SCRATCH, 0, 0)  # back to the server, which can now list what is left
-        left = _leftovers(uid, layout)
-        oom_now = _oom_kills()
-        code = os.waitstatus_to_exitcode(status)
-        fields = {
-            "job": number + 1,
-            "exit": code if code >= 0 else 128 - code,  # as a shell reports a signal
-            "signal": -code if code < 0 else 0,
-            "oom": int(oom_now > oom_before),
-            "clean": int(cleaned and not left),
-        }
-        # A job that hit a limit (killed, out of memory, too much output: a non-zero exit)
-        # or left something behind is the sandbox's last, as is the last of its N.
-        recycle = fields["oom"] or not fields["clean"] or code != 0 or number + 1 == args.jobs
-        fields["recycle"] = int(bool(recycle))
-        if left:
-            print(f"fork server: job {number + 1} left {', '.join(left[:5])}", file=sys.stderr)
-        _write_all(1, end_line(token, fields))
-        if recycle:
-            return 0
-    return 0
+        _write_all(results, b"%d\n" % status)
 
 
 def main() -> None:
@@ -372,6 +627,7 @@ def main() -> None:
     parser.add_argument("--cpu-s", type=int, required=True)
     parser.add_argument("--data-bytes", type=int, required=True)
     parser.add_argument("--nproc", type=int, required=True)
+    parser.add_argument("--zygotes", type=int, default=0, help="setups kept run, at most")
     args = parser.parse_args()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(serve(args))

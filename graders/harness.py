@@ -235,7 +235,41 @@ def preload() -> None:
     torch.manual_seed(0)
 
 
-def main() -> None:
+class Prepared:
+    """A task's setup, run once by a fork server's zygote (graders/fork_server.py) for all
+    the jobs it forks: each job's child starts from this scope, as it would after running
+    the setup itself (the seeds were set before the setup, so the random state is the same)."""
+
+    def __init__(self, job: Any, scope: dict[str, Any]) -> None:
+        self.key = (job.setup, job.seed, job.device)
+        self.scope = scope
+
+    def serves(self, job: Any) -> bool:
+        return (job.setup, job.seed, job.device) == self.key
+
+
+def run_setup(job: Any) -> tuple[str, dict | None, dict[str, Any]]:
+    """Seed every generator, then run the task's setup: (status, error, scope)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    scope["device"] = torch.device("cuda" if job.device == "cuda" else "cpu")
+    torch.manual_seed(job.seed)
+    np.random.seed(job.seed)
+    random.seed(job.seed)
+    try:
+        exec(compile(job.setup, SETUP_FILENAME, "exec", dont_inherit=True), scope)
+    except BaseException as exc:  # the task's own setup failing is the grader's fault
+        error = {"message": _exception_line(exc), "traceback": traceback.format_exc()[-8000:]}
+        return "setup_error", error, scope
+    return "ok", None, scope
+
+
+def main(prepared: Prepared | None = None) -> None:
+    """Run the job read from stdin; with `prepared` (a zygote's child), its setup is done."""
     # C-level primitives, captured before anything of the answer's exists.
     read, write, exit_now, lseek, fstat = os.read, os.write, os._exit, os.lseek, os.fstat
     start_thread, new_lock = _thread.start_new_thread, _thread.allocate_lock
@@ -256,12 +290,8 @@ def main() -> None:
 
     # Everything the observers rely on is imported (and its accessors captured) now, before
     # the job is read: a warm sandbox waits here, blocked on stdin, with torch imported.
-    preload()
-    import random
-
-    import numpy as np
-    import torch
-
+    if prepared is None:  # (a zygote imported it all, and seeding again would undo its setup)
+        preload()
     from graders import introspect
     from graders.checks import REGISTRY
     from graders.checks.base import ObservationError
@@ -282,26 +312,19 @@ def main() -> None:
     os.dup2(err_fd, 2)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full output file is an error, not a kill
 
-    status, error, notes = "ok", None, []
+    notes: list[str] = []
     timings: dict[str, float] = {}
     observations: dict[str, str] = {}
     shared: dict = {}
-    scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    scope["device"] = torch.device("cuda" if job.device == "cuda" else "cpu")
-    torch.manual_seed(job.seed)
-    np.random.seed(job.seed)
-    random.seed(job.seed)
+    started = clock()
+    if prepared is not None and prepared.serves(job):
+        status, error, scope = "ok", None, prepared.scope
+    else:
+        status, error, scope = run_setup(job)
+    timings["setup_s"] = rounded(clock() - started, 4)
 
     def context() -> ObserveContext:
         return ObserveContext(scope, job.seed, introspect, shared)
-
-    started = clock()
-    try:
-        exec(compile(job.setup, SETUP_FILENAME, "exec", dont_inherit=True), scope)
-    except BaseException as exc:  # the task's own setup failing is the grader's fault
-        status = "setup_error"
-        error = {"message": _exception_line(exc), "traceback": traceback.format_exc()[-8000:]}
-    timings["setup_s"] = rounded(clock() - started, 4)
 
     checks = list(job.checks)
     observers = []  # (name, observe function, check): calls into the answer's code go last

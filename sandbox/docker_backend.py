@@ -55,7 +55,9 @@ HOST_FILES = ("/etc/ld.so.cache", "/etc/alternatives")
 # The fast path's server: what it needs to give each job's child a uid and /tmp of its own.
 SERVER_CAPABILITIES = ("CHOWN", "SETUID", "SETGID")
 SERVER_MEMORY_BYTES = 768 * 1024 * 1024  # torch imported, shared copy-on-write with the job
-SERVER_PIDS = 8  # init, the server, its clean-up helper
+SERVER_PIDS = 8  # init, the server, its clean-up helper, a seed for the next zygote
+# A zygote: the copy-on-write pages a task's setup writes (a ResNet-18 and its checkpoint)
+ZYGOTE_MEMORY_BYTES = 256 * 1024 * 1024
 
 
 def engine_answers(timeout_s: float = 2.0) -> bool:
@@ -144,9 +146,11 @@ class DockerBackend:
         graders_dir: Path,
         torch_home: Path,
         gpu: str = "auto",
+        zygotes: int = 0,
     ) -> None:
         self.client = client
         self.image = image
+        self.zygotes = zygotes  # a fork server's shared setups (graders/fork_server.py)
         self.instance_id = uuid.uuid4().hex[:16]
         with _engine("inspecting the Docker engine"):
             try:
@@ -181,6 +185,7 @@ class DockerBackend:
             graders_dir=PROJECT_ROOT / "graders",
             torch_home=settings.torch_home,
             gpu=settings.gpu,
+            zygotes=settings.fork_server_zygotes,
         )
 
     def describe(self) -> str:
@@ -219,11 +224,12 @@ class DockerBackend:
         One job: the harness as uid 65534 with no capabilities. More (the fast path): the
         fork server as root with CHOWN, SETUID and SETGID only, which runs each job's
         child under a uid of its own, with the job's rlimits (graders/fork_server.py);
-        memory and pids get the server's share on top of the job's.
+        memory and pids get the server's share, and its zygotes', on top of the job's.
         """
         limits = request.limits
         serving = jobs > 1
-        extra_memory = SERVER_MEMORY_BYTES if serving else 0
+        zygotes = self.zygotes if serving else 0
+        extra_memory = SERVER_MEMORY_BYTES + zygotes * ZYGOTE_MEMORY_BYTES if serving else 0
         host_config = self.client.create_host_config(
             network_mode="none",
             cap_drop=["ALL"],
@@ -237,7 +243,7 @@ class DockerBackend:
             mem_limit=limits.memory_bytes + extra_memory,
             memswap_limit=limits.memory_bytes + extra_memory,
             nano_cpus=int(limits.cpus * 1e9),
-            pids_limit=limits.pids + (SERVER_PIDS if serving else 0),
+            pids_limit=limits.pids + (SERVER_PIDS + zygotes if serving else 0),
             ulimits=[
                 Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
                 Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes),
@@ -266,6 +272,7 @@ class DockerBackend:
                 self.python, "-B", "-m", "graders.fork_server", "--jobs", str(jobs),
                 "--cpu-s", str(int(limits.timeout_s + limits.startup_timeout_s) + 5),
                 "--data-bytes", str(limits.memory_bytes), "--nproc", str(limits.pids),
+                "--zygotes", str(zygotes),
             ]  # fmt: skip
         return {
             "image": self.image,

@@ -16,6 +16,7 @@ from graders.spec import Limits as TaskLimits
 from sandbox.base import Limits, RunRequest, SandboxBackend
 from sandbox.errors import BackendUnavailable, SandboxError
 from services.answers import Answer, code_for
+from services.taskbank import shipped_setups
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,19 @@ def choose_device(spec: CodeTask, backend: SandboxBackend) -> tuple[str, list[st
     return "cpu", ["this task can use a GPU; this worker has none, so it ran on the CPU"]
 
 
-def run_code(spec: CodeTask, code: str, backend: SandboxBackend) -> tuple[RunSummary, Facts | None]:
-    """One sandbox run of `code` after the task's setup, observed by the task's checks."""
+def run_code(
+    spec: CodeTask, code: str, backend: SandboxBackend, settings: Settings
+) -> tuple[RunSummary, Facts | None]:
+    """One sandbox run of `code` after the task's setup, observed by the task's checks.
+
+    A setup the task bank ships may be run once by a fork server for many jobs (a zygote);
+    any other setup runs in each job's own process, at the answer's privileges."""
     device, notes = choose_device(spec, backend)
     nonce = secrets.token_hex(16)
     job = Job(
         nonce=nonce, task_id=spec.id, setup=spec.setup, code=code, checks=spec.checks,
         seed=spec.seed, max_output_bytes=spec.limits.max_output_bytes, device=device,
+        shared_setup=spec.setup in shipped_setups(settings.tasks_dir),
     )  # fmt: skip
     request = RunRequest(
         stdin=job.model_dump_json().encode(),
@@ -121,7 +128,7 @@ def grade(
     except AnswerError as exc:
         return refused(spec, str(exc))
     try:
-        summary, facts = run_code(spec, code, backend)
+        summary, facts = run_code(spec, code, backend, settings)
     except SandboxError as exc:
         log.warning("sandbox failed for %s: %s", spec.id, exc)
         return internal_error(

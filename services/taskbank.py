@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from graders.errors import SpecError, UnknownTaskError
@@ -28,6 +29,17 @@ def load_tasks(tasks_dir: Path) -> dict[str, CodeTask | ChoiceTask]:
             raise SpecError(f"{path.name}: task id {spec.id!r} is used twice")
         tasks[spec.id] = spec
     return tasks
+
+
+@lru_cache(maxsize=8)
+def shipped_setups(tasks_dir: Path) -> frozenset[str]:
+    """The setup code of every task in the bank: the service's own code, which a fork
+    server may run once and fork many jobs from (an instructor's setup runs in each job)."""
+    try:
+        tasks = load_tasks(tasks_dir)
+    except (OSError, SpecError):  # no bank, or a broken one: nothing is shared
+        return frozenset()
+    return frozenset(spec.setup for spec in tasks.values() if isinstance(spec, CodeTask))
 
 
 def get_task(tasks_dir: Path, task_id: str) -> CodeTask | ChoiceTask:

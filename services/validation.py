@@ -62,7 +62,7 @@ def validate(
         report.good("expected facts already computed for this version (self-test passed before)")
         return report
 
-    summary, facts = run_code(spec, spec.reference, backend)
+    summary, facts = run_code(spec, spec.reference, backend, settings)
     if facts is None:
         report.fail(
             f"the reference produced no facts (exit {summary.exit_code}, timed out: {summary.timed_out}; {'; '.join(summary.notes)})"
@@ -88,7 +88,7 @@ def validate(
     mistakes = {m.id: m.message for m in spec.mistakes}
 
     def run_one(item: tuple[str, Answer, str | None]):
-        return run_code(spec, code_for(spec, item[1], settings.max_code_bytes), backend)
+        return run_code(spec, code_for(spec, item[1], settings.max_code_bytes), backend, settings)
 
     with ThreadPoolExecutor(max_workers=settings.validation_parallelism) as pool:
         runs = list(pool.map(run_one, answers))

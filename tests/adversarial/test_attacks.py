@@ -304,7 +304,7 @@ def children_of_this_process() -> list[int]:
 
 def assert_nothing_left(backend, scratch_root: Path) -> None:
     """No process, scratch dir or container of a job remains; a fork server waiting for
-    the next job may, with nothing in it but init, itself and the next job's child."""
+    the next job may, with nothing of a job's uid in it but the next job's child."""
     assert children_of_this_process() == []
     assert processes_with(MARKER) == []
     assert list(scratch_root.glob("grader-sandbox-*")) == []
@@ -322,8 +322,12 @@ def assert_nothing_left(backend, scratch_root: Path) -> None:
                 break
             time.sleep(0.5)
         assert extra == []
-        for container in waiting:  # init, the server, its cleaner, the next job's child
-            assert len(backend.client.top(container)["Processes"]) <= 4
+        for container in waiting:
+            # root: init, the server, its cleaner, a seed, a zygote per shared setup; one
+            # process of a job's uid: the next job's child, waiting for its job
+            found = backend.client.top(container, ps_args="-eo pid,uid,args")["Processes"]
+            assert len([p for p in found if p[1] != "0"]) <= 1, found
+            assert len(found) <= 5 + backend.zygotes, found
 
 
 def evil_host_paths() -> list[Path]:
@@ -385,6 +389,8 @@ PLANT = (
     " stderr=subprocess.DEVNULL)\n"
     "os.environ['PLANTED'] = secret\n"
     "torch.nn.Module.planted = secret\n"
+    "model.own_mark = secret\n"
+    "model.fc.weight.data.fill_(7.0)\n"
     "print('PLANTED')\n"
 )
 LOOK = (
@@ -396,6 +402,8 @@ LOOK = (
     "    try:\n        seen.append(open(path, 'rb').read().decode(errors='replace'))\n"
     "    except OSError:\n        pass\n"
     "seen += [os.environ.get('PLANTED', ''), str(getattr(torch.nn.Module, 'planted', ''))]\n"
+    "seen.append(str(getattr(model, 'own_mark', '')))\n"
+    "print('FILLED', bool((model.fc.weight == 7.0).all()))\n"
     "print('LOOKED', ' '.join(seen))\n"
 )
 
@@ -412,7 +420,7 @@ def test_no_trace_of_one_job_reaches_the_next(
     served = [s.container for s in backend.waiting()] if isinstance(backend, WarmPool) else []
     looked = run_attack(backend, attack_spec, attack_expected, settings, LOOK)
     assert "LOOKED" in looked.stdout, looked.model_dump_json(indent=2)
-    assert secret not in looked.stdout
+    assert secret not in looked.stdout and "FILLED False" in looked.stdout, looked.stdout
     if isinstance(backend, WarmPool):
         assert [s.container for s in backend.waiting()] == served != []
     assert_nothing_left(backend, scratch_root)

@@ -20,7 +20,7 @@ from sandbox.pool import WARM_LABEL, WarmPool
 from sandbox.process_backend import ProcessSandbox
 from services.answers import Answer
 from services.grading import grade, sandbox_limits
-from services.taskbank import load_spec_file
+from services.taskbank import load_spec_file, shipped_setups
 from services.validation import validate
 from tests.adversarial.test_attacks import (
     ATTACKS,
@@ -253,3 +253,80 @@ def test_fork_server_containers_hold_only_what_the_server_needs(fork_pool, limit
     assert "no-new-privileges" in host["SecurityOpt"] and host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] and host["Memory"] == host["MemorySwap"] > limits.memory_bytes
     assert float(details["Config"]["Labels"]["grader.expires"]) > time.time() + fork_pool.max_idle_s
+
+
+# Who forked the job: the grandparent of a zygote's child is the server, that of the server's
+# own child is the container's init (pid 1).
+ANCESTRY = (
+    "import os\nwith open(f'/proc/{os.getppid()}/status') as f:\n"
+    "    grandparent = [line.split()[1] for line in f if line.startswith('PPid:')][0]\n"
+    "print('FORKED-BY', os.getppid(), grandparent)\n"
+)
+
+
+def forked_by(result: GradeResult) -> tuple[str, str]:
+    parent, grandparent = result.stdout.split("FORKED-BY ")[1].split()[:2]
+    return parent, grandparent
+
+
+def test_a_shipped_setup_runs_once_and_each_job_forks_from_it(
+    fork_pool, spec, expected, settings, limits, scratch_root
+):
+    """The spec's setup is the task bank's: one zygote ran it, and every job of it is a
+    fresh child of that zygote, under a uid of its own, starting from the untouched setup."""
+    assert spec.setup in shipped_setups(settings.tasks_dir)
+    touch = ANCESTRY + (
+        "print('SEEN', os.getuid(), float(model.fc.weight.sum()), getattr(model, 'mark', None))\n"
+        "model.mark = 'touched'\nmodel.fc.weight.data.zero_()\n"
+    )
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+    [server] = fork_pool.waiting()
+    while server.jobs_left < 2:  # both jobs in one server
+        run(fork_pool, spec, expected, settings, CORRECT)
+        assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+        [server] = fork_pool.waiting()
+    seen = []
+    for _ in range(2):
+        result = run(fork_pool, spec, expected, settings, touch)
+        uid, weights, mark = result.stdout.split("SEEN ")[1].split()[:3]
+        seen.append((forked_by(result), uid, weights, mark))
+    (first, second) = seen
+    assert first[0] == second[0] and first[0][1] != "1", seen  # one zygote, not the server
+    assert first[1] != second[1] and first[3] == second[3] == "None", seen
+    assert first[2] == second[2] != "0.0", seen  # the second saw the setup's weights again
+    after = run(fork_pool, spec, expected, settings, CORRECT)
+    assert (after.outcome, after.score) == ("passed", after.max_score), after.error
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)  # a replacement may be starting
+    assert_only_waiting_left(fork_pool, scratch_root)
+
+
+def test_a_setup_the_bank_does_not_ship_runs_in_each_job(
+    fork_pool, spec, expected, settings, limits, scratch_root
+):
+    """An instructor's setup runs in the job's own child, after its uid dropped, every time."""
+    own = spec.model_copy(update={"setup": spec.setup + "print('SETUP RAN', os.getuid())\n"})
+    own = own.model_copy(update={"setup": "import os\n" + own.setup})
+    assert own.setup not in shipped_setups(settings.tasks_dir)
+    for _ in range(2):
+        result = run(fork_pool, own, expected, settings, ANCESTRY + "print('UID', os.getuid())\n")
+        assert forked_by(result)[1] == "1", result.stdout
+        ran_as = result.stdout.split("SETUP RAN ")[1].split()[0]
+        assert ran_as == result.stdout.split("UID ")[1].split()[0] != "0", result.stdout
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)  # a replacement may be starting
+    assert_only_waiting_left(fork_pool, scratch_root)
+
+
+def test_a_shipped_setup_that_prints_is_run_in_each_job_instead(
+    fork_pool, spec, expected, settings, limits, scratch_root, tmp_path
+):
+    """A zygote shares only a quiet setup: one that prints (so each job's output would lack
+    it) runs in every job, as any other setup does."""
+    loud = spec.model_copy(update={"setup": spec.setup + "print('SETUP SAID HELLO')\n"})
+    (tmp_path / "loud.yaml").write_text(loud.model_dump_json(), encoding="utf-8")
+    bank = settings.model_copy(update={"tasks_dir": tmp_path})
+    assert loud.setup in shipped_setups(tmp_path)
+    for _ in range(2):
+        result = run(fork_pool, loud, expected, bank, ANCESTRY)
+        assert "SETUP SAID HELLO" in result.stdout and forked_by(result)[1] == "1", result.stdout
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)  # a replacement may be starting
+    assert_only_waiting_left(fork_pool, scratch_root)
