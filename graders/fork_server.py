@@ -4,14 +4,16 @@ Usage inside a sandbox: `python -m graders.fork_server --jobs N --cpu-s S --data
 --nproc P`. It runs as root with three capabilities (CHOWN, SETUID, SETGID) and
 no-new-privileges, imports everything the harness needs, then for each job:
 
-1. gives /tmp to a uid no process has used (a random base per sandbox, plus the job's
-   number), forks a child that starts a new session, drops to that uid (which clears
+1. gives /tmp to a uid no process has used (a random base per sandbox, plus a
+   counter), forks a child that starts a new session, drops to that uid (which clears
    every capability), applies the job's rlimits (CPU seconds, data segment, processes
    of its uid), raises its own OOM score so the kernel picks it before the server, and
    waits on a pipe for its job;
-2. reads the next request from stdin: `JOB <length> <token>` and the job's bytes; the
-   token arrives only after the fork, so the child cannot know it; the child gets the
-   job on its pipe and runs `graders.harness.main()`, which writes the frame to stdout;
+2. reads the next request from stdin: `JOB <length> <token> <shared length>`, the shared
+   setup's bytes (none unless the setup is the service's own) and the job's; the token
+   arrives only after the fork, so the child cannot know it; the child gets the job on
+   its pipe and runs `graders.harness.main()`, which writes the frame to stdout; the
+   server then overwrites its copy of the job;
 3. when the child exits, a helper running as the job's uid (forked by a small cleaner
    process the server started before its imports) kills every process of that
    uid, empties /tmp and removes what the uid left in /dev/shm and /dev/mqueue; the
@@ -25,9 +27,9 @@ then replaces the whole sandbox. The server itself never runs a line of any answ
 process of one job is alive, nor any of its files left, when the next job's child is
 given its uid.
 
-With `--zygotes N`, a job whose setup the service ships (`shared_setup`) is forked instead
-from a zygote that ran that setup once (see `_zygote` below); its child is made as in
-step 1, and steps 2 and 3 are the same.
+With `--zygotes N`, a job sent with a shared setup is forked instead from a zygote that
+ran that setup once (see "Zygotes" below); its child is made as in step 1, the same
+clean-up and end line follow.
 """
 
 from __future__ import annotations
@@ -82,38 +84,57 @@ def parse_end_fields(line: bytes) -> dict[str, int]:
     return fields
 
 
-def request_header(length: int, token: str) -> bytes:
-    return REQUEST_MAGIC + f" {length} {token}\n".encode()
+def request_header(length: int, token: str, shared_length: int = 0) -> bytes:
+    """`JOB <length> <token> <shared length>`: the shared setup's bytes, then the job's."""
+    return REQUEST_MAGIC + f" {length} {token} {shared_length}\n".encode()
 
 
-def _read_exact(fd: int, size: int) -> bytes | None:
-    data = bytearray()
-    while len(data) < size:
-        chunk = os.read(fd, min(1 << 20, size - len(data)))
-        if not chunk:
-            return None
-        data += chunk
-    return bytes(data)
-
-
-def _read_request(fd: int) -> tuple[str, bytes] | None:
-    """The next `JOB <length> <token>` line and its job, read byte-exact; None at the end."""
+def _read_line(fd: int) -> bytes | None:
     line = bytearray()
     while not line.endswith(b"\n"):
         byte = os.read(fd, 1)
         if not byte or len(line) > MAX_REQUEST_LINE:
             return None
         line += byte
-    parts = line.decode("ascii", errors="replace").split()
-    if len(parts) != 3 or parts[0].encode() != REQUEST_MAGIC or not parts[1].isdigit():
+    return bytes(line[:-1])
+
+
+def _read_exact(fd: int, size: int) -> bytearray | None:
+    """`size` bytes, read into one buffer of that size (no copies left behind: see _wipe)."""
+    data = bytearray(size)
+    view, got = memoryview(data), 0
+    while got < size:
+        count = os.readv(fd, [view[got:]])
+        if not count:
+            view.release()
+            _wipe(data)
+            return None
+        got += count
+    view.release()
+    return data
+
+
+def _wipe(data: bytearray) -> None:
+    """Overwrite a job's bytes in place once delivered: a process forked later (the next
+    job's child, a zygote) must not find one answer's code in the memory it inherits."""
+    data[:] = bytes(len(data))
+
+
+def _read_request(fd: int) -> tuple[str, bytes, bytearray] | None:
+    """The next request: its token, the setup it may share (or b""), and its job, read
+    byte-exact; None at the end or on a malformed request."""
+    line = _read_line(fd)
+    parts = line.decode("ascii", errors="replace").split() if line is not None else []
+    if len(parts) != 4 or parts[0].encode() != REQUEST_MAGIC:
         return None
-    _, length, token = parts
-    if len(token) != 32:
+    _, length, token, shared_length = parts
+    if not (length.isdigit() and shared_length.isdigit()) or len(token) != 32:
         return None
-    if int(length) > MAX_JOB_BYTES:
+    if int(length) > MAX_JOB_BYTES or int(shared_length) > MAX_JOB_BYTES:
         return None
-    job = _read_exact(fd, int(length))
-    return (token, job) if job is not None else None
+    shared = _read_exact(fd, int(shared_length))
+    job = _read_exact(fd, int(length)) if shared is not None else None
+    return (token, bytes(shared), job) if shared is not None and job is not None else None
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -147,13 +168,14 @@ def _set_dumpable() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
-def _child(job_fd: int, uid: int, args: argparse.Namespace, prepared=None) -> None:
-    """The job's process: its own session, uid and limits; then the harness (from a zygote:
-    with its setup done). Never returns."""
+def _child(job_fd: int, uid: int, args: argparse.Namespace, prepared, settled: int) -> None:
+    """The job's process: its own session, uid and limits, in /tmp (then a byte on `settled`);
+    then the harness (from a zygote: with its setup done). Never returns."""
     try:
         os.setsid()
         os.dup2(job_fd, 0)
-        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        os.dup2(settled, 3)
+        os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         with open(f"/proc/{os.getpid()}/oom_score_adj", "w") as f:
             f.write("1000")  # under memory pressure the kernel kills the job, not the server
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD):
@@ -164,6 +186,8 @@ def _child(job_fd: int, uid: int, args: argparse.Namespace, prepared=None) -> No
         resource.setrlimit(resource.RLIMIT_DATA, (args.data_bytes, args.data_bytes))
         resource.setrlimit(resource.RLIMIT_NPROC, (args.nproc, args.nproc))
         os.chdir(SCRATCH)
+        os.write(3, b"1")
+        os.close(3)
         from graders import harness
 
         harness.main(prepared)
@@ -321,16 +345,29 @@ def _give_scratch(uid: int) -> None:
     os.chown(SCRATCH, uid, uid)
 
 
-def _fork_child(uid: int, args: argparse.Namespace) -> tuple[int, int, int]:
-    """A job's child, waiting for its job: (pid, the write end of its job pipe, uid)."""
+def _fork_child(uid: int, args: argparse.Namespace, prepared=None) -> tuple[int, int]:
+    """A job's child under `uid`, waiting for its job: (pid, the write end of its job pipe).
+    Returns once the child is in /tmp, so /tmp may then change hands before its job."""
     _give_scratch(uid)
     read_end, write_end = os.pipe()
+    settled_in, settled_out = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(write_end)
-        _child(read_end, uid, args)
+        os.close(settled_in)
+        _child(read_end, uid, args, prepared, settled_out)
     os.close(read_end)
-    return pid, write_end, uid
+    os.close(settled_out)
+    os.read(settled_in, 1)  # a byte once it is in /tmp; end-of-file if it died first
+    os.close(settled_in)
+    return pid, write_end
+
+
+def _deliver(write_end: int, job: bytearray) -> None:
+    """The job to its child, which may have died meanwhile (its exit status will say)."""
+    with _no_sigpipe(), contextlib.suppress(BrokenPipeError):
+        _write_all(write_end, job)
+    os.close(write_end)
 
 
 def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
@@ -340,9 +377,11 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
     layout = _layout(SCRATCH)  # before anything ran: only mount points, if anything
     harness.preload()
     _empty(SCRATCH, os.getuid(), keep=frozenset(layout))  # what the imports wrote (a cache dir)
-    # A fresh uid for every job: one per job, and one more for a child left waiting.
-    base = UID_LOW + secrets.randbelow(UID_HIGH - UID_LOW - args.jobs - 1)
-    uids = iter(range(base, base + args.jobs + 1))
+    # A uid no process has used for every child: at most one per job, one more per zygote
+    # found gone, and one for a child left waiting.
+    span = 2 * args.jobs + 2
+    base = UID_LOW + secrets.randbelow(UID_HIGH - UID_LOW - span)
+    uids = iter(range(base, base + span))
     oom_before = _oom_kills()
     # What the server holds now (torch's modules: a million objects) is never collected by a
     # child: a child's first full collection would otherwise walk and write to all of it, a
@@ -355,7 +394,8 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
     try:
         for number in range(args.jobs):
             if waiting is None:
-                waiting = _fork_child(next(uids), args)
+                uid = next(uids)
+                waiting = (*_fork_child(uid, args), uid)
             if seed is None and zygotes.limit:
                 seed = _Seed(args)
             request = _read_request(0)
@@ -365,28 +405,34 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
                 os.waitpid(pid, 0)
                 cleaner.clean(uid)
                 return 0
-            token, job = request
-            zygote, key = None, zygotes.key_of(job)
-            if key is not None:
-                zygote = zygotes.get(key)
-                if zygote is None and seed is not None and key not in zygotes.declined:
-                    zygote, seed = seed.become(job), None
+            token, shared, job = request
+            del request
+            try:
+                status, uid, lost = None, 0, False
+                key = zygotes.key_of(shared)
+                zygote = zygotes.get(key) if key is not None else None
+                if zygote is None and seed is not None and zygotes.may_start(key):
+                    zygote, seed = seed.become(shared), None
                     zygotes.add(key, zygote)
-            if zygote is not None:
-                uid = next(uids)
-                _give_scratch(uid)
-                status = zygote.run(uid, job)
-                if status is None:  # the zygote died (out of memory, say): so did the job
-                    zygotes.drop(key)
-                    status = signal.SIGKILL
-            else:
-                pid, write_end, uid = waiting
-                waiting = None
-                _give_scratch(uid)
-                with contextlib.suppress(BrokenPipeError):
-                    _write_all(write_end, job)
-                os.close(write_end)
-                _, status = os.waitpid(pid, 0)
+                if zygote is not None:
+                    uid = next(uids)
+                    _give_scratch(uid)
+                    if zygote.deliver(uid, job):
+                        status = zygote.wait()
+                        if status is None:  # the zygote died: the job's end is unknown
+                            zygotes.drop(key)
+                            status, lost = signal.SIGKILL, True
+                    else:  # it was gone before the job: the waiting child takes it
+                        zygotes.drop(key)
+                if status is None:
+                    pid, write_end, uid = waiting
+                    waiting = None
+                    _give_scratch(uid)
+                    _deliver(write_end, job)
+                    _, status = os.waitpid(pid, 0)
+            finally:
+                _wipe(job)
+                del job
             cleaned = cleaner.clean(uid)
             os.chown(SCRATCH, 0, 0)  # back to the server, which can now list what is left
             left = _leftovers(uid, layout)
@@ -399,6 +445,8 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
                 "oom": int(oom_now > oom_before),
                 "clean": int(cleaned and not left),
             }
+            if lost:  # the host grades nothing of it: the sandbox failed, not the answer
+                fields["lost"] = 1
             # A job that hit a limit (killed, out of memory, too much output: a non-zero exit)
             # or left something behind is the sandbox's last, as is the last of its N.
             recycle = fields["oom"] or not fields["clean"] or code != 0 or number + 1 == args.jobs
@@ -415,24 +463,15 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
             seed.close()
 
 
-# Zygotes: a setup the service ships (a task bank's, `Job.shared_setup`) runs once per
-# sandbox, in a zygote forked from the server, and each job of that setup is forked from the
-# zygote: its child starts where the setup left off, as it would have after running it.
-# A zygote is as trusted as the server (it runs no line of any answer, only the service's
-# own setup code), runs as root like it, and forks each job's child exactly as the server
-# does: a fresh uid, its own session, rlimits, scratch; the same clean-up follows. A setup
-# that fails, prints, starts a thread or a process is not shared: its jobs run as any other.
+# Zygotes: a setup the service ships (a task bank's: the host sends it apart from the job)
+# runs once per sandbox, in a zygote forked from the server, and each job of that setup is
+# forked from the zygote: its child starts where the setup left off, as it would have after
+# running it. A zygote is as trusted as the server (it runs no line of any answer and never
+# holds one, only the service's own setup code), runs as root like it, and forks each job's
+# child exactly as the server does: a fresh uid, its own session, rlimits, scratch; the same
+# clean-up follows. A setup that fails, prints, starts a thread or a process, keeps a file
+# open, maps shared memory or writes a file is not shared: its jobs run it themselves.
 ZYGOTE_OOM_SCORE = 500  # the kernel picks a job (1000) first, then a zygote, not the server
-
-
-def _read_line(fd: int) -> bytes | None:
-    line = bytearray()
-    while not line.endswith(b"\n"):
-        byte = os.read(fd, 1)
-        if not byte or len(line) > MAX_REQUEST_LINE:
-            return None
-        line += byte
-    return bytes(line[:-1])
 
 
 def _keep_only(*fds: int) -> None:
@@ -447,9 +486,19 @@ def _keep_only(*fds: int) -> None:
                 os.close(fd)
 
 
+@contextlib.contextmanager
+def _no_sigpipe():
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+
+
 class _Seed:
-    """A process forked from the server before it reads a request (so it never holds a
-    request's token, nor does any job forked from it), waiting to become a zygote."""
+    """A process forked from the server before it reads a request (so it holds no request's
+    token, and no answer: the server wipes each job once delivered), waiting to become a
+    zygote; it is only ever sent a setup, never a job, before it is one."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         commands_in, self._commands = os.pipe()
@@ -464,16 +513,15 @@ class _Seed:
         os.close(commands_in)
         os.close(results_out)
 
-    def become(self, job: bytes) -> _Zygote | None:
-        """Run the job's setup in the seed: a zygote, or None when the setup is not shared."""
+    def become(self, shared: bytes) -> _Zygote | None:
+        """Run the setup in the seed: a zygote, or None when the setup is not shared."""
         with _no_sigpipe(), contextlib.suppress(BrokenPipeError):
-            _write_all(self._commands, b"%d\n" % len(job) + job)
+            _write_all(self._commands, b"%d\n" % len(shared) + shared)
         answer = _read_line(self._results) or b"DECLINED the zygote ended"
         if answer == b"READY":
             return _Zygote(self.pid, self._commands, self._results)
-        print(
-            f"fork server: setup not shared: {answer[9:].decode(errors='replace')}", file=sys.stderr
-        )
+        reason = answer.removeprefix(b"DECLINED ").decode(errors="replace")
+        print(f"fork server: setup not shared: {reason}", file=sys.stderr)
         self.close()
         return None
 
@@ -487,24 +535,20 @@ class _Zygote(_Seed):
     def __init__(self, pid: int, commands: int, results: int) -> None:
         self.pid, self._commands, self._results = pid, commands, results
 
-    def run(self, uid: int, job: bytes) -> int | None:
-        """Fork the job's child under `uid`: its wait status, or None if the zygote is gone."""
+    def deliver(self, uid: int, job: bytearray) -> bool:
+        """Send a job to be forked under `uid`; False if the zygote is gone."""
         try:
             with _no_sigpipe():
-                _write_all(self._commands, b"%d %d\n" % (uid, len(job)) + job)
+                _write_all(self._commands, b"%d %d\n" % (uid, len(job)))
+                _write_all(self._commands, job)
         except BrokenPipeError:
-            return None
+            return False
+        return True
+
+    def wait(self) -> int | None:
+        """The job's wait status, or None if the zygote died first."""
         answer = _read_line(self._results)
         return int(answer) if answer and answer.isdigit() else None
-
-
-@contextlib.contextmanager
-def _no_sigpipe():
-    previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGPIPE, previous)
 
 
 class _Zygotes:
@@ -515,20 +559,13 @@ class _Zygotes:
         self.live: dict[str, _Zygote] = {}  # in order of use
         self.declined: set[str] = set()
 
-    def key_of(self, job: bytes) -> str | None:
-        """The setup a job may share (a shipped one, on the CPU), or None."""
-        if not self.limit:
+    def key_of(self, shared: bytes) -> str | None:
+        if not (self.limit and shared):
             return None
-        try:
-            fields = json.loads(job)
-        except ValueError:
-            return None
-        if not isinstance(fields, dict) or fields.get("shared_setup") is not True:
-            return None
-        if fields.get("device") != "cpu":  # CUDA does not survive a fork
-            return None
-        what = [fields.get("setup"), fields.get("seed"), fields.get("device")]
-        return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+        return hashlib.sha256(shared).hexdigest()
+
+    def may_start(self, key: str | None) -> bool:
+        return key is not None and key not in self.declined
 
     def get(self, key: str) -> _Zygote | None:
         zygote = self.live.pop(key, None)
@@ -554,69 +591,96 @@ class _Zygotes:
             self.drop(key)
 
 
+def _pids() -> set[int]:
+    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
+
+
+def _shared_mappings() -> set[str]:
+    """Writable shared mappings: what a fork would share between the zygote and its jobs."""
+    with open("/proc/self/maps") as f:
+        return {
+            line.strip() for line in f if line.split()[1][1] == "w" and line.split()[1][3] == "s"
+        }
+
+
+def _state() -> tuple:
+    """What a setup must leave as it found it to be shared (besides its own objects)."""
+    return (
+        set(os.listdir("/proc/self/fd")),
+        _shared_mappings(),
+        _layout(SCRATCH),
+        *(_layout(path) for path in SHARED_DIRS),
+    )
+
+
 def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
-    """In a seed: wait for a job, run its setup, then fork a child for each job sent."""
+    """In a seed: wait for a setup, run it, then fork a child for each job sent."""
     header = _read_line(commands)
     if header is None or not header.isdigit() or int(header) > MAX_JOB_BYTES:
         return
-    job_bytes = _read_exact(commands, int(header))
-    if job_bytes is None:
+    shared = _read_exact(commands, int(header))
+    if shared is None:
         return
     from graders import harness
-    from graders.job import Job
 
     with open(f"/proc/{os.getpid()}/oom_score_adj", "w") as f:
         f.write(str(ZYGOTE_OOM_SCORE))
-    job = Job.model_validate_json(job_bytes)
+    fields = json.loads(bytes(shared))
+    setup, seed, device = str(fields["setup"]), int(fields["seed"]), str(fields["device"])
     output = os.memfd_create("setup-output")
     saved = os.dup(1), os.dup(2)
+    before, pids_before = _state(), _pids()
     os.dup2(output, 1)
     os.dup2(output, 2)
     try:
-        status, _, scope = harness.run_setup(job)
+        status, _, scope = harness.run_setup(setup, seed, device)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
     finally:
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
+    started = _pids() - pids_before - {os.getpid()}
+    for pid in started:  # the setup's processes go, whether or not it is shared
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     reason = ""
     if status != "ok":
         reason = "the setup failed"
+    elif device != "cpu":
+        reason = "CUDA does not survive a fork"
     elif os.fstat(output).st_size:
         reason = "the setup printed"
     elif len(os.listdir("/proc/self/task")) > 1:
         reason = "the setup started a thread"
-    else:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(-1, os.WNOHANG)
-            reason = "the setup started a process"
-    os.close(output)
+    elif started:
+        reason = "the setup started a process"
+    elif _state() != before:
+        reason = "the setup left a file open, a shared mapping or a file"
     if reason:
         _write_all(results, b"DECLINED " + reason.encode() + b"\n")
         return
-    prepared = harness.Prepared(job, scope)
-    del job, job_bytes, scope
+    for fd in (output, *saved):
+        os.close(fd)
+    prepared = harness.Prepared(setup, seed, device, scope)
+    del scope, fields
     gc.collect()
     gc.freeze()  # as in the server: no child walks what the setup built
     _write_all(results, b"READY\n")
     while (header := _read_line(commands)) is not None:
-        uid, length = (int(word) for word in header.split())
-        job_bytes = _read_exact(commands, length)
-        if job_bytes is None:
+        words = header.split()
+        if len(words) != 2 or not all(word.isdigit() for word in words):
             return
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(write_end)
-            _child(read_end, uid, args, prepared)
-        os.close(read_end)
-        with _no_sigpipe(), contextlib.suppress(BrokenPipeError):
-            _write_all(write_end, job_bytes)
-        os.close(write_end)
-        del job_bytes
+        uid, length = int(words[0]), int(words[1])
+        job = _read_exact(commands, length)
+        if job is None:
+            return
+        try:
+            pid, write_end = _fork_child(uid, args, prepared)
+            _deliver(write_end, job)
+        finally:
+            _wipe(job)
+            del job
         _, status = os.waitpid(pid, 0)
         _write_all(results, b"%d\n" % status)
 

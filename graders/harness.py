@@ -237,18 +237,36 @@ def preload() -> None:
 
 class Prepared:
     """A task's setup, run once by a fork server's zygote (graders/fork_server.py) for all
-    the jobs it forks: each job's child starts from this scope, as it would after running
-    the setup itself (the seeds were set before the setup, so the random state is the same)."""
+    the jobs it forks: each job's child starts from this scope and these generator states,
+    as it would after running the setup itself (`random` reseeds itself in a forked child,
+    so every state is put back, not just left as inherited)."""
 
-    def __init__(self, job: Any, scope: dict[str, Any]) -> None:
-        self.key = (job.setup, job.seed, job.device)
+    def __init__(self, setup: str, seed: int, device: str, scope: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        self.key = (setup, seed, device)
         self.scope = scope
+        self.states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
 
     def serves(self, job: Any) -> bool:
         return (job.setup, job.seed, job.device) == self.key
 
+    def restore(self) -> None:
+        import random
 
-def run_setup(job: Any) -> tuple[str, dict | None, dict[str, Any]]:
+        import numpy as np
+        import torch
+
+        python_state, numpy_state, torch_state = self.states
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+
+
+def run_setup(setup: str, seed: int, device: str) -> tuple[str, dict | None, dict[str, Any]]:
     """Seed every generator, then run the task's setup: (status, error, scope)."""
     import random
 
@@ -256,12 +274,12 @@ def run_setup(job: Any) -> tuple[str, dict | None, dict[str, Any]]:
     import torch
 
     scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    scope["device"] = torch.device("cuda" if job.device == "cuda" else "cpu")
-    torch.manual_seed(job.seed)
-    np.random.seed(job.seed)
-    random.seed(job.seed)
+    scope["device"] = torch.device("cuda" if device == "cuda" else "cpu")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
     try:
-        exec(compile(job.setup, SETUP_FILENAME, "exec", dont_inherit=True), scope)
+        exec(compile(setup, SETUP_FILENAME, "exec", dont_inherit=True), scope)
     except BaseException as exc:  # the task's own setup failing is the grader's fault
         error = {"message": _exception_line(exc), "traceback": traceback.format_exc()[-8000:]}
         return "setup_error", error, scope
@@ -318,9 +336,10 @@ def main(prepared: Prepared | None = None) -> None:
     shared: dict = {}
     started = clock()
     if prepared is not None and prepared.serves(job):
+        prepared.restore()
         status, error, scope = "ok", None, prepared.scope
     else:
-        status, error, scope = run_setup(job)
+        status, error, scope = run_setup(job.setup, job.seed, job.device)
     timings["setup_s"] = rounded(clock() - started, 4)
 
     def context() -> ObserveContext:

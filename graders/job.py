@@ -34,13 +34,6 @@ class Job(BaseModel):
     seed: int = 0
     max_output_bytes: int = 64 * 1024
     device: Literal["cpu", "cuda"] = "cpu"
-    shared_setup: bool = Field(
-        False,
-        description=(
-            "The setup is code the service ships (a task bank's): a fork server may run it "
-            "once and fork this job from the result."
-        ),
-    )
 
 
 def ready_marker(nonce: str) -> bytes:

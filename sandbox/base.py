@@ -31,6 +31,10 @@ class RunRequest:
     stdin: bytes
     limits: Limits
     ready_marker: bytes = b""  # seen on stdout when the answer starts: its clock starts then
+    # The job's setup, seed and device (JSON) when its setup is code the service ships: a
+    # fork server may run it once and fork the job from it (graders/fork_server.py). Sent
+    # apart from the job, so that what runs it never holds an answer. Others ignore it.
+    shared_setup: bytes = b""
     labels: dict[str, str] = field(default_factory=dict)
 
 

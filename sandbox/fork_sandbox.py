@@ -81,6 +81,8 @@ class DockerForkSandbox(DockerSandbox):
             self.healthy = False
         if not self.reusable():
             self.discard()
+        if fields.get("lost"):
+            raise SandboxError("the fork server lost the job's parent process (a zygote) mid-job")
         return result
 
     def _supervise_job(
@@ -112,7 +114,8 @@ class DockerForkSandbox(DockerSandbox):
         reader = threading.Thread(target=read_job, daemon=True)
         reader.start()
         try:
-            sock.sendall(request_header(len(request.stdin), token) + request.stdin)
+            header = request_header(len(request.stdin), token, len(request.shared_setup))
+            sock.sendall(header + request.shared_setup + request.stdin)
         except OSError as exc:
             kill()
             reader.join(timeout=ENGINE_TIMEOUT_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 
@@ -60,13 +61,16 @@ def run_code(
     job = Job(
         nonce=nonce, task_id=spec.id, setup=spec.setup, code=code, checks=spec.checks,
         seed=spec.seed, max_output_bytes=spec.limits.max_output_bytes, device=device,
-        shared_setup=spec.setup in shipped_setups(settings.tasks_dir),
     )  # fmt: skip
+    shared = b""
+    if device == "cpu" and spec.setup.strip() and spec.setup in shipped_setups(settings.tasks_dir):
+        shared = json.dumps({"setup": spec.setup, "seed": spec.seed, "device": device}).encode()
     request = RunRequest(
         stdin=job.model_dump_json().encode(),
         limits=sandbox_limits(spec, gpu=device == "cuda"),
         ready_marker=ready_marker(nonce),
         labels={"grader.task": spec.id},
+        shared_setup=shared,
     )
     run = backend.run(request)
     facts: Facts | None = None

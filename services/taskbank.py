@@ -31,14 +31,19 @@ def load_tasks(tasks_dir: Path) -> dict[str, CodeTask | ChoiceTask]:
     return tasks
 
 
-@lru_cache(maxsize=8)
 def shipped_setups(tasks_dir: Path) -> frozenset[str]:
     """The setup code of every task in the bank: the service's own code, which a fork
-    server may run once and fork many jobs from (an instructor's setup runs in each job)."""
+    server may run once and fork many jobs from (an instructor's setup runs in each job).
+    Read once per process; a bank that cannot be read shares nothing, until it can be."""
     try:
-        tasks = load_tasks(tasks_dir)
-    except (OSError, SpecError):  # no bank, or a broken one: nothing is shared
+        return _shipped_setups(tasks_dir)
+    except (OSError, SpecError):
         return frozenset()
+
+
+@lru_cache(maxsize=8)
+def _shipped_setups(tasks_dir: Path) -> frozenset[str]:
+    tasks = load_tasks(tasks_dir)
     return frozenset(spec.setup for spec in tasks.values() if isinstance(spec, CodeTask))
 
 

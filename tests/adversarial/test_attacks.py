@@ -134,6 +134,7 @@ ATTACKS = [
         "    if os.path.exists(path):\n        print('FOUND', path)\n"
         "for root, dirs, files in os.walk('/'):\n"
         "    if root in ('/proc', '/sys', '/dev', '/usr'):\n        dirs[:] = []\n        continue\n"
+        "    dirs[:] = [d for d in dirs if d not in ('site-packages', '__pycache__')]\n"
         "    for name in dirs + files:\n"
         "        if name in ('taskbank', 'docker.sock', 'expected') or name.startswith(('finetune-', 'adversarial-')):\n"
         "            print('FOUND', os.path.join(root, name))\n"
@@ -429,18 +430,23 @@ def test_no_trace_of_one_job_reaches_the_next(
 def test_a_job_cannot_reach_its_fork_server(
     fork_backend, attack_spec, attack_expected, settings, scratch_root
 ):
-    """The server and init run as other uids: a job can neither signal nor read them, even
-    from a fresh interpreter without the harness's audit hook."""
+    """The server, init and a zygote (the parent of a job of a shipped setup) run as other
+    uids: a job can neither signal nor read them, even from a fresh interpreter without the
+    harness's audit hook."""
     code = (
         "import os, subprocess, sys\nppid = os.getppid()\n"
-        'probe = f\'open("/proc/{ppid}/mem", "rb").read(1); print("READ")\'\n'
-        "subprocess.run([sys.executable, '-c', probe])\n"
-        "for pid in (1, ppid):\n    try:\n        os.kill(pid, 0)\n        print('SIGNALLED', pid)\n"
+        "with open(f'/proc/{ppid}/status') as f:\n"
+        "    gpid = int([line.split()[1] for line in f if line.startswith('PPid:')][0])\n"
+        "for pid in (ppid, gpid):\n"
+        '    probe = f\'open("/proc/{pid}/mem", "rb").read(1); print("READ")\'\n'
+        "    subprocess.run([sys.executable, '-c', probe])\n"
+        "for pid in {1, ppid, gpid}:\n    try:\n        os.kill(pid, 0)\n        print('SIGNALLED', pid)\n"
         "    except PermissionError:\n        print('refused', pid)\n"
         "print('uid', os.getuid(), os.getgroups())\n"
     )
     result = run_attack(fork_backend, attack_spec, attack_expected, settings, code)
     assert "refused 1" in result.stdout and "SIGNALLED" not in result.stdout, result.stdout
+    assert result.stdout.count("refused") >= 2, result.stdout
     assert "READ" not in result.stdout and "PermissionError" in result.stdout + result.stderr
     assert "uid 0" not in result.stdout and "uid 65534" not in result.stdout
     assert_nothing_left(fork_backend, scratch_root)

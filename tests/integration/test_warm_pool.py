@@ -6,6 +6,8 @@ closing the pool leaves no container, process or scratch dir behind.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -197,18 +199,25 @@ def fork_pool(settings, limits, canary, scratch_root):
     assert_only_waiting_left(pool, scratch_root)
 
 
+def server_with_jobs_left(fork_pool, spec, expected, settings, limits, jobs: int):
+    """The waiting fork server, once it has `jobs` jobs left (an earlier test may have used
+    some of them: correct answers use them up until a fresh server waits)."""
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+    [server] = fork_pool.waiting()
+    while server.jobs_left < jobs:
+        run(fork_pool, spec, expected, settings, CORRECT)
+        assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+        [server] = fork_pool.waiting()
+    return server
+
+
 WHO = "import os\nprint('WHO', os.getuid(), os.getgid(), os.getgroups(), os.getsid(0) == os.getpid())\n"
 
 
 def test_a_fork_server_runs_each_job_under_a_fresh_uid_then_is_replaced(
     fork_pool, spec, expected, settings, limits, scratch_root
 ):
-    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
-    [server] = fork_pool.waiting()
-    while server.jobs_left < 3:  # an earlier test used some of its jobs: start from a fresh one
-        run(fork_pool, spec, expected, settings, CORRECT)
-        assert fork_pool.wait_warm(limits, WARM_WAIT_S)
-        [server] = fork_pool.waiting()
+    server = server_with_jobs_left(fork_pool, spec, expected, settings, limits, 3)
     seen = []
     for _ in range(3):
         result = run(fork_pool, spec, expected, settings, WHO)
@@ -279,12 +288,7 @@ def test_a_shipped_setup_runs_once_and_each_job_forks_from_it(
         "print('SEEN', os.getuid(), float(model.fc.weight.sum()), getattr(model, 'mark', None))\n"
         "model.mark = 'touched'\nmodel.fc.weight.data.zero_()\n"
     )
-    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
-    [server] = fork_pool.waiting()
-    while server.jobs_left < 2:  # both jobs in one server
-        run(fork_pool, spec, expected, settings, CORRECT)
-        assert fork_pool.wait_warm(limits, WARM_WAIT_S)
-        [server] = fork_pool.waiting()
+    server_with_jobs_left(fork_pool, spec, expected, settings, limits, 2)  # both in one server
     seen = []
     for _ in range(2):
         result = run(fork_pool, spec, expected, settings, touch)
@@ -329,4 +333,91 @@ def test_a_shipped_setup_that_prints_is_run_in_each_job_instead(
         result = run(fork_pool, loud, expected, bank, ANCESTRY)
         assert "SETUP SAID HELLO" in result.stdout and forked_by(result)[1] == "1", result.stdout
     assert fork_pool.wait_warm(limits, WARM_WAIT_S)  # a replacement may be starting
+    assert_only_waiting_left(fork_pool, scratch_root)
+
+
+DRAWS = (
+    "import random, numpy, torch\n"
+    "print('DRAWS', random.random(), numpy.random.rand(), float(torch.rand(1)), float(torch.randn(1)))\n"
+)
+
+
+def test_a_job_forked_from_a_zygote_draws_what_a_run_of_its_own_draws(
+    fork_pool, process_backend, spec, expected, settings, limits, scratch_root
+):
+    """Every generator (Python's, NumPy's, torch's) is where the setup left it, as in a run
+    that did the setup itself; Python's would otherwise be reseeded by the fork."""
+    shared = run(fork_pool, spec, expected, settings, ANCESTRY + DRAWS)
+    assert forked_by(shared)[1] != "1", shared.stdout  # a zygote forked it
+    own = grade(
+        spec, Answer(code=ANCESTRY + DRAWS), backend=process_backend, expected=expected,
+        settings=settings,
+    )  # fmt: skip
+    draws = [r.stdout.split("DRAWS ")[1].split()[:4] for r in (shared, own)]
+    assert draws[0] == draws[1], draws
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+    assert_only_waiting_left(fork_pool, scratch_root)
+
+
+def host_pid(client, container: str, pid_in_container: str) -> int:
+    """The host's pid of a process of the container, from its pid inside the container."""
+    for row in client.top(container, ps_args="-eo pid")["Processes"]:
+        with open(f"/proc/{row[0]}/status") as f:
+            nspids = [line.split()[1:] for line in f if line.startswith("NSpid:")][0]
+        if nspids[-1] == pid_in_container:
+            return int(row[0])
+    raise AssertionError(f"no process {pid_in_container} in the container")
+
+
+def kill_and_wait(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if "\nState:\tZ" in f.read():
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} outlived SIGKILL")
+
+
+def test_a_zygote_gone_between_jobs_costs_no_job(
+    fork_pool, spec, expected, settings, limits, scratch_root
+):
+    """Its next job runs all the same (in the child the server keeps waiting), and the job
+    after that gets a new zygote."""
+    server = server_with_jobs_left(fork_pool, spec, expected, settings, limits, 3)
+    first = run(fork_pool, spec, expected, settings, ANCESTRY)
+    zygote = forked_by(first)[0]
+    kill_and_wait(host_pid(fork_pool.backend.client, server.container, zygote))
+    second = run(fork_pool, spec, expected, settings, ANCESTRY + CORRECT)
+    assert (second.outcome, second.score) == ("passed", second.max_score), second.error
+    assert forked_by(second)[1] == "1", second.stdout  # the server's own child took it
+    third = run(fork_pool, spec, expected, settings, ANCESTRY + CORRECT)
+    assert (third.outcome, third.score) == ("passed", third.max_score), third.error
+    assert forked_by(third)[1] != "1" and forked_by(third)[0] != zygote, third.stdout
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+    assert_only_waiting_left(fork_pool, scratch_root)
+
+
+def test_a_zygote_gone_during_a_job_is_the_sandbox_failing_not_the_answer(
+    fork_pool, spec, expected, settings, limits, scratch_root
+):
+    """An internal error (retried, never charged), and the container is replaced."""
+    server = server_with_jobs_left(fork_pool, spec, expected, settings, limits, 2)
+    zygote = forked_by(run(fork_pool, spec, expected, settings, ANCESTRY))[0]
+    pid = host_pid(fork_pool.backend.client, server.container, zygote)
+    killer = threading.Timer(0.8, kill_and_wait, (pid,))
+    killer.start()
+    try:
+        result = run(
+            fork_pool, spec, expected, settings, "import time\ntime.sleep(1.5)\n" + CORRECT
+        )
+    finally:
+        killer.join()
+    assert result.outcome == "internal_error" and "lost" in (result.error or ""), result.error
+    assert not server.alive()
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
     assert_only_waiting_left(fork_pool, scratch_root)
