@@ -17,8 +17,8 @@ no-new-privileges, imports everything the harness needs, then for each job:
 3. when the child exits, a helper running as the job's uid (forked by a small cleaner
    process the server started before its imports) kills every process of that
    uid, empties /tmp and removes what the uid left in /dev/shm and /dev/mqueue; the
-   server then checks that no process, file or System V IPC object of the uid remains,
-   takes /tmp back, and writes `\\nGRADER-JOB-END <token> <fields>\\n`.
+   server takes /tmp back, checks that no process, file or System V IPC object of the
+   uid remains, and writes `\\nGRADER-JOB-END <token> <fields>\\n`.
 
 A job that hit a limit (its child killed or exiting non-zero: the harness exits with
 `LIMIT_EXIT` after a memory or output limit) or left anything it could not clean ends
@@ -382,7 +382,6 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
     span = 2 * args.jobs + 2
     base = UID_LOW + secrets.randbelow(UID_HIGH - UID_LOW - span)
     uids = iter(range(base, base + span))
-    oom_before = _oom_kills()
     # What the server holds now (torch's modules: a million objects) is never collected by a
     # child: a child's first full collection would otherwise walk and write to all of it, a
     # fifth of a second and a copy of every page it touches, in every job.
@@ -412,8 +411,15 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
                 key = zygotes.key_of(shared)
                 zygote = zygotes.get(key) if key is not None else None
                 if zygote is None and seed is not None and zygotes.may_start(key):
+                    # /tmp as the server had it for its imports: the runtime may be mounted
+                    # under it; what the setup writes there is checked and removed
+                    os.chown(SCRATCH, 0, 0)
+                    os.chmod(SCRATCH, 0o711)
                     zygote, seed = seed.become(shared), None
                     zygotes.add(key, zygote)
+                # Counted from here: a kill before the job (a zygote's setup out of memory,
+                # say) is not the job's doing.
+                oom_before = _oom_kills()
                 if zygote is not None:
                     uid = next(uids)
                     _give_scratch(uid)
@@ -427,9 +433,14 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
                 if status is None:
                     pid, write_end, uid = waiting
                     waiting = None
-                    _give_scratch(uid)
-                    _deliver(write_end, job)
-                    _, status = os.waitpid(pid, 0)
+                    ended, status = os.waitpid(pid, os.WNOHANG)
+                    lost = ended != 0  # it died waiting (killed out of memory): not the job
+                    if not lost:
+                        _give_scratch(uid)
+                        _deliver(write_end, job)
+                        _, status = os.waitpid(pid, 0)
+                    else:
+                        os.close(write_end)
             finally:
                 _wipe(job)
                 del job
@@ -603,14 +614,53 @@ def _shared_mappings() -> set[str]:
         }
 
 
+def _ipc_objects() -> list[str]:
+    found = []
+    for table in SYSV_IPC:
+        with contextlib.suppress(OSError), open(table) as f:
+            found += f.read().splitlines()[1:]
+    return found
+
+
+SETUP_DIRS = (SCRATCH, *SHARED_DIRS)  # where a setup could leave a file for its jobs
+
+
 def _state() -> tuple:
-    """What a setup must leave as it found it to be shared (besides its own objects)."""
+    """What a setup must leave as it found it to be shared, besides its own objects."""
     return (
         set(os.listdir("/proc/self/fd")),
         _shared_mappings(),
-        _layout(SCRATCH),
-        *(_layout(path) for path in SHARED_DIRS),
+        _ipc_objects(),
+        *(_layout(path) for path in SETUP_DIRS),
     )
+
+
+def _undo(before: tuple, pids_before: set[int]) -> bool:
+    """Kill the processes a setup started and remove the files it left in the shared
+    directories and /tmp; whether any process was found."""
+    started = False
+    for _ in range(KILL_ROUNDS):
+        new = _pids() - pids_before - {os.getpid()}
+        if not new:
+            break
+        started = True
+        for pid in new:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        time.sleep(0.002)
+    for path, layout in zip(SETUP_DIRS, before[3:], strict=True):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(path):
+                if entry.name not in layout:
+                    with contextlib.suppress(OSError):
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path)
+                        else:
+                            os.unlink(entry.path)
+    return started
 
 
 def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
@@ -633,20 +683,18 @@ def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
     os.dup2(output, 1)
     os.dup2(output, 2)
     try:
-        status, _, scope = harness.run_setup(setup, seed, device)
+        status, error, scope = harness.run_setup(setup, seed, device)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
     finally:
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
-    started = _pids() - pids_before - {os.getpid()}
-    for pid in started:  # the setup's processes go, whether or not it is shared
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    changed = _state() != before
+    started = _undo(before, pids_before)  # what the setup started or left goes, shared or not
     reason = ""
     if status != "ok":
-        reason = "the setup failed"
+        reason = f"the setup failed: {(error or {}).get('message', '')}"[:200]
     elif device != "cpu":
         reason = "CUDA does not survive a fork"
     elif os.fstat(output).st_size:
@@ -655,8 +703,8 @@ def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
         reason = "the setup started a thread"
     elif started:
         reason = "the setup started a process"
-    elif _state() != before:
-        reason = "the setup left a file open, a shared mapping or a file"
+    elif changed:
+        reason = "the setup left a file open, a shared mapping, a shared file or an IPC object"
     if reason:
         _write_all(results, b"DECLINED " + reason.encode() + b"\n")
         return

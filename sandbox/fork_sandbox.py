@@ -1,8 +1,8 @@
 """The fast path, host side: one warm container that runs many jobs through its fork server.
 
 The container runs `graders.fork_server` (see there for what happens inside). The host
-keeps the attach stream open and, per job, writes `JOB <length> <token>` and the job,
-then reads the job's output up to the end line that carries the token, which only the
+keeps the attach stream open and, per job, writes `JOB <length> <token> <shared length>`,
+the setup it may share (`RunRequest.shared_setup`) and the job, then reads the job's output up to the end line that carries the token, which only the
 server learns, after the job's child was forked. The job's answer clock starts at the
 harness's ready marker, as in a one-job sandbox.
 
