@@ -421,8 +421,7 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
                 # say) is not the job's doing.
                 oom_before = _oom_kills()
                 if zygote is not None:
-                    uid = next(uids)
-                    _give_scratch(uid)
+                    uid = next(uids)  # the zygote gives it /tmp as it forks the child
                     if zygote.deliver(uid, job):
                         status = zygote.wait()
                         if status is None:  # the zygote died: the job's end is unknown
@@ -609,9 +608,8 @@ def _pids() -> set[int]:
 def _shared_mappings() -> set[str]:
     """Writable shared mappings: what a fork would share between the zygote and its jobs."""
     with open("/proc/self/maps") as f:
-        return {
-            line.strip() for line in f if line.split()[1][1] == "w" and line.split()[1][3] == "s"
-        }
+        lines = [(line.strip(), line.split()[1]) for line in f]
+    return {line for line, perms in lines if perms[1] == "w" and perms[3] == "s"}  # rw-s
 
 
 def _ipc_objects() -> list[str]:
@@ -652,14 +650,7 @@ def _undo(before: tuple, pids_before: set[int]) -> bool:
                 pass
         time.sleep(0.002)
     for path, layout in zip(SETUP_DIRS, before[3:], strict=True):
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(path):
-                if entry.name not in layout:
-                    with contextlib.suppress(OSError):
-                        if entry.is_dir(follow_symlinks=False):
-                            shutil.rmtree(entry.path)
-                        else:
-                            os.unlink(entry.path)
+        _empty(path, os.getuid(), keep=frozenset(layout))
     return started
 
 
