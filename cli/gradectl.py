@@ -176,12 +176,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         "timeout_keep_alive": 30,
     }
     if args.workers > 1:
-        # Processes of their own import the app by name; each reads the same environment.
-        uvicorn.run(
-            "api.main:create_app", factory=True, workers=args.workers, log_level="info", **where
-        )
-    else:
-        uvicorn.run(create_app(settings), log_level="info", **where)
+        # Processes of their own, each with its own socket on the port; each imports the app
+        # by name and reads the same environment.
+        from api.server import serve
+
+        host, port = where.pop("host"), where.pop("port")
+        return serve(host, port, args.workers, log_level="info", **where)
+    uvicorn.run(create_app(settings), log_level="info", **where)
     return 0
 
 

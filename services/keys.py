@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from db.models import ApiKey, now
@@ -64,12 +65,19 @@ def create_key(
 
 
 def authenticate(session: Session, key: str) -> Principal | None:
-    row = session.execute(
-        select(
-            ApiKey.id, ApiKey.role, ApiKey.course, ApiKey.student_id, ApiKey.webhook_secret
-        ).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-    ).first()
-    return None if row is None else Principal(*row)
+    return authenticate_many(session, [key]).get(key)
+
+
+_PRINCIPALS = select(
+    ApiKey.key_hash, ApiKey.id, ApiKey.role, ApiKey.course, ApiKey.student_id, ApiKey.webhook_secret
+).where(ApiKey.key_hash.in_(bindparam("hashes", expanding=True)), ApiKey.revoked_at.is_(None))
+
+
+def authenticate_many(session: Session, keys: Iterable[str]) -> dict[str, Principal]:
+    """The principal of each key that is known and not revoked, in one query."""
+    by_hash = {hash_key(key): key for key in keys}
+    rows = session.connection().execute(_PRINCIPALS, {"hashes": list(by_hash)})
+    return {by_hash[digest]: Principal(*rest) for digest, *rest in rows}
 
 
 def list_keys(session: Session) -> list[ApiKey]:

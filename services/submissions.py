@@ -1,4 +1,5 @@
-"""Submissions: accept (attempt limits, idempotency), grade in the worker, store the one result.
+"""Submissions: read, regrade, grade in the worker, store the one result (services/intake.py
+accepts them).
 
 The database row is the source of truth; a queue message carries only the id. Each
 grading try gets a fresh `attempt_token`; only the try holding the current token may
@@ -12,162 +13,33 @@ recorded without charging the student's attempt.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import secrets
 import socket
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
 from db.models import AttemptCounter, Submission, TaskVersion, WebhookDelivery, aware, now
-from graders.errors import AnswerError
 from graders.result import GradeResult
 from graders.spec import ChoiceTask, CodeTask
 from sandbox.base import SandboxBackend
 from services import catalog
-from services.answers import Answer, check_code, fill_blanks
-from services.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
+from services.answers import Answer
+from services.errors import NotFound
 from services.grading import grade, internal_error
 from services.keys import Principal
-from services.webhooks import check_callback_url
 
 MAX_STUDENT_ID = 200
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 MAX_RESULT_BYTES = 256 * 1024  # one stored result, as JSON
 MAX_STORED_OUTPUT_CHARS = 64 * 1024  # the student's stdout and stderr, each, as stored
 MAX_STORED_TEXT_CHARS = 8 * 1024  # an error, a check's message, a feedback line or a note
-
-
-@dataclass(frozen=True)
-class NewSubmission:
-    task_id: str
-    student_id: str
-    code: str | None = None
-    blanks: dict[int, str] | None = None
-    choice: str | None = None
-    callback_url: str | None = None
-
-
-def _validate_answer(spec: CodeTask | ChoiceTask, new: NewSubmission, settings: Settings) -> None:
-    given = [v is not None for v in (new.code, new.blanks, new.choice)]
-    if sum(given) != 1:
-        raise InvalidInput("send exactly one of code, blanks or choice")
-    if isinstance(spec, ChoiceTask):
-        if new.choice is None:
-            raise InvalidInput(f"task {spec.id} is multiple choice: send `choice`")
-        return
-    if new.choice is not None:
-        raise InvalidInput(f"task {spec.id} is graded on code: send `code` or `blanks`")
-    try:
-        if new.code is not None:
-            if len(new.code.encode("utf-8", errors="surrogatepass")) > settings.max_code_bytes:
-                raise TooLarge(f"the code is larger than {settings.max_code_bytes:,} bytes")
-            check_code(new.code, settings.max_code_bytes)
-        else:
-            check_code(fill_blanks(spec, new.blanks), settings.max_code_bytes)
-    except AnswerError as exc:
-        raise InvalidInput(str(exc)) from None
-
-
-@dataclass(frozen=True)
-class Accepted:
-    row: Submission
-    created: bool  # False: the idempotency key's first submission, returned again
-    attempts_left: int | None
-
-
-def create(
-    session: Session,
-    who: Principal,
-    new: NewSubmission,
-    idempotency_key: str | None,
-    settings: Settings,
-) -> Accepted:
-    """Accept a submission: count the attempt and store the row, in the caller's transaction.
-
-    Four statements on the way of a new submission (task lookup, attempt count, insert, and
-    the idempotency lookup when a key is sent); the spec comes from the catalog's cache.
-    """
-    if idempotency_key is not None:
-        existing = session.scalar(
-            select(Submission).where(
-                Submission.client_key_id == who.key_id,
-                Submission.idempotency_key == idempotency_key,
-            )
-        )
-        if existing is not None:
-            return Accepted(existing, False, attempts_left(session, existing))
-    if not new.student_id or len(new.student_id) > MAX_STUDENT_ID:
-        raise InvalidInput(f"student_id must be 1 to {MAX_STUDENT_ID} characters")
-    if who.role == "student" and new.student_id != who.student_id:
-        raise Forbidden("a student may only submit as themselves")
-    if who.role == "instructor":
-        raise Forbidden("instructors do not submit answers; use an lms or student key")
-    task = catalog.submittable(session, new.task_id, who)
-    spec = task.spec
-    _validate_answer(spec, new, settings)
-    if new.callback_url is not None:
-        check_callback_url(new.callback_url, settings)
-    course = task.course or who.course or ""
-    used = count_attempt(session, task.task_id, course, new.student_id, spec.max_attempts)
-    if used is None:
-        raise Conflict(
-            f"no attempts left: {new.student_id} has used all {spec.max_attempts} attempts at {task.task_id}"
-        )
-    row = Submission(
-        task_id=task.task_id, task_version_id=task.version_id, course=course or None,
-        student_id=new.student_id, client_key_id=who.key_id, idempotency_key=idempotency_key,
-        code=new.code, blanks={str(k): v for k, v in new.blanks.items()} if new.blanks else None,
-        choice=new.choice, callback_url=new.callback_url, queue=queue_for(spec, settings),
-    )  # fmt: skip
-    session.add(row)
-    try:
-        session.flush()
-    except IntegrityError:  # the same idempotency key sent concurrently: answer with that row
-        session.rollback()  # the attempt counted above goes with it
-        return create(session, who, new, idempotency_key, settings)
-    left = None if spec.max_attempts is None else max(0, spec.max_attempts - used)
-    return Accepted(row, True, left)
-
-
-def count_attempt(
-    session: Session, task_id: str, course: str, student_id: str, limit: int | None
-) -> int | None:
-    """Count one attempt in a single statement; the attempts used after it, or None (and
-    nothing counted) when all `limit` are used. The upsert locks the counter's row, so
-    concurrent submissions of one student are counted one after the other."""
-    if limit is not None and limit <= 0:
-        return None
-    table = AttemptCounter.__table__
-    insert_ = (
-        postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    )
-    statement = insert_(table).values(task_id=task_id, course=course, student_id=student_id, used=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.task_id, table.c.course, table.c.student_id],
-        set_={"used": table.c.used + 1},
-        where=table.c.used < limit if limit is not None else None,
-    ).returning(table.c.used)
-    return session.execute(statement).scalar()
-
-
-def queue_for(spec: CodeTask | ChoiceTask, settings: Settings) -> str:
-    if isinstance(spec, CodeTask) and (
-        spec.limits.gpu == "required" or (spec.limits.gpu == "optional" and settings.gpu == "on")
-    ):
-        return "gpu"
-    return "cpu"
 
 
 def attempts_left(session: Session, row: Submission) -> int | None:
@@ -440,46 +312,6 @@ def stuck(
         requeue(session, row)
         requeued.append(sid)
     return requeued
-
-
-class QueueGauge:
-    """How many submissions wait, for the API's 503 above `max_queue_length`.
-
-    Counting them on every POST would scan the queue exactly when it is long. The gauge
-    counts at most once a second while the queue is under half the limit (adding what this
-    process accepted since), and on every request above that, so the limit itself holds
-    exactly; other API processes' acceptances within that second fall in the margin.
-    """
-
-    FRESH_S = 1.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counted_at = -math.inf
-        self._queued = 0
-
-    def queued(self, session: Session, limit: int) -> int:
-        with self._lock:
-            estimate = self._queued
-            fresh = time.monotonic() - self._counted_at < self.FRESH_S
-        if fresh and estimate < limit // 2:
-            return estimate
-        waiting = select(Submission.id).where(Submission.status == "queued").limit(limit)
-        counted = session.scalar(select(func.count()).select_from(waiting.subquery())) or 0
-        with self._lock:
-            self._queued, self._counted_at = counted, time.monotonic()
-        return counted
-
-    def accepted(self) -> None:
-        with self._lock:
-            self._queued += 1
-
-
-_gauges: dict[str, QueueGauge] = {}
-
-
-def queue_gauge(database_url: str) -> QueueGauge:
-    return _gauges.setdefault(database_url, QueueGauge())
 
 
 def queue_depth(session: Session) -> dict[str, int]:

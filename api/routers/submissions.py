@@ -7,22 +7,19 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import PrincipalDep, SessionDep, SettingsDep, StaffDep, api_key_of, principal_of
+from api.deps import PrincipalDep, SessionDep, SettingsDep, StaffDep, api_key_of
+from api.intake import MAX_IDEMPOTENCY_KEY, Posted
 from api.schemas import SubmissionIn
 from core.settings import Settings
 from db.models import Submission
 from db.session import session_scope
 from services import queue, submissions, webhooks
-from services.errors import InvalidInput, Unavailable
 from services.keys import Principal
 
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
-MAX_IDEMPOTENCY_KEY = 200  # characters; the column's size
 
 
 SUBMISSION_BODY = {
@@ -54,55 +51,15 @@ async def submit(
     first submission when the `Idempotency-Key` was seen before).
 
     The hot path of the API: the key is checked, the body parsed, the attempt counted and
-    the row stored in one worker thread and one transaction (one hop, not one per
-    dependency), and the queue's length is read from a gauge, not counted each time.
+    the row stored with the submissions posted at the same moment, in one transaction
+    (api/intake.py); each is judged on its own.
     """
-    key = api_key_of(authorization, x_api_key)
-    raw = await request.body()
-    settings: Settings = request.app.state.settings
-    accepted = await run_in_threadpool(_accept, settings, key, raw, idempotency_key)
+    posted = Posted(api_key_of(authorization, x_api_key), await request.body(), idempotency_key)
+    accepted = await request.app.state.intake.accept(posted)
     return JSONResponse(
         submissions.public(accepted.row, accepted.attempts_left),
         status_code=202 if accepted.created else 200,
     )
-
-
-def _accept(
-    settings: Settings, key: str, raw: bytes, idempotency_key: str | None
-) -> submissions.Accepted:
-    gauge = submissions.queue_gauge(settings.effective_database_url)
-    with session_scope(settings.effective_database_url) as session:
-        who = principal_of(session, key)
-        body = _parse(raw)
-        if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
-            raise InvalidInput(
-                f"the Idempotency-Key header is longer than {MAX_IDEMPOTENCY_KEY} characters"
-            )
-        depth = gauge.queued(session, settings.max_queue_length)
-        if depth >= settings.max_queue_length:
-            raise Unavailable(
-                f"the queue is full ({depth:,} submissions waiting); try again shortly",
-                retry_after_s=10,
-            )
-        new = submissions.NewSubmission(
-            body.task_id, body.student_id, body.code, body.blanks, body.choice, body.callback_url
-        )
-        accepted = submissions.create(session, who, new, idempotency_key, settings)
-    if accepted.created:  # committed: now the worker may see it
-        gauge.accepted()
-        queue.grade(settings, accepted.row.id, accepted.row.queue)
-    return accepted
-
-
-def _parse(raw: bytes) -> SubmissionIn:
-    """The body, checked as FastAPI would check a declared one (after the key, so a caller
-    without a valid key learns nothing from the answer)."""
-    try:
-        return SubmissionIn.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from None
 
 
 @router.get("/{submission_id}")

@@ -164,12 +164,13 @@ def log_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("service-logs")
 
 
-def start_api(env: dict[str, str], log_dir: Path, name: str = "api") -> tuple[Process, str]:
+def start_api(
+    env: dict[str, str], log_dir: Path, name: str = "api", *args: str
+) -> tuple[Process, str]:
     """`gradectl serve` on a free port, returned once ready (database, broker, sandbox)."""
     port = _free_port()
-    server = Process(
-        name, [sys.executable, "-m", "cli.gradectl", "serve", "--port", str(port)], env, log_dir
-    )
+    argv = [sys.executable, "-m", "cli.gradectl", "serve", "--port", str(port), *args]
+    server = Process(name, argv, env, log_dir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     try:

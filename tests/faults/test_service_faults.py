@@ -17,7 +17,7 @@ from db.models import AttemptCounter, Submission, now
 from db.session import migrate, session_scope
 from graders.result import CheckResult, GradeResult
 from graders.spec import parse_spec
-from services import catalog, keys, submissions, webhooks
+from services import catalog, intake, keys, submissions, webhooks
 from tests.e2e.conftest import choice_spec, fresh_database
 
 pytestmark = [pytest.mark.postgres]
@@ -43,9 +43,9 @@ def lms(settings):
 
 @pytest.fixture
 def accepted(settings, lms, request) -> str:
-    new = submissions.NewSubmission(TASK, request.node.name[:60], choice="A")
+    new = intake.NewSubmission(TASK, request.node.name[:60], choice="A")
     with session_scope(settings.effective_database_url) as session:
-        made = submissions.create(session, lms, new, None, settings)
+        made = intake.create(session, lms, new, None, settings)
         assert made.created
         return made.row.id
 

@@ -1,0 +1,91 @@
+"""Runs the API's processes: each listens on the port with a socket of its own
+(SO_REUSEPORT), so the kernel spreads new connections evenly among them.
+
+With one socket shared by all processes (uvicorn's own `--workers`), the process that
+wakes first accepts every connection waiting: 50 keep-alive clients connecting at once
+ended 40 on one process and 10 on the other, and the busy process's clients waited twice
+as long as the idle one's. Each process here has its own accept queue, and the kernel
+hashes each connection to one of them.
+
+A process that dies is started again; SIGTERM or SIGINT stops them all (each finishes the
+requests it has in flight, as uvicorn does).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger("grader.api")
+STOP_GRACE_S = 30.0
+BACKLOG = 2048
+
+
+def listening_socket(host: str, port: int, shared: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _process(host: str, port: int, options: dict[str, Any]) -> None:
+    sock = listening_socket(host, port, shared=True)
+    sock.listen(BACKLOG)
+    config = uvicorn.Config("api.main:create_app", factory=True, **options)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve(host: str, port: int, processes: int, **options: Any) -> int:
+    """Serve on host:port with `processes` API processes until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    try:  # a port another program holds is an error, not a port silently shared with it
+        listening_socket(host, port, shared=False).close()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc)
+        return 1
+    context = multiprocessing.get_context("spawn")
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_process, args=(host, port, options), daemon=False)
+        process.start()
+        return process
+
+    running = [start() for _ in range(processes)]
+    log.info("API on http://%s:%d in %d processes %s", host, port, processes,
+             [p.pid for p in running])  # fmt: skip
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in running:
+            if process.is_alive():
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        for i, process in enumerate(running):
+            if not process.is_alive() and not stopping:
+                log.warning("API process %s ended (%s); starting another", process.pid,
+                            process.exitcode)  # fmt: skip
+                running[i] = start()
+        time.sleep(0.5)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in running:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+    sys.stdout.flush()
+    return 0
