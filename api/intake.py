@@ -32,7 +32,7 @@ from api.schemas import SubmissionIn
 from core.settings import Settings
 from db.session import session_scope
 from services import intake, queue
-from services.errors import InvalidInput, Unavailable
+from services.errors import InvalidInput
 from services.keys import authenticate_many
 
 MAX_IDEMPOTENCY_KEY = 200  # characters; the column's size
@@ -72,6 +72,7 @@ class Intake:
         return outcome
 
     async def _drain(self) -> None:
+        group: list[tuple[Posted, asyncio.Future]] = []
         try:
             while self._waiting:
                 group = self._waiting[: self.max_group]
@@ -87,6 +88,9 @@ class Intake:
                         future.set_result(outcome)
         finally:
             self._busy -= 1
+            for _, future in group:  # stopped mid-group (the process is shutting down)
+                if not future.done():
+                    future.set_result(RuntimeError("the API stopped before storing this"))
 
 
 def accept_group(settings: Settings, group: list[Posted]) -> list[intake.Outcome]:
@@ -130,16 +134,12 @@ def _accept_together(settings: Settings, group: list[Posted]) -> list[intake.Out
                 entries.append((i, _entry(posted, principals)))
             except Exception as exc:
                 outcomes[i] = exc
-        if entries:
-            room = settings.max_queue_length - gauge.queued(session, settings.max_queue_length)
-            for i, _ in entries[max(0, room) :]:
-                outcomes[i] = Unavailable(
-                    f"the queue is full ({settings.max_queue_length:,} submissions waiting);"
-                    " try again shortly",
-                    retry_after_s=10,
-                )
-            entries = entries[: max(0, room)]
-        made = intake.create_many(session, [entry for _, entry in entries], settings)
+        room = (
+            settings.max_queue_length - gauge.queued(session, settings.max_queue_length)
+            if entries
+            else 0
+        )
+        made = intake.create_many(session, [entry for _, entry in entries], settings, room)
         for (i, _), outcome in zip(entries, made, strict=True):
             outcomes[i] = outcome
     created = [o.row for o in outcomes if isinstance(o, intake.Accepted) and o.created]

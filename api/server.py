@@ -26,6 +26,7 @@ import uvicorn
 log = logging.getLogger("grader.api")
 STOP_GRACE_S = 30.0
 BACKLOG = 2048
+RESTART_AFTER_S = 10.0  # a process that lived this long is started again at once
 
 
 def listening_socket(host: str, port: int, shared: bool) -> socket.socket:
@@ -60,27 +61,36 @@ def serve(host: str, port: int, processes: int, **options: Any) -> int:
         process.start()
         return process
 
-    running = [start() for _ in range(processes)]
-    log.info("API on http://%s:%d in %d processes %s", host, port, processes,
-             [p.pid for p in running])  # fmt: skip
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for process in running:
-            if process.is_alive():
-                process.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    running = [start() for _ in range(processes)]
+    started = [time.monotonic()] * processes
+    log.info("API on http://%s:%d in %d processes %s", host, port, processes,
+             [p.pid for p in running])  # fmt: skip
+    delays, due = [0.5] * processes, [None] * processes
     while not stopping:
+        now = time.monotonic()
         for i, process in enumerate(running):
-            if not process.is_alive() and not stopping:
-                log.warning("API process %s ended (%s); starting another", process.pid,
-                            process.exitcode)  # fmt: skip
-                running[i] = start()
-        time.sleep(0.5)
+            if process.is_alive():
+                continue
+            if due[i] is None:  # one that fails at start (no database) waits longer each time
+                lived = now - started[i]
+                delays[i] = 0.5 if lived > RESTART_AFTER_S else min(delays[i] * 2, 30.0)
+                due[i] = now + delays[i]
+                log.warning("API process %s ended (%s) after %.0f s; another in %.1f s",
+                            process.pid, process.exitcode, lived, delays[i])  # fmt: skip
+            elif now >= due[i]:
+                running[i], started[i], due[i] = start(), now, None
+        time.sleep(0.2)
+    for process in running:
+        if process.is_alive():
+            process.terminate()
     deadline = time.monotonic() + STOP_GRACE_S
     for process in running:
         process.join(max(0.0, deadline - time.monotonic()))

@@ -473,10 +473,12 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
             seed.close()
 
 
-# Zygotes: a setup the service ships (a task bank's: the host sends it apart from the job)
-# runs once per sandbox, in a zygote forked from the server, and each job of that setup is
-# forked from the zygote: its child starts where the setup left off, as it would have after
-# running it. A zygote is as trusted as the server (it runs no line of any answer and never
+# Zygotes: a setup the service ships (a task bank's: the host sends it apart from the job,
+# with the task's checks) runs once per sandbox, in a zygote forked from the server, and the
+# checks are prepared after it (a training loop's batches copied, its loss measured, its
+# instrumentation installed); each job of that setup and those checks is forked from the
+# zygote: its child starts where the setup and the preparation left off, as it would have
+# after running them. A zygote is as trusted as the server (it runs no line of any answer and never
 # holds one, only the service's own setup code), runs as root like it, and forks each job's
 # child exactly as the server does: a fresh uid, its own session, rlimits, scratch; the same
 # clean-up follows. A setup that fails, prints, starts a thread or a process, keeps a file
@@ -668,13 +670,21 @@ def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
         f.write(str(ZYGOTE_OOM_SCORE))
     fields = json.loads(bytes(shared))
     setup, seed, device = str(fields["setup"]), int(fields["seed"]), str(fields["device"])
+    from pydantic import TypeAdapter
+
+    from graders.checks import CheckSpec
+
+    checks = TypeAdapter(list[CheckSpec]).validate_python(fields.get("checks", []))
     output = os.memfd_create("setup-output")
     saved = os.dup(1), os.dup(2)
     before, pids_before = _state(), _pids()
     os.dup2(output, 1)
     os.dup2(output, 2)
+    prepared = None
     try:
         status, error, scope = harness.run_setup(setup, seed, device)
+        if status == "ok" and device == "cpu":  # the checks' preparation is shared with it
+            prepared = harness.Prepared(setup, seed, device, checks, scope)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -701,7 +711,6 @@ def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
         return
     for fd in (output, *saved):
         os.close(fd)
-    prepared = harness.Prepared(setup, seed, device, scope)
     del scope, fields
     gc.collect()
     gc.freeze()  # as in the server: no child walks what the setup built

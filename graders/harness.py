@@ -235,24 +235,65 @@ def preload() -> None:
     torch.manual_seed(0)
 
 
+def make_encoder():
+    """JSON text from plain values, by the C encoder (no attribute of the value is consulted)."""
+    return _json.make_encoder(
+        None, None, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+
+
+def prepare_checks(scope: dict[str, Any], seed: int, checks: list, encode) -> tuple:
+    """Each check's `prepare`, before the answer runs: (the state the checks share, the
+    observers in the order they run, calls into the answer's code last, and the
+    observations of the checks that could not prepare)."""
+    from graders import introspect
+    from graders.checks import REGISTRY
+
+    shared: dict = {}
+    observers = []  # (executes the answer's code, name, observe function, check)
+    observations: dict[str, str] = {}
+    for check in checks:
+        module = REGISTRY[check.type]
+        prepare = getattr(module, "prepare", None)
+        try:
+            if prepare is not None:
+                prepare(ObserveContext(scope, seed, introspect, shared), check)
+            observers.append(
+                (getattr(module, "EXECUTES_ANSWER", False), check.name, module.observe, check)
+            )
+        except BaseException as exc:
+            observations[check.name] = "".join(
+                encode({"error": f"could not prepare: {_exception_line(exc)}"}, 0)
+            )
+    observers.sort(key=lambda item: item[0])
+    return shared, observers, observations
+
+
 class Prepared:
-    """A task's setup, run once by a fork server's zygote (graders/fork_server.py) for all
-    the jobs it forks: each job's child starts from this scope and these generator states,
-    as it would after running the setup itself (`random` reseeds itself in a forked child,
+    """A task's setup and its checks' preparation, run once by a fork server's zygote
+    (graders/fork_server.py) for all the jobs it forks: each job's child starts from this
+    scope, these prepared checks and these generator states, as it would after running
+    the setup and preparing the checks itself (`random` reseeds itself in a forked child,
     so every state is put back, not just left as inherited)."""
 
-    def __init__(self, setup: str, seed: int, device: str, scope: dict[str, Any]) -> None:
+    def __init__(
+        self, setup: str, seed: int, device: str, checks: list, scope: dict[str, Any]
+    ) -> None:
         import random
 
         import numpy as np
         import torch
 
         self.key = (setup, seed, device)
+        self.checks = list(checks)
         self.scope = scope
+        self.shared, self.observers, self.observations = prepare_checks(
+            scope, seed, self.checks, make_encoder()
+        )
         self.states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
 
     def serves(self, job: Any) -> bool:
-        return (job.setup, job.seed, job.device) == self.key
+        return (job.setup, job.seed, job.device) == self.key and list(job.checks) == self.checks
 
     def restore(self) -> None:
         import random
@@ -300,9 +341,7 @@ def main(prepared: Prepared | None = None) -> None:
         tuple,
     )
     length, to_str, rounded, clock = len, str, round, time.perf_counter
-    encode = _json.make_encoder(
-        None, None, _json.encode_basestring_ascii, None, ":", ",", False, False, True
-    )
+    encode = make_encoder()
     update_dict, builtins_dict = dict.update, builtins.__dict__
     in_thread, observe_in_thread = _in_thread, _observe
 
@@ -311,7 +350,6 @@ def main(prepared: Prepared | None = None) -> None:
     if prepared is None:  # (a zygote imported it all, and seeding again would undo its setup)
         preload()
     from graders import introspect
-    from graders.checks import REGISTRY
     from graders.checks.base import ObservationError
     from graders.job import MAX_JOB_BYTES, Job, frame_header, ready_marker
 
@@ -332,36 +370,18 @@ def main(prepared: Prepared | None = None) -> None:
 
     notes: list[str] = []
     timings: dict[str, float] = {}
-    observations: dict[str, str] = {}
-    shared: dict = {}
     started = clock()
     if prepared is not None and prepared.serves(job):
         prepared.restore()
         status, error, scope = "ok", None, prepared.scope
+        shared, observers = prepared.shared, prepared.observers
+        observations: dict[str, str] = dict(prepared.observations)
     else:
         status, error, scope = run_setup(job.setup, job.seed, job.device)
+        shared, observers, observations = (
+            prepare_checks(scope, job.seed, job.checks, encode) if status == "ok" else ({}, [], {})
+        )
     timings["setup_s"] = rounded(clock() - started, 4)
-
-    def context() -> ObserveContext:
-        return ObserveContext(scope, job.seed, introspect, shared)
-
-    checks = list(job.checks)
-    observers = []  # (name, observe function, check): calls into the answer's code go last
-    if status == "ok":
-        for check in checks:
-            module = REGISTRY[check.type]
-            prepare = getattr(module, "prepare", None)
-            try:
-                if prepare is not None:
-                    prepare(context(), check)
-                observers.append(
-                    (getattr(module, "EXECUTES_ANSWER", False), check.name, module.observe, check)
-                )
-            except BaseException as exc:
-                observations[check.name] = "".join(
-                    encode({"error": f"could not prepare: {_exception_line(exc)}"}, 0)
-                )
-        observers.sort(key=lambda item: item[0])
     code, compile_message = _compile_answer(job.code) if status == "ok" else (None, None)
     if compile_message is not None:
         status, error = "compile_error", {"message": compile_message, "traceback": compile_message}

@@ -54,8 +54,9 @@ def run_code(
 ) -> tuple[RunSummary, Facts | None]:
     """One sandbox run of `code` after the task's setup, observed by the task's checks.
 
-    A setup the task bank ships may be run once by a fork server for many jobs (a zygote);
-    any other setup runs in each job's own process, at the answer's privileges."""
+    A setup the task bank ships may be run once by a fork server for many jobs (a zygote,
+    which prepares the checks after it too); any other setup runs in each job's own
+    process, at the answer's privileges."""
     device, notes = choose_device(spec, backend)
     nonce = secrets.token_hex(16)
     job = Job(
@@ -64,7 +65,10 @@ def run_code(
     )  # fmt: skip
     shared = b""
     if device == "cpu" and spec.setup.strip() and spec.setup in shipped_setups(settings.tasks_dir):
-        shared = json.dumps({"setup": spec.setup, "seed": spec.seed, "device": device}).encode()
+        checks = [check.model_dump(mode="json") for check in job.checks]
+        shared = json.dumps(
+            {"setup": spec.setup, "seed": spec.seed, "device": device, "checks": checks}
+        ).encode()
     request = RunRequest(
         stdin=job.model_dump_json().encode(),
         limits=sandbox_limits(spec, gpu=device == "cuda"),

@@ -34,7 +34,7 @@ from graders.errors import AnswerError
 from graders.spec import ChoiceTask, CodeTask
 from services import catalog
 from services.answers import check_code, fill_blanks
-from services.errors import Conflict, Forbidden, InvalidInput, TooLarge
+from services.errors import Conflict, Forbidden, InvalidInput, TooLarge, Unavailable
 from services.keys import Principal
 from services.submissions import MAX_STUDENT_ID, attempts_left
 from services.webhooks import check_callback_url
@@ -83,9 +83,12 @@ def create(
     return outcome
 
 
-def create_many(session: Session, entries: Sequence[Entry], settings: Settings) -> list[Outcome]:
+def create_many(
+    session: Session, entries: Sequence[Entry], settings: Settings, room: int | None = None
+) -> list[Outcome]:
     """Accept `entries` in the caller's transaction: for each, in order, its `Accepted` or
-    the error it gets. Raises only database errors (the transaction is then unusable)."""
+    the error it gets. At most `room` new submissions (the queue's limit): those past it
+    get `Unavailable`. Raises only database errors (the transaction is then unusable)."""
     outcomes: list[Outcome | None] = [None] * len(entries)
     first_of: dict[tuple[str, str], int] = {}  # (key id, idempotency key) -> first entry
     repeats: dict[int, int] = {}  # entry -> the entry it repeats (same idempotency key)
@@ -117,6 +120,14 @@ def create_many(session: Session, entries: Sequence[Entry], settings: Settings) 
             outcomes[i] = exc
             continue
         checked.append((i, task, task.course or entry.who.course or ""))
+    if room is not None:
+        for i, _, _ in checked[max(0, room) :]:
+            outcomes[i] = Unavailable(
+                f"the queue is full ({settings.max_queue_length:,} submissions waiting);"
+                " try again shortly",
+                retry_after_s=10,
+            )
+        checked = checked[: max(0, room)]
 
     used = count_attempts(
         session,
@@ -144,8 +155,12 @@ def create_many(session: Session, entries: Sequence[Entry], settings: Settings) 
             charged=True, queue=queue_for(task.spec, settings), created_at=at, enqueued_at=at,
         )  # fmt: skip
         made.append((i, row, None if limit is None else max(0, limit - count)))
-    if made:  # one insert; a repeated idempotency key raises IntegrityError here
-        session.connection().execute(_INSERT, [row for _, row, _ in made])
+    if made:  # one insert, keyed rows in key order (as counters: no two groups cross)
+        made.sort(
+            key=lambda m: (m[1]["idempotency_key"] is not None, m[1]["idempotency_key"] or "")
+        )
+        session.connection().execute(_INSERT, [row for _, row, _ in made])  # a key another
+        # group holds raises IntegrityError here
     for i, row, left in made:
         outcomes[i] = Accepted(Submission(**row), True, left)
 

@@ -21,6 +21,8 @@ from functools import lru_cache
 
 import redis
 from celery import Celery
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.settings import Settings
 
@@ -51,7 +53,10 @@ def client(broker_url: str) -> Celery:
 @lru_cache
 def _broker(broker_url: str) -> redis.Redis:
     return redis.Redis.from_url(
-        broker_url, socket_timeout=BROKER_TIMEOUT_S, socket_connect_timeout=BROKER_TIMEOUT_S
+        broker_url,
+        socket_timeout=BROKER_TIMEOUT_S,
+        socket_connect_timeout=BROKER_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 1),  # one reconnect (a restarted Redis), never a backoff
     )
 
 
@@ -95,7 +100,7 @@ def send_many(settings: Settings, messages: list[Message]) -> bool:
             pipe.lpush(message.queue, encode(app, message))
         pipe.execute()
         return True
-    except redis.RedisError as exc:
+    except Exception as exc:  # the rows are stored: whatever failed here, the reaper resends
         log.warning("could not enqueue %d messages (%s ...): %s", len(messages), messages[0], exc)
         return False
 

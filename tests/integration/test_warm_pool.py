@@ -21,8 +21,8 @@ from sandbox.errors import SandboxError
 from sandbox.pool import WARM_LABEL, WarmPool
 from sandbox.process_backend import ProcessSandbox
 from services.answers import Answer
-from services.grading import grade, sandbox_limits
-from services.taskbank import load_spec_file, shipped_setups
+from services.grading import grade, run_code, sandbox_limits
+from services.taskbank import get_task, load_spec_file, shipped_setups
 from services.validation import validate
 from tests.adversarial.test_attacks import (
     ATTACKS,
@@ -357,6 +357,35 @@ def test_a_job_forked_from_a_zygote_draws_what_a_run_of_its_own_draws(
     assert draws[0] == draws[1], draws
     assert fork_pool.wait_warm(limits, WARM_WAIT_S)
     assert_only_waiting_left(fork_pool, scratch_root)
+
+
+def test_a_training_epoch_forked_from_a_zygote_observes_what_a_run_of_its_own_does(
+    fork_pool, process_backend, settings, scratch_root
+):
+    """The training loop's check is prepared in the zygote, after the setup (the batches
+    copied, the loss measured, the data loader, backward and the optimizer instrumented):
+    a job forked from it observes the epoch as a run that prepared it itself does."""
+    epoch = get_task(settings.tasks_dir, "finetune-train-epoch")
+    assert epoch.setup in shipped_setups(settings.tasks_dir)
+    code = ANCESTRY + epoch.reference
+    pool = WarmPool(fork_pool.backend, 1, jobs=3)  # its own: the task's limits are other
+    try:
+        (_, shared), (_, own) = (
+            run_code(epoch, code, backend, settings) for backend in (pool, process_backend)
+        )
+    finally:
+        pool.close()
+    assert pool.waiting() == []
+    assert_only_waiting_left(fork_pool, scratch_root)
+    assert shared is not None and own is not None
+    assert shared.manifest.stdout.split("FORKED-BY ")[1].split()[1] != "1"  # a zygote's child
+    for name in ("all-batches", "step-order", "loss-decreases", "final-weights"):
+        ours, theirs = (f.manifest.observations[name].facts for f in (shared, own))
+        assert ours["batches_total"] == theirs["batches_total"] == 8
+        assert ours["events"] == theirs["events"] and ours["events"].count("s") == 8
+        for loss in ("loss_before", "loss_after"):
+            assert ours[loss] == pytest.approx(theirs[loss], rel=1e-4)
+        assert ours["loss_after"] < ours["loss_before"]
 
 
 def host_pid(client, container: str, pid_in_container: str) -> int:
