@@ -680,11 +680,17 @@ def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
     before, pids_before = _state(), _pids()
     os.dup2(output, 1)
     os.dup2(output, 2)
-    prepared = None
+    prepared, unprepared = None, ""
     try:
         status, error, scope = harness.run_setup(setup, seed, device)
         if status == "ok" and device == "cpu":  # the checks' preparation is shared with it
-            prepared = harness.Prepared(setup, seed, device, checks, scope)
+            try:
+                prepared = harness.Prepared(setup, seed, device, checks, scope)
+            except Exception as exc:
+                unprepared = f"the checks' preparation failed: {exc!r}"[:200]
+            else:  # under a job's own limits it might not fail: let each job prepare them
+                if prepared.observations:
+                    unprepared = f"a check could not be prepared: {sorted(prepared.observations)}"
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -698,14 +704,19 @@ def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
         reason = f"the setup failed: {(error or {}).get('message', '')}"[:200]
     elif device != "cpu":
         reason = "CUDA does not survive a fork"
+    elif unprepared:
+        reason = unprepared[:200]
     elif os.fstat(output).st_size:
-        reason = "the setup printed"
+        reason = "the setup or the checks' preparation printed"
     elif len(os.listdir("/proc/self/task")) > 1:
-        reason = "the setup started a thread"
+        reason = "the setup or the checks' preparation started a thread"
     elif started:
-        reason = "the setup started a process"
+        reason = "the setup or the checks' preparation started a process"
     elif changed:
-        reason = "the setup left a file open, a shared mapping, a shared file or an IPC object"
+        reason = (
+            "the setup or the checks' preparation left a file open, a shared mapping,"
+            " a shared file or an IPC object"
+        )
     if reason:
         _write_all(results, b"DECLINED " + reason.encode() + b"\n")
         return

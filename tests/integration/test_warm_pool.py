@@ -388,6 +388,32 @@ def test_a_training_epoch_forked_from_a_zygote_observes_what_a_run_of_its_own_do
         assert ours["loss_after"] < ours["loss_before"]
 
 
+def test_a_check_the_zygote_cannot_prepare_is_prepared_in_each_job(
+    fork_pool, settings, scratch_root, tmp_path
+):
+    """A check whose preparation fails in the zygote (here: its data loader is missing)
+    might not fail under a job's own limits: the zygote declines, each job runs the setup
+    and prepares the check itself, and the check's error is the job's own."""
+    epoch = get_task(settings.tasks_dir, "finetune-train-epoch")
+    checks = [
+        c.model_copy(update={"dataloader": "missing_loader"}) if c.type == "training_loop" else c
+        for c in epoch.checks
+    ]
+    broken = epoch.model_copy(update={"checks": checks})
+    (tmp_path / "broken.yaml").write_text(broken.model_dump_json(), encoding="utf-8")
+    bank = settings.model_copy(update={"tasks_dir": tmp_path})
+    pool = WarmPool(fork_pool.backend, 1, jobs=3)
+    try:
+        summary, facts = run_code(broken, ANCESTRY + epoch.reference, pool, bank)
+    finally:
+        pool.close()
+    assert facts is not None, summary
+    assert facts.manifest.stdout.split("FORKED-BY ")[1].split()[1] == "1"  # the server's child
+    error = facts.manifest.observations["all-batches"].error or ""
+    assert "could not prepare" in error and "missing_loader" in error, error
+    assert_only_waiting_left(fork_pool, scratch_root)
+
+
 def host_pid(client, container: str, pid_in_container: str) -> int:
     """The host's pid of a process of the container, from its pid inside the container."""
     for row in client.top(container, ps_args="-eo pid")["Processes"]:
