@@ -43,7 +43,7 @@ from core.settings import PROJECT_ROOT, get_settings
 from db.session import temporary_database
 from graders.spec import CodeTask
 from sandbox.checkpoints import ensure_checkpoints
-from sandbox.docker_backend import engine_answers
+from sandbox.docker_backend import SANDBOX_LABEL, engine_answers
 from services.taskbank import load_examples, load_tasks
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -249,6 +249,21 @@ def burst(client: Client, tasks: dict[str, CodeTask], n: int) -> dict:
     }  # fmt: skip
 
 
+def wait_quiet(settle_s: float = 5.0, timeout_s: float = 120.0) -> None:
+    """Before (e): the stopped worker's sandboxes gone (their removal costs the engine CPU
+    for seconds), then a few seconds more, so (e) measures the API and nothing else."""
+    if engine_answers():
+        import docker
+
+        client = docker.APIClient()
+        deadline = time.monotonic() + timeout_s
+        while client.containers(all=True, filters={"label": f"{SANDBOX_LABEL}=1"}):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+    time.sleep(settle_s)
+
+
 async def _api_alone(
     url: str, task_id: str, clients: int, total: int, rate: float | None = None
 ) -> dict:
@@ -412,6 +427,7 @@ def main() -> int:
                 print(
                     f"  service p50 / bare p50 = {p50:.3f} / {bare_p50:.3f} = {p50 / bare_p50:.2f}"
                 )
+            wait_quiet()
             results["api"] = [
                 asyncio.run(_api_alone(url, next(iter(tasks)), args.api_clients, args.api_requests, rate))
                 for rate in (None, *api_rates)
