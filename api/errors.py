@@ -6,11 +6,11 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from api.responses import PrintableJSONResponse
 from services.errors import (
     Conflict,
     Forbidden,
@@ -42,55 +42,55 @@ def _body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
-def body_too_large(limit_bytes: int) -> JSONResponse:
+def body_too_large(limit_bytes: int) -> PrintableJSONResponse:
     """For the body-limit middleware, which answers before any route or handler runs."""
-    return JSONResponse(
+    return PrintableJSONResponse(
         _body("too_large", f"request bodies are limited to {limit_bytes:,} bytes"), status_code=413
     )
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    async def service_error(_: Request, exc: ServiceError) -> PrintableJSONResponse:
         status, code = next(
             (v for cls, v in STATUS.items() if isinstance(exc, cls)), (400, "bad_request")
         )
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
-        return JSONResponse(_body(code, str(exc)), status_code=status, headers=headers)
+        return PrintableJSONResponse(_body(code, str(exc)), status_code=status, headers=headers)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(_: Request, exc: HTTPException) -> PrintableJSONResponse:
         if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI could not decode the JSON body
-            return JSONResponse(_body("invalid_input", "the body must be UTF-8 JSON"), 422)
+            return PrintableJSONResponse(_body("invalid_input", "the body must be UTF-8 JSON"), 422)
         code = HTTP_CODES.get(exc.status_code, "error")
-        return JSONResponse(
+        return PrintableJSONResponse(
             _body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(DataError)
-    async def unstorable(_: Request, exc: DataError) -> JSONResponse:
+    async def unstorable(_: Request, exc: DataError) -> PrintableJSONResponse:
         log.info("refused input the database cannot store: %s", exc.orig)
-        return JSONResponse(
+        return PrintableJSONResponse(
             _body("invalid_input", "the request holds a value the database cannot store"), 422
         )
 
     @app.exception_handler(Unauthorized)
-    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        return JSONResponse(
+    async def unauthorized(_: Request, exc: Unauthorized) -> PrintableJSONResponse:
+        return PrintableJSONResponse(
             _body("unauthorized", str(exc)), status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
-    async def database_down(_: Request, exc: Exception) -> JSONResponse:
+    async def database_down(_: Request, exc: Exception) -> PrintableJSONResponse:
         log.error("database unavailable: %s", exc)
-        return JSONResponse(
+        return PrintableJSONResponse(
             _body("unavailable", "the database is unavailable; nothing was stored"),
             status_code=503,
             headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(_: Request, exc: RequestValidationError) -> PrintableJSONResponse:
         problems = ["/".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors()]
-        return JSONResponse(_body("invalid_input", "; ".join(problems)), status_code=422)
+        return PrintableJSONResponse(_body("invalid_input", "; ".join(problems)), status_code=422)

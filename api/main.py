@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.intake import Intake
+from api.responses import PrintableJSONResponse
 from api.routers import health, submissions, tasks
 from core.settings import Settings, get_settings
 from services.bootstrap import prepare
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, prepare_on_start: bool = Tru
         version="1",
         lifespan=lifespan,
         description="Grades PyTorch answers by behaviour.",
+        default_response_class=PrintableJSONResponse,
     )
     app.state.settings = settings
     app.state.intake = Intake(settings)

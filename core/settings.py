@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GIB = 1024**3
 
 
 class Settings(BaseSettings):
@@ -29,6 +31,21 @@ class Settings(BaseSettings):
         "auto", description="Offer a GPU to tasks that ask for one."
     )
     max_code_bytes: int = Field(64 * 1024, description="Largest answer accepted, in bytes.")
+    # What a posted spec's `limits` may ask: a sandbox the engine refuses never grades.
+    max_task_cpus: float = Field(
+        float(os.cpu_count() or 4),
+        gt=0,
+        description="Most CPU cores a task's sandbox may ask for (default: this machine's cores).",
+    )
+    max_task_memory_bytes: int = Field(
+        8 * GIB, gt=0, description="Most memory a task's sandbox may ask for, in bytes."
+    )
+    max_task_time_limit_s: float = Field(
+        120.0, gt=0, description="Longest time limit a task may set for one run, in seconds."
+    )
+    max_task_output_bytes: int = Field(
+        1024 * 1024, gt=0, description="Most stdout and stderr, each, a task may keep, in bytes."
+    )
     validation_parallelism: int = Field(
         2, ge=1, le=64, description="Sandbox runs at once in a self-test."
     )

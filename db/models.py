@@ -55,10 +55,20 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+def task_key(task_id: str, course: str | None) -> str:
+    """A task's key: its id in the shared bank (course None), `course/id` in a course.
+
+    Task ids are unique within the shared bank and within each course, never across them:
+    one id may name a task in several courses. Ids hold no `/`, so no two (course, id)
+    pairs share a key. Versions, submissions and attempt counters refer to the key."""
+    return task_id if course is None else f"{course}/{task_id}"
+
+
 class Task(Base):
     __tablename__ = "tasks"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # task_key(id, course)
+    id: Mapped[str] = mapped_column(String(64), index=True)  # the public id
     course: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: shared bank
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
@@ -69,10 +79,15 @@ class Task(Base):
 
 class TaskVersion(Base):
     __tablename__ = "task_versions"
-    __table_args__ = (UniqueConstraint("task_id", "number"), UniqueConstraint("task_id", "digest"))
+    __table_args__ = (
+        UniqueConstraint("task_key", "number", name="uq_task_versions_task_key_number"),
+        UniqueConstraint("task_key", "digest", name="uq_task_versions_task_key_digest"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), index=True)
+    task_key: Mapped[str] = mapped_column(
+        ForeignKey("tasks.key", name="fk_task_versions_task_key"), index=True
+    )
     number: Mapped[int] = mapped_column(Integer)
     digest: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict] = mapped_column(JSON)
@@ -91,13 +106,20 @@ class TaskVersion(Base):
 
 class AttemptCounter(Base):
     """One row per (task, course, student): locked while an attempt is counted, so limits hold
-    under concurrency; student ids come from each course's LMS, so they are unique per course."""
+    under concurrency; student ids come from each course's LMS, so they are unique per course.
+
+    `task_id` is the public id as the course names it: a course reaches one task by an id
+    (its own, else the shared bank's, and it may never take an id the bank has), so the row's
+    (task_id, course) always means the task whose key is `task_key`."""
 
     __tablename__ = "attempt_counters"
 
-    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     course: Mapped[str] = mapped_column(String(100), primary_key=True, server_default="")
     student_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    task_key: Mapped[str] = mapped_column(
+        ForeignKey("tasks.key", name="fk_attempt_counters_task_key")
+    )
     used: Mapped[int] = mapped_column(Integer, default=0)
 
 
@@ -110,7 +132,8 @@ class Submission(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"))
+    task_id: Mapped[str] = mapped_column(String(64))  # the public id, as the caller sent it
+    task_key: Mapped[str] = mapped_column(ForeignKey("tasks.key", name="fk_submissions_task_key"))
     task_version_id: Mapped[str] = mapped_column(ForeignKey("task_versions.id"))
     course: Mapped[str | None] = mapped_column(String(100), nullable=True)
     student_id: Mapped[str] = mapped_column(String(200))

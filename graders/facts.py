@@ -2,7 +2,10 @@
 
 The frame is untrusted data. It is located by the job's nonce, size-capped, parsed as
 JSON into a closed schema, and its tensors are read with safetensors (numpy, no pickle).
-Nothing here executes or imports anything the sandbox produced.
+Every string it holds (names, messages, output, tensor names) is made printable: JSON's
+`\\udc80` escape gives a lone surrogate, which no UTF-8 text can hold, so it and control
+characters become visible `\\uXXXX` escapes before anything judges, stores or serves
+them. Nothing here executes or imports anything the sandbox produced.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from safetensors.numpy import load as load_tensors
 
 from graders.errors import FactsError
 from graders.job import FRAME_MAGIC, MAX_MANIFEST_BYTES, MAX_TENSOR_BYTES
+from graders.result import printable, printable_data
 
 MAX_TENSORS = 4096
 
@@ -100,8 +104,9 @@ def parse_frame(stdout: bytes, nonce: str) -> Facts:
                 else text
                 for name, text in data["observations"].items()
             }
-        manifest = Manifest.model_validate(data)
-    except (ValueError, ValidationError) as exc:
+        # Two names that escaping makes equal are refused, not merged: merging would hide one.
+        manifest = Manifest.model_validate(printable_data(data, unique_keys=True))
+    except (ValueError, ValidationError, RecursionError) as exc:  # nested past any real fact
         raise FactsError(f"malformed facts manifest: {str(exc)[:500]}") from None
     return Facts(manifest=manifest, tensors=_split_tensors(blob, set(manifest.observations)))
 
@@ -117,10 +122,12 @@ def _split_tensors(blob: bytes, checks: set[str]) -> dict[str, dict[str, np.ndar
         raise FactsError(f"too many fact tensors: {len(flat)}")
     out: dict[str, dict[str, np.ndarray]] = {}
     for key, values in flat.items():
-        check, sep, name = key.partition("/")
+        check, sep, name = printable(key).partition("/")
         if not sep or check not in checks:
             raise FactsError(f"fact tensor {key[:100]!r} belongs to no check")
-        out.setdefault(check, {})[name] = values
+        if name in out.setdefault(check, {}):
+            raise FactsError(f"two fact tensors read {check}/{name[:100]!r} once made printable")
+        out[check][name] = values
     return out
 
 

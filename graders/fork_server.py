@@ -15,17 +15,20 @@ no-new-privileges, imports everything the harness needs, then for each job:
    its pipe and runs `graders.harness.main()`, which writes the frame to stdout; the
    server then overwrites its copy of the job;
 3. when the child exits, a helper running as the job's uid (forked by a small cleaner
-   process the server started before its imports) kills every process of that
-   uid, empties /tmp and removes what the uid left in /dev/shm and /dev/mqueue; the
-   server takes /tmp back, checks that no process, file or System V IPC object of the
-   uid remains, and writes `\\nGRADER-JOB-END <token> <fields>\\n`.
+   process the server started before its imports) kills every process of that uid and
+   empties /tmp; then every System V IPC object, and every entry of /dev/shm and
+   /dev/mqueue, that was not there when the server started is removed, whoever owns it
+   now (see "Shared objects" below); the server takes /tmp back, checks that no process
+   of the uid remains, that /tmp holds what it held and that the IPC objects and shared
+   entries are exactly those it started with, and writes
+   `\\nGRADER-JOB-END <token> <fields>\\n`.
 
 A job that hit a limit (its child killed or exiting non-zero: the harness exits with
 `LIMIT_EXIT` after a memory or output limit) or left anything it could not clean ends
 the server after its end line (`recycle=1`), as does the last of its N jobs: the host
 then replaces the whole sandbox. The server itself never runs a line of any answer, and no
-process of one job is alive, nor any of its files left, when the next job's child is
-given its uid.
+process of one job is alive, nor any of its files or IPC objects left, when the next
+job's child is given its uid.
 
 With `--zygotes N`, a job sent with a shared setup is forked instead from a zygote that
 ran that setup once (see "Zygotes" below); its child is made as in step 1, the same
@@ -63,6 +66,8 @@ OOM_CONTROL = (
 UID_LOW, UID_HIGH = 1 << 20, 1 << 30  # far above any uid an image or a host assigns
 PR_SET_DUMPABLE = 4
 KILL_ROUNDS = 1000  # with 2 ms between rounds: 2 s or more
+IPC_RMID = 0  # <sys/ipc.h>
+SharedObjects = frozenset[tuple[str, str, str]]  # see "Shared objects" below
 
 
 def end_prefix(token: str) -> bytes:
@@ -200,7 +205,7 @@ class _Cleaner:
     clean-up helper: forking it copies a few megabytes, where a fork of the server would
     copy the page tables of a gigabyte, once more per job."""
 
-    def __init__(self) -> None:
+    def __init__(self, baseline: SharedObjects) -> None:
         requests_in, self._requests = os.pipe()
         self._results, results_out = os.pipe()
         self.pid = os.fork()
@@ -211,7 +216,7 @@ class _Cleaner:
                 os.close(self._results)
                 with os.fdopen(requests_in, "rb", buffering=0) as requests:
                     for line in requests:
-                        os.write(results_out, b"1" if _clean_as(int(line)) else b"0")
+                        os.write(results_out, b"1" if _clean(int(line), baseline) else b"0")
                 code = 0
             finally:
                 os._exit(code)
@@ -219,7 +224,8 @@ class _Cleaner:
         os.close(results_out)
 
     def clean(self, uid: int) -> bool:
-        """Kill every process of `uid` and remove its files; False if that failed."""
+        """Kill every process of `uid`, remove its files and every shared object not in the
+        baseline; False if killing or emptying /tmp failed."""
         _write_all(self._requests, b"%d\n" % uid)
         return os.read(self._results, 1) == b"1"
 
@@ -229,8 +235,17 @@ class _Cleaner:
         os.waitpid(self.pid, 0)
 
 
-def _clean_as(uid: int) -> bool:
-    """In a helper running as `uid`: kill all its processes, remove all its files."""
+def _clean(uid: int, baseline: SharedObjects) -> bool:
+    """In the cleaner: `uid`'s processes and files, then every shared object not in
+    `baseline`, as `uid` (which created what a job left) and then as root."""
+    cleaned = _clean_as(uid, baseline)
+    _remove_shared(baseline, os.getuid())
+    return cleaned
+
+
+def _clean_as(uid: int, baseline: SharedObjects) -> bool:
+    """In a helper running as `uid`: kill all its processes, remove all its files and the
+    shared objects not in `baseline` that it may remove."""
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -248,8 +263,7 @@ def _clean_as(uid: int) -> bool:
             else:
                 os._exit(1)
             _empty(SCRATCH, uid)
-            for path in SHARED_DIRS:
-                _empty(path, uid)
+            _remove_shared(baseline, uid)
             code = 0
         finally:
             os._exit(code)
@@ -305,35 +319,94 @@ def _processes_of(uid: int) -> list[int]:
     return found
 
 
-def _leftovers(uid: int, layout: dict[str, tuple[int, int, int]]) -> list[str]:
-    """What of `uid` survived its clean-up: processes, files, System V IPC objects, or a
-    change to what /tmp held when the sandbox started."""
+def _leftovers(
+    uid: int, layout: dict[str, tuple[int, int, int]], baseline: SharedObjects
+) -> list[str]:
+    """What survived a job's clean-up: a process of `uid`, a change to what /tmp held when
+    the sandbox started, or any difference from the shared objects it started with."""
     left = [f"process {pid}" for pid in _processes_of(uid)]
     now = _layout(SCRATCH)
     left += [f"file {SCRATCH}/{name}" for name in now if name not in layout]
     if {name: now.get(name) for name in layout} != layout:
         left.append(f"a change to {SCRATCH}'s own entries")
-    for directory in SHARED_DIRS:
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(directory):
-                if entry.stat(follow_symlinks=False).st_uid == uid:
-                    left.append(f"file {entry.path}")
-    for table in SYSV_IPC:
-        with contextlib.suppress(OSError), open(table) as f:
-            lines = f.read().splitlines()
-        if not lines:
-            continue
-        columns = lines[0].split()
-        if "uid" in columns:
-            at = columns.index("uid")
-            left += [f"ipc {table}" for line in lines[1:] if line.split()[at] == str(uid)]
+    objects = _shared_objects()
+    left += [_describe(thing) for thing in sorted(objects - baseline)]
+    left += [f"the removal of {_describe(thing)}" for thing in sorted(baseline - objects)]
     return left
 
 
+# Shared objects: what one job could leave for the next through the container's own IPC
+# namespace and its two shared file systems: System V shared memory, message queues and
+# semaphore sets (as `(kind, id, key)`), and the entries of /dev/shm and /dev/mqueue (as
+# `(directory, name, inode)`). The server lists them before its first job; after each job
+# every other one is removed, whoever owns it now. Removing one needs no capability, only
+# to be its owner or creator (System V) or the owner of the entry (sticky directories):
+# a job can hand a System V object to another uid with IPC_SET, but its creator stays the
+# job's uid, and without CHOWN it cannot give away a file; what the server or a zygote's
+# setup made is root's. So the job's uid, then root, can remove each one that a job, a
+# zygote or the server left, and anything else is a leftover: the container is replaced.
+
+
+def _sysv_lines(table: str) -> list[str]:
+    """The rows of a /proc/sysvipc table, its header left out (none if it cannot be read)."""
+    with contextlib.suppress(OSError), open(table) as f:
+        return f.read().splitlines()[1:]
+    return []
+
+
+def _sysv_objects() -> list[tuple[str, str, str]]:
+    """Every System V IPC object of the namespace as (kind, id, key): each table's first
+    two columns are the key and the id."""
+    found = []
+    for table in SYSV_IPC:
+        for words in map(str.split, _sysv_lines(table)):
+            if len(words) >= 2:
+                found.append((os.path.basename(table), words[1], words[0]))
+    return found
+
+
+def _shared_objects() -> SharedObjects:
+    """The System V objects and shared entries there are now."""
+    return frozenset(
+        _sysv_objects()
+        + [
+            (directory, name, str(inode))
+            for directory in SHARED_DIRS
+            for name, (inode, _, _) in _layout(directory).items()
+        ]
+    )
+
+
+def _describe(thing: tuple[str, str, str]) -> str:
+    kind, name, _ = thing
+    return f"file {kind}/{name}" if kind in SHARED_DIRS else f"ipc {kind} {name}"
+
+
+def _remove_shared(baseline: SharedObjects, uid: int) -> None:
+    """Remove every shared object not in `baseline` that this process (running as `uid`)
+    may remove; the others refuse (EPERM), and the leftover check sees what remains."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    remove = {
+        "shm": lambda id_: libc.shmctl(id_, IPC_RMID, None),
+        "msg": lambda id_: libc.msgctl(id_, IPC_RMID, None),
+        "sem": lambda id_: libc.semctl(id_, 0, IPC_RMID),
+    }
+    for thing in _sysv_objects():
+        kind, name, _ = thing
+        if thing not in baseline and name.isdigit():
+            remove[kind](int(name))
+    for directory in SHARED_DIRS:
+        keep = frozenset(name for kind, name, _ in baseline if kind == directory)
+        _empty(directory, uid, keep=keep)
+
+
 def serve(args: argparse.Namespace) -> int:
-    cleaner = _Cleaner()  # forked first, while this process is still small
+    baseline = _shared_objects()  # before anything ran: what every job must leave as it is
+    cleaner = _Cleaner(baseline)  # forked first, while this process is still small
     try:
-        return _serve(args, cleaner)
+        return _serve(args, cleaner, baseline)
     finally:
         cleaner.close()
 
@@ -370,7 +443,7 @@ def _deliver(write_end: int, job: bytearray) -> None:
     os.close(write_end)
 
 
-def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
+def _serve(args: argparse.Namespace, cleaner: _Cleaner, baseline: SharedObjects) -> int:
     # Everything a job needs is imported now, once: each child starts with it done.
     from graders import harness
 
@@ -445,7 +518,7 @@ def _serve(args: argparse.Namespace, cleaner: _Cleaner) -> int:
                 del job
             cleaned = cleaner.clean(uid)
             os.chown(SCRATCH, 0, 0)  # back to the server, which can now list what is left
-            left = _leftovers(uid, layout)
+            left = _leftovers(uid, layout, baseline)
             oom_now = _oom_kills()
             code = os.waitstatus_to_exitcode(status)
             fields = {
@@ -615,11 +688,7 @@ def _shared_mappings() -> set[str]:
 
 
 def _ipc_objects() -> list[str]:
-    found = []
-    for table in SYSV_IPC:
-        with contextlib.suppress(OSError), open(table) as f:
-            found += f.read().splitlines()[1:]
-    return found
+    return [line for table in SYSV_IPC for line in _sysv_lines(table)]
 
 
 SETUP_DIRS = (SCRATCH, *SHARED_DIRS)  # where a setup could leave a file for its jobs

@@ -32,17 +32,20 @@ import _json
 import _thread
 import builtins
 import contextlib
+import gc
 import os
-import re
 import signal
 import sys
 import time
 import traceback
+import types
+from time import sleep as _sleep
 from typing import Any
 
 ANSWER_FILENAME = "<answer>"
 SETUP_FILENAME = "<setup>"
 GRADER_PACKAGE = "graders"
+SERVER_MODULE = "graders.fork_server"
 MAX_OBSERVATION_CHARS = 4 * 1024 * 1024
 DENIED_EVENTS = frozenset(
     {
@@ -53,7 +56,6 @@ DENIED_EVENTS = frozenset(
     }
 )
 LIMIT_EXIT = 3  # the frame was written, and the answer hit its memory or output limit
-PROCESS_MEMORY = re.compile(r"^/proc/(self|thread-self|\d+)(/task/\d+)?/mem$")
 
 
 class ObserveContext:
@@ -71,8 +73,27 @@ class ObserveContext:
         self.tensors[name] = values
 
 
-def _trimmed_traceback(exc: BaseException, code: str) -> str:
-    """The traceback restricted to the student's own lines, with their source."""
+# What runs in a thread beside the answer's code (the answer's own thread, the one that
+# flushes the streams it may have replaced) is compiled into a namespace of its own, with
+# its own copy of the builtins: the frames the answer's code can walk up to, and their
+# globals, lead to this namespace and to C functions, never to the harness's module.
+_ISOLATED = """
+def thread_main(fn, args, box, release, base_exception):
+    try:
+        box.append(fn(*args))
+    except base_exception as exc:
+        box.append(exc)
+    finally:
+        release()
+
+
+def exception_line(exc):
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}"[:4000] if text else type(exc).__name__
+
+
+def trimmed_traceback(exc, code):
+    # The traceback restricted to the answer's own lines, with their source.
     lines = code.splitlines()
     out = ["Traceback (most recent call last, your code only):"]
     for frame in traceback.extract_tb(exc.__traceback__):
@@ -81,23 +102,48 @@ def _trimmed_traceback(exc: BaseException, code: str) -> str:
         out.append(f"  line {frame.lineno}, in {frame.name}")
         if frame.lineno and 0 < frame.lineno <= len(lines):
             out.append(f"    {lines[frame.lineno - 1].strip()}")
-    out.append(_exception_line(exc))
-    return "\n".join(out)
+    out.append(exception_line(exc))
+    return "\\n".join(out)
 
 
-def _exception_line(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}"[:4000] if text else type(exc).__name__
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    """MemoryError, or torch's allocator failing under the memory limit (a RuntimeError)."""
+def is_out_of_memory(exc):
+    # MemoryError, or torch's allocator failing under the memory limit (a RuntimeError).
     if isinstance(exc, MemoryError):
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and (
         "can't allocate memory" in text or "not enough memory" in text
     )
+
+
+def run_answer(code, scope, source):
+    # Returns (status, message, traceback, note).
+    try:
+        exec(code, scope)
+    except SystemExit:
+        return ("ok", "", "", "your code called sys.exit(); the checks ran on the state at that point")
+    except BaseException as exc:
+        status = "memory_limit" if is_out_of_memory(exc) else "runtime_error"
+        return status, exception_line(exc), trimmed_traceback(exc, source), ""
+    return "ok", "", "", ""
+
+
+def flush_streams():
+    # The answer may have replaced sys.stdout with anything: a broken stream is its problem.
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+"""
+_isolated: dict[str, Any] = {
+    "__builtins__": dict(builtins.__dict__),
+    "traceback": traceback,
+    "sys": sys,
+    "ANSWER_FILENAME": ANSWER_FILENAME,
+}
+exec(compile(_ISOLATED, "<harness>", "exec"), _isolated)
+_exception_line = _isolated["exception_line"]
 
 
 def _compile_answer(code: str) -> tuple[Any, str | None]:
@@ -109,30 +155,6 @@ def _compile_answer(code: str) -> tuple[Any, str | None]:
         return None, f"SyntaxError: {exc.msg} ({where})" + (f"\n    {source}" if source else "")
     except ValueError as exc:  # null bytes
         return None, _exception_line(exc)
-
-
-def _run_answer(code: Any, scope: dict[str, Any], source: str) -> tuple[str, str, str, str]:
-    """Runs in the answer's own thread. Returns (status, message, traceback, note)."""
-    try:
-        exec(code, scope)
-    except SystemExit:
-        return (
-            "ok",
-            "",
-            "",
-            "your code called sys.exit(); the checks ran on the state at that point",
-        )
-    except BaseException as exc:
-        status = "memory_limit" if _is_out_of_memory(exc) else "runtime_error"
-        return status, _exception_line(exc), _trimmed_traceback(exc, source), ""
-    return "ok", "", "", ""
-
-
-def _flush_streams() -> None:
-    """Runs in a thread of its own: the answer may have replaced sys.stdout with anything."""
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        with contextlib.suppress(BaseException):  # a broken stream is the answer's own problem
-            stream.flush()
 
 
 def _observe(observe, ctx: ObserveContext, check, encode, observation_error) -> tuple:
@@ -179,33 +201,64 @@ def _in_thread(start, new_lock, fn, args: tuple, base_exception: type) -> list:
     return box
 
 
-def _guard(
-    armed: list,
-    denied: frozenset,
-    exact_type,
-    exact_str: type,
-    startswith,
-    mem_path,
-    error: type,
-    refused: type,
-):
-    """The audit hook. It looks nothing up at call time: every name is a captured cell."""
+def _guard(armed: list, denied: frozenset, main_thread: int, get_ident, exact_type, error, refused):
+    """The audit hook. It looks nothing up at call time: every name is a captured cell.
+
+    Memory is refused by name: whatever path names a file `mem` (`/proc/self/mem` however
+    spelt: bytes, `./`, relative to a directory descriptor) or `mem` through a link is not
+    opened, and no link may be made while the answer runs. In the main thread, which
+    never runs answer code on purpose, frames are refused too."""
+    exact_str, exact_bytes, exact_tuple, exact_int = str, bytes, tuple, int
+    ends_str, ends_bytes = str.endswith, bytes.endswith
+    starts = str.startswith
+
+    def names_memory(path) -> bool:
+        kind = exact_type(path)
+        if kind is exact_str:
+            return path == "mem" or ends_str(path, "/mem") or ends_str(path, "/mem/")
+        if kind is exact_bytes:
+            return path == b"mem" or ends_bytes(path, b"/mem") or ends_bytes(path, b"/mem/")
+        return kind is not exact_int  # a path-like object the hook cannot read is refused
 
     def hook(event: str, args: tuple) -> None:
         if not armed[0]:
             return
         if event == "sys.addaudithook":
             raise refused("audit hooks are not available to answers")  # the hook is not added
-        if event in denied or startswith(event, "ctypes."):
+        if event in denied or starts(event, "ctypes."):
             raise error(f"{event} is not available to answers")
-        if event == "import" and args and exact_type(args[0]) is exact_str:
-            name = args[0]
-            if name == GRADER or startswith(name, GRADER_PREFIX):
+        if exact_type(args) is not exact_tuple:
+            return
+        if event == "import":
+            name = args[0:1]
+            if (
+                name
+                and exact_type(name[0]) is exact_str
+                and (name[0] == GRADER or starts(name[0], GRADER_PREFIX))
+            ):
                 raise error("the grader's own modules are not available to answers")
-        elif event == "open" and args and exact_type(args[0]) is exact_str and mem_path(args[0]):
-            raise error("reading process memory is not available to answers")
+        elif event == "open":
+            path = args[0:1]
+            if path and names_memory(path[0]):
+                raise error("reading process memory is not available to answers")
+        elif event in LINKS:
+            raise error("making links is not available to answers")
+        elif event == "object.__setattr__":
+            name = args[1:2]
+            if name and exact_type(name[0]) is exact_str and name[0] in CODE_ATTRIBUTES:
+                raise error("changing a function's code or defaults is not available to answers")
+        if (
+            event in FRAMES
+            and get_ident() == main_thread
+            and (event != "object.__getattr__" or args[1:2] and args[1] in FRAME_ATTRIBUTES)
+        ):
+            raise error("frames of the grader's main thread are not available to answers")
 
     GRADER, GRADER_PREFIX = GRADER_PACKAGE, GRADER_PACKAGE + "."  # noqa: N806
+    CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})  # noqa: N806
+    LINKS = frozenset({"os.symlink", "os.link"})  # noqa: N806
+    FRAMES = frozenset({"sys._getframe", "sys._getframemodulename", "object.__getattr__"})  # noqa: N806
+    FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back"})  # noqa: N806
     return hook
 
 
@@ -226,13 +279,14 @@ def preload() -> None:
     import torch
     import torchvision  # noqa: F401  (imported here, so its cost is not the student's)
 
-    from graders import introspect  # noqa: F401
+    from graders import integrity, introspect  # noqa: F401
     from graders.checks import REGISTRY  # noqa: F401
     from graders.job import Job  # noqa: F401
 
     # Seeding goes through torch's lazy per-device paths, which record the caller's stack
     # (reading the source of every frame) the first time: done here, once for a fork server.
     torch.manual_seed(0)
+    _grader_state()
 
 
 def make_encoder():
@@ -344,6 +398,7 @@ def main(prepared: Prepared | None = None) -> None:
     encode = make_encoder()
     update_dict, builtins_dict = dict.update, builtins.__dict__
     in_thread, observe_in_thread = _in_thread, _observe
+    from graders import integrity
 
     # Everything the observers rely on is imported (and its accessors captured) now, before
     # the job is read: a warm sandbox waits here, blocked on stdin, with torch imported.
@@ -391,18 +446,34 @@ def main(prepared: Prepared | None = None) -> None:
     device = "cuda" if job.device == "cuda" else "cpu"
     ready = ready_marker(nonce)
     frame_start = frame_header(nonce, 0, 0).split(nonce.encode())[0] + nonce.encode() + b" "
-    run_answer, head_of, all_of, memory_view = _run_answer, _head, all, memoryview
-    flush_streams = _flush_streams
+    head_of, all_of, memory_view = _head, all, memoryview
+    run_answer, flush_streams = _isolated["run_answer"], _isolated["flush_streams"]
+    thread_main, in_isolated_thread = _isolated["thread_main"], _in_isolated_thread
     dtype_codes = dict(SAFETENSORS_DTYPES)
     base_exception, max_chars, make_context = BaseException, MAX_OBSERVATION_CHARS, ObserveContext
+    thread_count, settled, gc_disable = _thread._count, _settled, gc.disable
+    copy_dict, clear_dict = dict.copy, dict.clear
     saved_builtins = dict(builtins_dict)
+    # Everything a thread hands back, and every context an observer filled, stays referenced
+    # here until the process exits: nothing the answer made is ever freed in the main thread
+    # (so no finaliser or weakref callback of its runs here).
+    kept: list = []
+    keep = kept.append
+    stray_threads = _stray_threads_frame(frame_start, encode, device)
+    torch_before = integrity.snapshot()
+    torch_changes = integrity.changes
+    tampered_torch = _tampered_torch_error
+    grader_before = tuple(_grader_state())
+    grader_changes, grader_prims = integrity.grader_changes, integrity.GRADER_PRIMITIVES
+    tampered_grader = _tampered_grader_error
+    _make_undumpable()
+    _forget_grader()
     hook = _guard(
         armed := [False],
         DENIED_EVENTS,
+        _thread.get_ident(),
+        _thread.get_ident,
         type,
-        str,
-        str.startswith,
-        PROCESS_MEMORY.match,
         PermissionError,
         RuntimeError,
     )
@@ -410,23 +481,42 @@ def main(prepared: Prepared | None = None) -> None:
         n for n in sys.modules if n == GRADER_PACKAGE or n.startswith(GRADER_PACKAGE + ".")
     ]:
         del sys.modules[name]
+    baseline = thread_count()
+    os_threads, os_prims = introspect.os_thread_count, introspect.OS_PRIMITIVES
+    # Torch's intra-op pool may start during the answer: its threads are not the answer's.
+    os_allowed = os_threads(*os_prims) + max(int(os.environ.get("OMP_NUM_THREADS") or 1) - 1, 0)
+    timing = (time.monotonic, _sleep)
     sys.addaudithook(hook)
     armed[0] = True
     try:
         write(channel, ready)
         if code is not None:
             started = clock()
-            box = in_thread(
-                start_thread, new_lock, run_answer, (code, scope, source), base_exception
+            box = in_isolated_thread(
+                start_thread,
+                new_lock,
+                thread_main,
+                run_answer,
+                (code, scope, source),
+                base_exception,
             )
+            keep(box)
             timings["student_s"] = rounded(clock() - started, 4)
+            if not settled(thread_count, baseline, os_threads, os_prims, os_allowed, timing):
+                # A thread of the answer's still runs beside this one: write a frame made
+                # before the answer started, in one call, and leave.
+                write(channel, stray_threads)
+                exit_now(0)
+            gc_disable()  # no collection of the answer's garbage in a grader's thread
             outcome = box[0] if length(box) == 1 else None
             parts = ["runtime_error", "the answer's thread ended abnormally", "", ""]
             if exact_type(outcome) is exact_tuple and length(outcome) == 4:
                 parts = [p if exact_type(p) is exact_str else "?" for p in outcome]
-            update_dict(
-                builtins_dict, saved_builtins
-            )  # a rebound builtin must not reach the observers
+            # A rebound builtin must not reach the observers: the answer's values are kept
+            # (so none is freed here), then the builtins are put back into an empty dict.
+            keep(copy_dict(builtins_dict))
+            clear_dict(builtins_dict)
+            update_dict(builtins_dict, saved_builtins)
             if parts[0] != "ok":
                 status = "memory_limit" if parts[0] == "memory_limit" else "runtime_error"
                 error = {"message": parts[1], "traceback": parts[2]}
@@ -436,8 +526,32 @@ def main(prepared: Prepared | None = None) -> None:
         tensor_entries = []
         if code is not None and status != "memory_limit":  # out of memory: nothing to observe
             started = clock()
+            changed = grader_changes(grader_before, grader_prims)
+            if length(changed):
+                text = "".join(encode({"error": tampered_grader(changed, length)}, 0))
+                for _, name, _, _ in observers:
+                    observations[name] = text
+                observers = []
+            box = in_thread(start_thread, new_lock, torch_changes, (torch_before,), base_exception)
+            keep(box)
+            changed = box[0] if length(box) == 1 else None
+            if exact_type(changed) is not exact_list or length(changed) != 0:
+                # Reads of a CPU tensor's memory and of C-level fields do not go through
+                # anything an answer can change; a forward, a loss and a copy from the GPU do.
+                text = "".join(
+                    encode({"error": tampered_torch(changed, exact_type, exact_list, exact_str)}, 0)
+                )
+                trusted = []
+                for entry in observers:
+                    if entry[0] or device == "cuda":
+                        observations[entry[1]] = text
+                    else:
+                        trusted.append(entry)
+                observers = trusted
+            done: list = []
             for _, name, observe, check in observers:
                 ctx = make_context(scope, seed, introspect, shared)
+                keep(ctx)
                 box = in_thread(
                     start_thread,
                     new_lock,
@@ -445,6 +559,21 @@ def main(prepared: Prepared | None = None) -> None:
                     (observe, ctx, check, encode, ObservationError),
                     base_exception,
                 )
+                keep(box)
+                if not settled(thread_count, baseline, os_threads, os_prims, os_allowed, timing):
+                    write(channel, stray_threads)
+                    exit_now(0)
+                gc_disable()
+                if length(grader_changes(grader_before, grader_prims)):
+                    # An observer that ran the answer's code (they run last) let it change
+                    # the grader: what it and the observers after it found is not kept.
+                    changed = grader_changes(grader_before, grader_prims)
+                    text = "".join(encode({"error": tampered_grader(changed, length)}, 0))
+                    for _, later, _, _ in observers:
+                        if later not in done:
+                            observations[later] = text
+                    break
+                done.append(name)
                 result = box[0] if length(box) == 1 else None
                 if exact_type(result) is not exact_tuple or length(result) != 2:
                     observations[name] = "".join(
@@ -477,7 +606,15 @@ def main(prepared: Prepared | None = None) -> None:
                         )
             timings["observe_s"] = rounded(clock() - started, 4)
 
-        in_thread(start_thread, new_lock, flush_streams, (), base_exception)
+        keep(
+            in_isolated_thread(
+                start_thread, new_lock, thread_main, flush_streams, (), base_exception
+            )
+        )
+        if not settled(thread_count, baseline, os_threads, os_prims, os_allowed, timing):
+            write(channel, stray_threads)
+            exit_now(0)
+        gc_disable()
         stdout_head, stdout_bytes = head_of(read, lseek, fstat, out_fd, max_output)
         stderr_head, stderr_bytes = head_of(read, lseek, fstat, err_fd, max_output)
         manifest = {
@@ -512,6 +649,119 @@ def main(prepared: Prepared | None = None) -> None:
     # sandbox after such a job; the host judges the frame, not the status.
     over_output = stdout_bytes > max_output or stderr_bytes > max_output
     exit_now(LIMIT_EXIT if status == "memory_limit" or over_output else 0)
+
+
+def _in_isolated_thread(start, new_lock, thread_main, fn, args: tuple, base_exception) -> list:
+    """fn(*args) in a new thread that starts from the isolated namespace's `thread_main`
+    (no frame of the harness's below it); returns [result] or [exception] (or [] if lost)."""
+    lock = new_lock()
+    lock.acquire()
+    box: list = []
+    try:
+        start(thread_main, (fn, args, box, lock.release, base_exception))
+    except base_exception as exc:  # no thread could start (out of memory or threads)
+        return [exc]
+    lock.acquire()
+    return box
+
+
+def _settled(thread_count, baseline: int, os_threads, os_prims, os_allowed: int, timing) -> bool:
+    """Whether only the threads there before the answer are left, within a bounded wait
+    (a thread that handed back its result ends an instant later): Python's count, then the
+    kernel's (a thread still clearing its state, running a finaliser, counts there). It
+    looks up no global or builtin: it runs before the answer's rebound builtins are undone."""
+    clock, sleep = timing
+    deadline = clock() + 0.5
+    while thread_count() > baseline or os_threads(*os_prims) > os_allowed:
+        if clock() > deadline:
+            return False
+        sleep(0.0005)
+    return True
+
+
+def _stray_threads_frame(frame_start: bytes, encode, device: str) -> bytes:
+    """The frame written when a thread the answer started is still running: made before
+    the answer starts, so that the main thread writes it in one call."""
+    message = (
+        "your code left a thread running (or started one while it was being graded): "
+        "join every thread you start before your code ends"
+    )
+    manifest = {
+        "schema_version": 1, "status": "runtime_error",
+        "error": {"message": message, "traceback": message}, "notes": [],
+        "stdout": "", "stdout_bytes": 0, "stderr": "", "stderr_bytes": 0,
+        "observations": {}, "timings": {}, "device": device,
+    }  # fmt: skip
+    body = "".join(encode(manifest, 0)).encode()
+    return frame_start + f"{len(body)} 0\n".encode() + body
+
+
+_GRADER_STATE: list = []
+
+
+def _grader_state() -> list:
+    """The grader's own state before any answer ran (`integrity.grader_snapshot`), taken once
+    per process: a fork server takes it before it forks, and every job compares with it."""
+    if not _GRADER_STATE:
+        from graders import integrity
+
+        _GRADER_STATE.extend(integrity.grader_snapshot(_grader_modules()))
+    return _GRADER_STATE
+
+
+def _grader_modules() -> list:
+    """The modules the observers run: the grader's, the harness itself included when it
+    runs as `__main__` (a fork server's own code does not run again once a job started)."""
+    modules = [
+        m
+        for n, m in sys.modules.items()
+        if (n == GRADER_PACKAGE or n.startswith(GRADER_PACKAGE + ".")) and n != SERVER_MODULE
+    ]
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if spec is not None and spec.name == __spec__.name and main_module not in modules:
+        modules.append(main_module)
+    return modules
+
+
+def _tampered_grader_error(changed: list, length) -> str:
+    shown = ", ".join(changed[:4]) + (
+        f" (+{length(changed) - 4} more)" if length(changed) > 4 else ""
+    )
+    return f"your code changed the grader's own code ({shown}): no check can be observed after that"
+
+
+def _tampered_torch_error(changed, exact_type, exact_list, exact_str) -> str:
+    what = "torch could not be checked"
+    if exact_type(changed) is exact_list:
+        names = [c for c in changed[:4] if exact_type(c) is exact_str]
+        what = ", ".join(names) + (f" (+{len(changed) - 4} more)" if len(changed) > 4 else "")
+    return (
+        f"your code changed torch itself ({what}): the checks cannot trust what torch "
+        "computes, so the checks that rely on it do not pass"
+    )
+
+
+def _forget_grader() -> None:
+    """Leave the answer no way back to the grader's code: `__main__` (the harness or the
+    fork server) becomes an empty module, and no signal handler of ours stays installed."""
+    main_module = types.ModuleType("__main__")
+    main_module.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = main_module
+    for sig in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            handler = signal.getsignal(sig)
+            if callable(handler) and handler is not signal.default_int_handler:
+                signal.signal(sig, signal.SIG_DFL)
+
+
+def _make_undumpable() -> None:
+    """No process of the same uid (a helper the answer starts) may read this one's memory
+    or attach to it: PR_SET_DUMPABLE 0."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
 
 
 def _head(read, lseek, fstat, fd: int, limit: int) -> tuple[str, int]:

@@ -1,99 +1,248 @@
-"""Tamper-resistant readers of torch objects, for observers running in the sandbox.
+"""Readers of the objects an answer left behind, for observers running in the sandbox.
 
-Every accessor is captured when this module is imported, which the harness does before
-any student code runs. A student who later patches `torch.Tensor.requires_grad`,
-`nn.Module.parameters`, `Tensor.detach` or builtins changes what their own code sees,
-not what the observers read: the C-level descriptors and functions captured here are
-the originals, and modules are walked through their instance dictionaries directly.
+Every object the answer made is hostile: its special methods (`__bool__`, `__eq__`,
+`__hash__`, `__iter__`, `__getattr__`, `__del__`, `__torch_function__`, descriptors,
+metaclass hooks) are the learner's code. So the readers here never let Python choose
+what runs: every structure is checked for its exact type first (`type(x) is dict`, an
+exact `Parameter` or `Tensor`, a module class whose metaclass is `type`), dictionaries
+are walked by C-level iteration after their keys are checked to be exact strings,
+instance dictionaries are read through `nn.Module`'s own `__dict__` descriptor, tensors
+through the C-level accessors captured when this module is imported (with torch function
+dispatch disabled), and tensor values are copied straight from their memory by numpy,
+without running an operator of torch's dispatcher. A subclass or proxy where a plain
+object is expected is a tampered structure: an `ObservationError` that says so.
+
+Calls into the answer's own code (a module's `forward`) go through `call_answer`, which
+runs them in a thread of their own whose frames lead nowhere, and keeps whatever they
+return alive until the process exits, so no finaliser of theirs runs in an observer.
 """
 
 from __future__ import annotations
 
+import _thread
 import builtins
+import gc
 import hashlib
+import os as _os
+import time
 
 # A private copy of the builtins: a student who rebinds `builtins.isinstance` or
 # `builtins.sorted` does not reach the functions defined below.
 __builtins__ = dict(builtins.__dict__)
-from collections.abc import Iterator
-from typing import Any
+from collections import OrderedDict as _OrderedDict  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from graders.checks.base import ObservationError
+from graders.checks.base import ObservationError  # noqa: E402
 
 _TensorBase = torch._C.TensorBase
+_Tensor = torch.Tensor
+_Parameter = torch.nn.Parameter
+_Module = torch.nn.Module
+_Optimizer = torch.optim.Optimizer
 _requires_grad = _TensorBase.requires_grad.__get__
 _grad = _TensorBase.grad.__get__
 _shape = _TensorBase.shape.__get__
 _dtype = _TensorBase.dtype.__get__
-_detach = _TensorBase.detach
-_cpu = _TensorBase.cpu
-_contiguous = _TensorBase.contiguous
-_to = _TensorBase.to
-_numpy = _TensorBase.numpy
+_device = _TensorBase.device.__get__
+_layout = _TensorBase.layout.__get__
+_is_sparse = _TensorBase.is_sparse.__get__
+_is_quantized = _TensorBase.is_quantized.__get__
+_is_meta = _TensorBase.is_meta.__get__
+_stride = _TensorBase.stride
+_data_ptr = _TensorBase.data_ptr
+_is_conj = _TensorBase.is_conj
+_is_neg = _TensorBase.is_neg
 _numel = _TensorBase.numel
-_is_floating_point = _TensorBase.is_floating_point
-_any = _TensorBase.any
-_item = _TensorBase.item
+_detach = _TensorBase.detach
+_to = _TensorBase.to
 _clone = _TensorBase.clone
-_obj_getattr = object.__getattribute__
+_device_type = torch.device.type.__get__
+_strided = torch.strided
+_no_torch_function = torch._C.DisableTorchFunction
+_set_grad_enabled = torch._C._set_grad_enabled
+_cross_entropy_loss = torch._C._nn.cross_entropy_loss
+_cat = torch._C._VariableFunctions.cat
+_torch_randn = torch._C._VariableFunctions.randn
+_Generator = torch._C.Generator
+_generator_seed = torch._C.Generator.manual_seed
+_module_call = torch.nn.Module.__call__
+_module_dict = _Module.__dict__["__dict__"].__get__
+_optimizer_dict = _Optimizer.__dict__["__dict__"].__get__
+_is_subclass = type.__dict__["__subclasscheck__"]
+_type_mro = type.__dict__["__mro__"].__get__
+_type_qualname = type.__dict__["__qualname__"].__get__
 _obj_type = builtins.type
 _dict_items = dict.items
-_dict_get = dict.get
-_isinstance = builtins.isinstance
 _id = builtins.id
-_sorted = builtins.sorted
-_no_grad = torch.no_grad
-_Module = torch.nn.Module
-_module_call = torch.nn.Module.__call__
-_Tensor = torch.Tensor
-_Optimizer = torch.optim.Optimizer
-_cross_entropy = F.cross_entropy
-_cat = torch.cat
-_shape = _TensorBase.shape.__get__
-_torch_randn = torch.randn
-_Generator = torch.Generator
+_float = builtins.float
+_int = builtins.int
+_bool = builtins.bool
+_str = builtins.str
+_list = builtins.list
+_tuple = builtins.tuple
+_len = builtins.len
 _sha256 = hashlib.sha256
 _float64 = np.float64
+_float32 = np.float32
+_uint32 = np.uint32
 _np_reduce = np.add.reduce
 _np_abs = np.abs
-_np_einsum = np.einsum
-_np_ascontiguousarray = np.ascontiguousarray
+_np_multiply = np.multiply
 _np_array = np.array
+_np_empty = np.empty
+_start_thread = _thread.start_new_thread
+_new_lock = _thread.allocate_lock
+_thread_count = _thread._count
+_gc_disable = gc.disable
+_sleep = time.sleep
+
+# numpy's description of each torch dtype whose memory it can read as it is, and the
+# dtype the copy is converted to (float tensors are compared as float32).
+_READABLE = {
+    torch.float32: ("<f4", None),
+    torch.float64: ("<f8", np.float32),
+    torch.float16: ("<f2", np.float32),
+    torch.bfloat16: ("<u2", "bfloat16"),
+    torch.int64: ("<i8", None),
+    torch.int32: ("<i4", None),
+    torch.int16: ("<i2", None),
+    torch.int8: ("|i1", None),
+    torch.uint8: ("|u1", None),
+    torch.bool: ("|b1", None),
+}
+_ITEMSIZE = {"<f4": 4, "<f8": 8, "<f2": 2, "<u2": 2, "<i8": 8, "<i4": 4, "<i2": 2, "|i1": 1, "|u1": 1, "|b1": 1}  # fmt: skip
+_DTYPE_NAMES = {dt: _str(dt).removeprefix("torch.") for dt in _READABLE}
 
 
-def lookup(scope: dict[str, Any], name: str) -> Any:
-    if name not in scope:
-        raise ObservationError(f"no variable named `{name}` exists after your code ran")
-    return _dict_get(scope, name)
+def _class_names() -> dict[int, str]:
+    """The qualified name of every class torch, torchvision and the optimizers define, by the
+    identity of the class: a class of the answer's cannot take one by setting `__module__`."""
+    import torchvision
+
+    names: dict[int, str] = {}
+    for package in (torch.nn, torch.optim, torch.utils.data, torchvision.models, torchvision.ops):
+        stack = [package]
+        seen: set[int] = set()
+        while stack:
+            mod = stack.pop()
+            if _id(mod) in seen:
+                continue
+            seen.add(_id(mod))
+            for value in _list(_dict_items(mod.__dict__)):
+                obj = value[1]
+                if _obj_type(obj) is _obj_type(torch) and obj.__name__.startswith(package.__name__):
+                    stack.append(obj)
+                elif isinstance(obj, type) and _id(obj) not in names:
+                    names[_id(obj)] = f"{obj.__module__}.{obj.__qualname__}"
+    for cls in (_Tensor, _Parameter, _Module, _Optimizer, torch.device, torch.Generator):
+        names[_id(cls)] = f"{cls.__module__}.{cls.__qualname__}"
+    for value in _list(vars(builtins).values()):
+        if isinstance(value, type):
+            names[_id(value)] = f"builtins.{value.__qualname__}"
+    return names
 
 
-def qualified_type_name(obj: Any) -> str:
-    cls = _obj_type(obj)
-    return f"{_obj_getattr(cls, '__module__')}.{_obj_getattr(cls, '__qualname__')}"
+_NAMES = _class_names()
+_METACLASSES = {_id(type), _id(_obj_type(_Tensor)), _id(_obj_type(_Parameter))}
+_METACLASSES |= {_id(_obj_type(c)) for c in (torch.optim.Optimizer, torch.utils.data.Dataset)}
+_OPTIMIZERS = {
+    _id(cls): cls
+    for cls in _list(vars(torch.optim).values())
+    if isinstance(cls, type) and issubclass(cls, _Optimizer) and cls is not _Optimizer
+}
+# What `call_answer` returned: kept until the process ends, so that nothing the answer
+# made is freed (and no finaliser of its runs) in a thread of the grader's.
+_KEPT: list = []
+
+
+def tampered(what: str, obj: Any, expected: str) -> ObservationError:
+    return ObservationError(
+        f"{what} is a {class_name(obj)} where {expected} was expected: "
+        "the structure the checks read was tampered with"
+    )
+
+
+def class_name(obj: Any) -> str:
+    """The qualified name of the object's class, known by the class's identity; a class the
+    answer defined is named by its `__qualname__`, marked as the answer's."""
+    return type_name(_obj_type(obj))
+
+
+def type_name(cls: Any) -> str:
+    known = _NAMES.get(_id(cls))
+    if known is not None:
+        return known
+    qualname = _type_qualname(cls)
+    return f"{qualname if _obj_type(qualname) is _str else '?'} (defined by your code)"
 
 
 def type_lineage(obj: Any) -> list[str]:
-    """Qualified names of the object's class and every base, most specific first."""
-    return [
-        f"{_obj_getattr(c, '__module__')}.{_obj_getattr(c, '__qualname__')}"
-        for c in _obj_getattr(_obj_type(obj), "__mro__")
-    ]
+    """Names of the object's class and every base, most specific first. A class whose
+    metaclass is not one of Python's or torch's own is a tampered structure."""
+    cls = _obj_type(obj)
+    if _id(_obj_type(cls)) not in _METACLASSES:
+        raise tampered("the class of a value the checks read", cls, "a plain class")
+    mro = _type_mro(cls)
+    if _obj_type(mro) is not _tuple:
+        return [type_name(cls)]
+    return [type_name(c) for c in mro]
+
+
+class Missing(ObservationError):
+    """The variable a check looks at does not exist."""
+
+
+def lookup(scope: dict[str, Any], name: str) -> Any:
+    for key, value in _plain_items(scope, "the answer's global variables"):
+        if key == name:
+            return value
+    raise Missing(f"no variable named `{name}` exists after your code ran")
+
+
+def _plain_items(d: Any, what: str) -> list[tuple[str, Any]]:
+    """The items of an exact dict whose keys are all exact strings, by C-level iteration."""
+    if _obj_type(d) is not dict:
+        raise tampered(what, d, "a plain dict")
+    items = _list(_dict_items(d))
+    for key, _ in items:
+        if _obj_type(key) is not _str:
+            raise tampered(f"a key of {what}", key, "a plain str")
+    return items
+
+
+def _field(items: list[tuple[str, Any]], name: str) -> Any:
+    for key, value in items:
+        if key == name:
+            return value
+    return None
+
+
+def _fields_of(module: Any, what: str) -> list[tuple[str, Any]]:
+    cls = _obj_type(module)
+    if _obj_type(cls) is not type or not _is_subclass(_Module, cls):
+        raise tampered(what, module, "a torch.nn.Module")
+    return _plain_items(_module_dict(module), f"the attributes of `{what}`")
 
 
 def require_module(obj: Any, what: str) -> Any:
-    if not _isinstance(obj, _Module):
-        raise ObservationError(
-            f"`{what}` should be a torch.nn.Module, found {qualified_type_name(obj)}"
-        )
+    _fields_of(obj, what)
     return obj
 
 
-def _instance_dict(module: Any) -> dict[str, Any]:
-    return _obj_getattr(module, "__dict__")
+def _children(module: Any, what: str) -> list[tuple[str, Any]]:
+    children = _field(_fields_of(module, what), "_modules")
+    if children is None:
+        return []
+    out = []
+    for name, child in _plain_items(children, f"the submodules of {what}"):
+        if child is not None:
+            require_module(child, f"{what}.{name}")
+            out.append((name, child))
+    return out
 
 
 def submodule(root: Any, path: str, what: str) -> Any:
@@ -101,16 +250,17 @@ def submodule(root: Any, path: str, what: str) -> Any:
     module = require_module(root, what)
     walked = what
     for part in path.split(".") if path else []:
-        children = _dict_get(_instance_dict(module), "_modules") or {}
-        if part not in children or _dict_get(children, part) is None:
+        found = _field(_children(module, walked), part)
+        if found is None:
             raise ObservationError(f"`{walked}` has no submodule named `{part}`")
-        module = _dict_get(children, part)
+        module = found
         walked = f"{walked}.{part}"
     return module
 
 
 def named_modules(root: Any) -> Iterator[tuple[str, Any]]:
     """Every module under root with its dotted path, each module once (root is "")."""
+    require_module(root, "the model")
     seen: set[int] = set()
     stack = [("", root)]
     while stack:
@@ -119,10 +269,24 @@ def named_modules(root: Any) -> Iterator[tuple[str, Any]]:
             continue
         seen.add(_id(module))
         yield prefix, module
-        children = _dict_get(_instance_dict(module), "_modules") or {}
-        for name, child in reversed(list(_dict_items(children))):
-            if child is not None:
-                stack.append((f"{prefix}.{name}" if prefix else name, child))
+        for name, child in reversed(_children(module, f"`{prefix}`" if prefix else "the model")):
+            stack.append((f"{prefix}.{name}" if prefix else name, child))
+
+
+def _tensors_of(module: Any, field: str, prefix: str, allowed: tuple) -> list[tuple[str, Any]]:
+    held = _field(_fields_of(module, prefix or "the model"), field)
+    if held is None:
+        return []
+    out = []
+    where = f"`{prefix}`" if prefix else "the model"
+    for name, tensor in _plain_items(held, f"the {field.strip('_')} of {where}"):
+        if tensor is None:
+            continue
+        kind = _obj_type(tensor)
+        if kind is not allowed[0] and kind is not allowed[-1]:
+            raise tampered(f"{name} in {where}", tensor, "a plain torch tensor")
+        out.append((f"{prefix}.{name}" if prefix else name, tensor))
+    return out
 
 
 def named_parameters(root: Any) -> list[tuple[str, Any]]:
@@ -130,12 +294,10 @@ def named_parameters(root: Any) -> list[tuple[str, Any]]:
     seen: set[int] = set()
     out: list[tuple[str, Any]] = []
     for prefix, module in named_modules(root):
-        params = _dict_get(_instance_dict(module), "_parameters") or {}
-        for name, param in _dict_items(params):
-            if param is None or _id(param) in seen:
-                continue
-            seen.add(_id(param))
-            out.append((f"{prefix}.{name}" if prefix else name, param))
+        for name, param in _tensors_of(module, "_parameters", prefix, (_Parameter,)):
+            if _id(param) not in seen:
+                seen.add(_id(param))
+                out.append((name, param))
     return out
 
 
@@ -143,53 +305,110 @@ def named_state(root: Any) -> list[tuple[str, Any]]:
     """Parameters and persistent buffers by name, as a state dict would hold them."""
     out = list(named_parameters(root))
     for prefix, module in named_modules(root):
-        d = _instance_dict(module)
-        buffers = _dict_get(d, "_buffers") or {}
-        transient = _dict_get(d, "_non_persistent_buffers_set") or set()
-        for name, buf in _dict_items(buffers):
-            if buf is not None and name not in transient:
-                out.append((f"{prefix}.{name}" if prefix else name, buf))
+        transient = _field(_fields_of(module, prefix or "the model"), "_non_persistent_buffers_set")
+        skip: list[str] = []
+        if transient is not None:
+            if _obj_type(transient) is not set:
+                raise tampered("a module's non-persistent buffer set", transient, "a plain set")
+            skip = _list(transient)
+            for name in skip:
+                if _obj_type(name) is not _str:
+                    raise tampered("a non-persistent buffer's name", name, "a str")
+        for name, buf in _tensors_of(module, "_buffers", prefix, (_Tensor, _Parameter)):
+            if name.rpartition(".")[2] not in skip:
+                out.append((name, buf))
     return out
 
 
+def _plain_tensor(tensor: Any) -> Any:
+    if _obj_type(tensor) is not _Tensor and _obj_type(tensor) is not _Parameter:
+        raise tampered("a value the checks read", tensor, "a plain torch tensor")
+    return tensor
+
+
 def requires_grad(tensor: Any) -> bool:
-    return bool(_requires_grad(tensor))
-
-
-def grad_of(tensor: Any) -> Any:
-    return _grad(tensor)
+    with _no_torch_function():
+        return _requires_grad(_plain_tensor(tensor)) is True
 
 
 def shape_of(tensor: Any) -> list[int]:
-    return [int(n) for n in _shape(tensor)]
+    with _no_torch_function():
+        return [_int(n) for n in _shape(_plain_tensor(tensor))]
 
 
 def dtype_name(tensor: Any) -> str:
-    return str(_dtype(tensor)).removeprefix("torch.")
+    with _no_torch_function():
+        dtype = _dtype(_plain_tensor(tensor))
+    return _DTYPE_NAMES.get(dtype) or _str(dtype).removeprefix("torch.")
 
 
 def numel(tensor: Any) -> int:
-    return int(_numel(tensor))
+    with _no_torch_function():
+        return _int(_numel(_plain_tensor(tensor)))
 
 
-def is_all_zero(tensor: Any) -> bool:
-    with _no_grad():
-        return not bool(_item(_any(tensor)))
+def same_object(a: Any, b: Any) -> bool:
+    return _id(a) == _id(b)
+
+
+class _Memory:
+    """What numpy reads a tensor's memory through: an array interface of our own making."""
+
+    __slots__ = ("__array_interface__",)
+
+    def __init__(self, interface: dict) -> None:
+        self.__array_interface__ = interface
 
 
 def to_numpy(tensor: Any) -> np.ndarray:
-    """A host copy of the tensor's values (float tensors as float32, others as they are)."""
-    with _no_grad():
-        t = _contiguous(_cpu(_detach(tensor)))
-        if _is_floating_point(t):
-            t = _to(t, torch.float32)
-        return _np_ascontiguousarray(_numpy(t))
+    """A host copy of the tensor's values (float tensors as float32, others as they are),
+    read from its memory: no operator of torch's runs on a CPU tensor."""
+    with _no_torch_function():
+        t = _plain_tensor(tensor)
+        if _layout(t) is not _strided or _is_sparse(t) or _is_quantized(t) or _is_meta(t):
+            raise ObservationError("a tensor the checks read is not a plain dense tensor")
+        if _is_conj(t) or _is_neg(t):
+            raise ObservationError(
+                "a tensor the checks read is a lazily negated or conjugated view"
+            )
+        dtype = _dtype(t)
+        if dtype not in _READABLE:
+            raise ObservationError(f"a tensor the checks read has the unsupported dtype {dtype}")
+        if _device_type(_device(t)) != "cpu":
+            # A CUDA tensor is copied by torch (whose integrity the harness checks).
+            t = _to(_detach(t), "cpu")
+        typestr, convert = _READABLE[dtype]
+        shape = _tuple(_int(n) for n in _shape(t))
+        size = _ITEMSIZE[typestr]
+        strides = _tuple(_int(s) * size for s in _stride(t))
+        count = _int(_numel(t))
+        if count == 0:
+            values = _np_empty(shape, dtype=typestr)
+        else:
+            interface = {
+                "version": 3,
+                "shape": shape,
+                "typestr": typestr,
+                "data": (_int(_data_ptr(t)), True),
+                "strides": strides,
+            }
+            values = _np_array(_Memory(interface), copy=True, order="C")
+    if convert == "bfloat16":
+        return (values.astype(_uint32) << 16).view(_float32)
+    if convert is not None:
+        return values.astype(convert)
+    return values
 
 
-def snapshot(tensor: Any) -> np.ndarray:
-    """A copy of the tensor's values that owns its memory: `to_numpy` of a CPU float32
-    tensor shares the tensor's storage, so what runs later could still change it."""
-    return _np_array(to_numpy(tensor), copy=True)
+snapshot = to_numpy  # a copy that owns its memory, whatever the tensor does later
+
+
+def scalar(tensor: Any) -> float:
+    """The value of a one-element tensor, read from its memory."""
+    values = to_numpy(tensor)
+    if values.size != 1:
+        raise ObservationError(f"expected a single value, found a tensor of shape {values.shape}")
+    return _float(values.reshape(-1)[0])
 
 
 def digest(values: np.ndarray) -> str:
@@ -197,12 +416,13 @@ def digest(values: np.ndarray) -> str:
 
 
 def summary(values: np.ndarray) -> list[float]:
-    """Sum, absolute sum and sum of squares in float64: compared with a tolerance."""
-    v = values.reshape(-1)  # accumulated in float64 without a float64 copy of the tensor
+    """Sum, absolute sum and sum of squares in float64: compared with a tolerance. Only
+    numpy's C functions (ufuncs) run: its Python-level wrappers are the answer's to patch."""
+    v = values.reshape(-1)
     return [
-        float(_np_reduce(v, dtype=_float64)),
-        float(_np_reduce(_np_abs(v), dtype=_float64)),
-        float(_np_einsum("i,i->", v, v, dtype=_float64)),
+        _float(_np_reduce(v, dtype=_float64)),
+        _float(_np_reduce(_np_abs(v), dtype=_float64)),
+        _float(_np_reduce(_np_multiply(v, v, dtype=_float64))),
     ]
 
 
@@ -213,41 +433,263 @@ def param_ids(root: Any) -> dict[int, str]:
 def set_training(root: Any, mode: bool) -> dict[int, bool]:
     """Set every module's `training` flag directly; returns the previous flags to restore."""
     before: dict[int, bool] = {}
-    for _, module in named_modules(root):
-        d = _instance_dict(module)
-        before[_id(module)] = bool(_dict_get(d, "training", True))
-        d["training"] = mode
+    for prefix, module in named_modules(root):
+        flag = _field(_fields_of(module, prefix or "the model"), "training")
+        if _obj_type(flag) is not _bool:
+            raise tampered(f"the training flag of `{prefix or 'the model'}`", flag, "a plain bool")
+        before[_id(module)] = flag
+        _module_dict(module)["training"] = mode
     return before
 
 
 def restore_training(root: Any, before: dict[int, bool]) -> None:
     for _, module in named_modules(root):
         if _id(module) in before:
-            _instance_dict(module)["training"] = before[_id(module)]
+            _module_dict(module)["training"] = before[_id(module)]
 
 
 def seeded_input(shape: list[int], seed: int) -> Any:
-    gen = _Generator().manual_seed(seed)
+    gen = _Generator()
+    _generator_seed(gen, seed)
     return _torch_randn(*shape, generator=gen)
 
 
-def optimizer_groups(optimizer: Any) -> list[dict[str, Any]]:
-    if not _isinstance(optimizer, _Optimizer):
+class Group:
+    """One param group of an optimizer, as plain data: the tensors it holds and its
+    hyper-parameters (floats, bools, None, tuples of floats)."""
+
+    def __init__(self, params: list, hyper: dict) -> None:
+        self.params = params
+        self.hyper = hyper
+
+
+def optimizer_of(optimizer: Any, what: str) -> tuple[str, list[Group]]:
+    """The optimizer's class (one of torch.optim's, by identity) and its param groups."""
+    cls = _OPTIMIZERS.get(_id(_obj_type(optimizer)))
+    if cls is None or cls is not _obj_type(optimizer):
         raise ObservationError(
-            f"`optimizer` should be a torch.optim.Optimizer, found {qualified_type_name(optimizer)}"
+            f"`{what}` should be a torch.optim.Optimizer of torch's own (such as "
+            f"torch.optim.SGD), found {class_name(optimizer)}"
         )
-    groups = _dict_get(_instance_dict(optimizer), "param_groups")
-    if not _isinstance(groups, list):
-        raise ObservationError("the optimizer's param_groups is not a list")
-    return groups
+    groups = _field(
+        _plain_items(_optimizer_dict(optimizer), f"the attributes of `{what}`"), "param_groups"
+    )
+    if _obj_type(groups) is not _list:
+        raise tampered(f"`{what}.param_groups`", groups, "a plain list")
+    out = []
+    for group in _list(groups):
+        items = _plain_items(group, f"a param group of `{what}`")
+        params = _field(items, "params")
+        if _obj_type(params) is not _list:
+            raise tampered(f"a param group's params in `{what}`", params, "a plain list")
+        held = _list(params)
+        for p in held:
+            _plain_tensor(p)
+        hyper = {}
+        for key, value in items:
+            if key != "params":
+                hyper[key] = _hyper_value(value)
+        out.append(Group(held, hyper))
+    return type_name(cls), out
 
 
-no_grad = _no_grad
-call_module = _module_call
-cross_entropy = _cross_entropy
-concat = _cat
-shape = lambda tensor: tuple(_shape(tensor))  # noqa: E731
-clone = _clone
-detach = _detach
-is_tensor = lambda obj: _isinstance(obj, _Tensor)  # noqa: E731
-is_module = lambda obj: _isinstance(obj, _Module)  # noqa: E731
+_UNREADABLE = object()
+
+
+def _hyper_value(value: Any) -> Any:
+    kind = _obj_type(value)
+    if value is None or kind is _bool:
+        return value
+    if kind is _int or kind is _float:
+        return _float(value)
+    if kind is _tuple or kind is _list:
+        items = _list(value)
+        if _len(items) <= 8 and all(_obj_type(v) is _int or _obj_type(v) is _float for v in items):
+            return [_float(v) for v in items]
+        return _UNREADABLE
+    if kind is _Tensor:  # a 0-d tensor learning rate
+        values = to_numpy(value)
+        return _float(values.reshape(-1)[0]) if values.size == 1 else _UNREADABLE
+    return _UNREADABLE
+
+
+def readable(value: Any) -> bool:
+    return value is not _UNREADABLE
+
+
+# The trampoline a call into the answer's code starts from: compiled into a namespace of
+# its own, so the frames the answer's code can walk up to lead to C functions and to the
+# box its result goes in, nowhere else.
+_TRAMPOLINE = """
+def run(fn, args, grad, box, release, base_exception, exact_type, exact_str, to_str, gc_off, set_grad):
+    try:
+        set_grad(grad)
+        box.append((True, fn(*args)))
+    except base_exception as exc:
+        try:
+            message = to_str(exc)
+        except base_exception:
+            message = "?"
+        box.append((False, exc, message if exact_type(message) is exact_str else "?"))
+    finally:
+        gc_off()
+        release()
+"""
+_trampoline_space: dict = {"__builtins__": {}}
+exec(compile(_TRAMPOLINE, "<call>", "exec"), _trampoline_space)
+_trampoline = _trampoline_space.pop("run")
+del _trampoline_space
+
+
+class AnswerRaised(Exception):
+    """The answer's code raised: `kind` is its exception's class name, `text` its message."""
+
+    def __init__(self, kind: str, text: str, assertion: bool = False) -> None:
+        super().__init__(f"{kind}: {text}" if text else kind)
+        self.kind, self.text, self.assertion = kind, text, assertion
+
+
+def call_answer(fn: Any, *args: Any, grad: bool = False) -> Any:
+    """fn(*args) in a thread of its own, for code of the answer's (a module's forward).
+    Returns its result or raises `AnswerRaised`; raises `ObservationError` when it left a
+    thread running. The result, and everything it holds, is kept until the process ends."""
+    lock = _new_lock()
+    lock.acquire()
+    box: list = []
+    _KEPT.append(box)
+    before = _thread_count()
+    os_before = os_thread_count(*OS_PRIMITIVES)
+    _start_thread(
+        _trampoline,
+        (
+            fn,
+            args,
+            grad is True,
+            box,
+            lock.release,
+            BaseException,
+            _obj_type,
+            _str,
+            _str,
+            _gc_disable,
+            _set_grad_enabled,
+        ),
+    )
+    lock.acquire()
+    _gc_disable()
+    if not _settled(before) or not _os_settled(os_before):
+        raise ObservationError("your code started a thread while it was being graded")
+    if _len(box) != 1 or _obj_type(box[0]) is not _tuple:
+        raise ObservationError("your code's call did not return")
+    entry = box[0]
+    if _len(entry) == 2 and entry[0] is True:
+        return entry[1]
+    if _len(entry) == 3 and entry[0] is False:
+        text = entry[2] if _obj_type(entry[2]) is _str else "?"
+        kind = _type_qualname(_obj_type(entry[1]))
+        raise AnswerRaised(
+            kind if _obj_type(kind) is _str else "?", text, _obj_type(entry[1]) is AssertionError
+        )
+    raise ObservationError("your code's call did not return")
+
+
+def os_thread_count(open_, read, close, to_int) -> int:
+    """The process's threads as the kernel counts them (a Python thread whose state is
+    being cleared is gone from `_thread._count()` but not from here): -1 if unreadable.
+    It looks up no global or builtin, for the harness's main thread."""
+    try:
+        fd = open_("/proc/self/status", 0)
+    except OSError:
+        return -1
+    try:
+        data = read(fd, 8192)
+    finally:
+        close(fd)
+    start = data.find(b"\nThreads:")
+    end = data.find(b"\n", start + 1)
+    return to_int(data[start + 9 : end]) if start >= 0 and end > start else -1
+
+
+OS_PRIMITIVES = (_os.open, _os.read, _os.close, _int)
+
+
+def _settled(before: int) -> bool:
+    """Whether the thread count is back to `before`, within a bounded wait: the thread a
+    call ran in ends just after it hands back its result."""
+    for _ in range(2000):
+        if _thread_count() <= before:
+            return True
+        _sleep(0.0005)
+    return False
+
+
+def _os_settled(before: int) -> bool:
+    for _ in range(4000):
+        if os_thread_count(*OS_PRIMITIVES) <= before:
+            return True
+        _sleep(0.0005)
+    return False
+
+
+_HOOK_FIELDS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs")
+_global_hooks = [
+    value
+    for name, value in vars(torch.nn.modules.module).items()
+    if name.startswith("_global_forward") and type(value) is _OrderedDict
+]
+
+
+def _plain_forward(root: Any) -> None:
+    """A forward the model's classes define, without hooks: a `forward` set on an instance
+    or a hook (the module's or a global one) would change what the model computes."""
+    for hooks in _global_hooks:
+        if _len(hooks):
+            raise ObservationError("a global module hook is registered: it changes every forward")
+    for prefix, module in named_modules(root):
+        where = f"`{prefix}`" if prefix else "the model"
+        fields = _fields_of(module, where)
+        if _field(fields, "forward") is not None:
+            raise ObservationError(f"the forward of {where} was replaced on the instance")
+        for name in _HOOK_FIELDS:
+            hooks = _field(fields, name)
+            if hooks is not None and (_obj_type(hooks) is not _OrderedDict or _len(hooks)):
+                raise ObservationError(f"a hook is registered on {where}: it changes its forward")
+
+
+def forward(module: Any, inputs: Any) -> Any:
+    """The module's output on inputs, in eval mode without gradients, by the answer's own
+    `forward`; the training flags are restored afterwards. The output must be a plain tensor."""
+    _plain_forward(module)
+    flags = set_training(module, False)
+    try:
+        out = call_answer(_module_call, module, inputs)
+    finally:
+        restore_training(module, flags)
+    if _obj_type(out) is not _Tensor:
+        raise ObservationError(f"the model's forward returned a {class_name(out)}, not a tensor")
+    return out
+
+
+def cross_entropy(logits: Any, labels: Any) -> float:
+    """Mean cross-entropy by torch's C function (no Python wrapper the answer could patch)."""
+    with _no_torch_function():
+        return scalar(
+            _cross_entropy_loss(_plain_tensor(logits), _plain_tensor(labels), None, 1, -100, 0.0)
+        )
+
+
+def copy_of(tensor: Any) -> Any:
+    """A detached copy, for values taken before the answer runs (the setup's, trusted)."""
+    with _no_torch_function():
+        return _clone(_detach(tensor))
+
+
+def concat(tensors: list) -> Any:
+    return _cat(tensors)
+
+
+def shape(tensor: Any) -> tuple[int, ...]:
+    return _tuple(shape_of(tensor))
+
+
+grad_of = _grad

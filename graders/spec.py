@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import yaml
@@ -52,6 +53,42 @@ class Limits(_Strict):
         description="`optional`: use a GPU when the worker has one, else run on the CPU and say so; "
         "`required`: refuse to grade on a worker without one.",
     )
+
+    def beyond(self, bounds: LimitBounds) -> list[str]:
+        """What these limits ask beyond a deployment's bounds, one message per field."""
+        asked = [
+            ("time_limit_s", self.time_limit_s, bounds.time_limit_s, "s"),
+            ("memory_bytes", self.memory_bytes, bounds.memory_bytes, "bytes"),
+            ("max_output_bytes", self.max_output_bytes, bounds.max_output_bytes, "bytes"),
+            ("cpus", self.cpus, bounds.cpus, "cores"),
+        ]
+        problems = [
+            f"limits.{name}: {_amount(value)} {unit} asked; this deployment allows at most "
+            f"{_amount(bound)} {unit}"
+            for name, value, bound, unit in asked
+            if value > bound
+        ]
+        if self.gpu == "required" and not bounds.gpu:
+            problems.append(
+                "limits.gpu: required, but this deployment offers no GPU (use optional or none)"
+            )
+        return problems
+
+
+def _amount(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class LimitBounds:
+    """The most one task's sandbox may ask of a deployment: limits above them could never run
+    there (the engine would refuse the sandbox)."""
+
+    time_limit_s: float
+    memory_bytes: int
+    max_output_bytes: int
+    cpus: float
+    gpu: bool  # False: no worker offers a GPU
 
 
 class Blank(_Strict):

@@ -3,9 +3,11 @@
 Every container runs with no network, as uid 65534 with no capabilities and
 no-new-privileges, on a read-only root with a size- and inode-capped tmpfs at /tmp,
 under cgroup limits (memory equal to memory+swap, a CPU quota, a pids limit), with
-nofile/fsize/core/data ulimits, an init process, an allow-listed environment and no logs
-kept by the engine. The job goes in on stdin and the facts come back on stdout, both
-over the attach stream, read with a cap; nothing is shared through a writable mount.
+nofile/fsize/core/data ulimits, in an IPC namespace of its own whose System V limits
+keep shared memory within the job's memory limit (`ipc_sysctls`), with an init process,
+an allow-listed environment and no logs kept by the engine. The job goes in on stdin
+and the facts come back on stdout, both over the attach stream, read with a cap;
+nothing is shared through a writable mount.
 The fast path's containers (`start(..., jobs=N)`) differ only where their fork server
 needs it: see `container_config` and `sandbox/fork_sandbox.py`.
 
@@ -58,6 +60,28 @@ SERVER_MEMORY_BYTES = 768 * 1024 * 1024  # torch imported, shared copy-on-write 
 SERVER_PIDS = 8  # init, the server, its clean-up helper, a seed for the next zygote
 # A zygote: the copy-on-write pages a task's setup writes (a ResNet-18 and its checkpoint)
 ZYGOTE_MEMORY_BYTES = 256 * 1024 * 1024
+# System V IPC limits, per IPC namespace. kernel.shmall counts pages of the engine's
+# kernel: this machine's page size stands for it (the engine runs beside the worker).
+SHM_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+MSG_QUEUE_BYTES = 16 * 1024  # kernel.msgmnb: the kernel's default
+MSG_QUEUES = 256  # kernel.msgmni: 4 MiB of messages in all
+SEMAPHORES = "250 8192 32 128"  # kernel.sem: per set, in all, per semop call, sets
+
+
+def ipc_sysctls(memory_bytes: int) -> dict[str, str]:
+    """The sysctls of a container's own IPC namespace: System V shared memory, one segment
+    or all together, fits in `memory_bytes` (RLIMIT_DATA does not count shared mappings),
+    a segment goes when its last process detaches or exits, and message queues and
+    semaphores stay small."""
+    pages = memory_bytes // SHM_PAGE_BYTES
+    return {
+        "kernel.shm_rmid_forced": "1",
+        "kernel.shmmax": str(pages * SHM_PAGE_BYTES),
+        "kernel.shmall": str(pages),
+        "kernel.msgmnb": str(MSG_QUEUE_BYTES),
+        "kernel.msgmni": str(MSG_QUEUES),
+        "kernel.sem": SEMAPHORES,
+    }
 
 
 def engine_answers(timeout_s: float = 2.0) -> bool:
@@ -225,6 +249,8 @@ class DockerBackend:
         fork server as root with CHOWN, SETUID and SETGID only, which runs each job's
         child under a uid of its own, with the job's rlimits (graders/fork_server.py);
         memory and pids get the server's share, and its zygotes', on top of the job's.
+        Either way the IPC namespace is the container's own (`private`: no other
+        container may join it), which is what lets its System V limits be set.
         """
         limits = request.limits
         serving = jobs > 1
@@ -253,6 +279,8 @@ class DockerBackend:
                 Ulimit(name="data", soft=limits.memory_bytes, hard=limits.memory_bytes),
             ],
             init=True,
+            ipc_mode="private",
+            sysctls=ipc_sysctls(limits.memory_bytes),
             log_config=LogConfig(type=LogConfig.types.NONE),
             mounts=self.mounts,
             **self._gpu_options(limits),

@@ -9,8 +9,9 @@ harness's ready marker, as in a one-job sandbox.
 The container is removed, and a fresh one started by the pool, after its last job and
 after any job that hit a limit or did not end cleanly: a deadline (the container is
 killed), an output overflow (killed too), an out-of-memory kill, a child killed by a
-signal, or anything of the job's uid left behind. The security argument and the
-trade-off are in the README's architecture section.
+signal, or anything left behind that the server could not remove (a process of the
+job's uid, a file, a System V IPC object or POSIX queue that was not there before). The
+security argument and the trade-off are in the README's architecture section.
 """
 
 from __future__ import annotations

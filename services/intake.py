@@ -132,7 +132,7 @@ def create_many(
     used = count_attempts(
         session,
         [
-            (task.task_id, course, entries[i].new.student_id, task.spec.max_attempts)
+            (task.task_id, course, entries[i].new.student_id, task.spec.max_attempts, task.task_key)
             for i, task, course in checked
         ],
     )
@@ -147,7 +147,7 @@ def create_many(
             continue
         new = entry.new
         row = dict(
-            id=new_id(), task_id=task.task_id, task_version_id=task.version_id,
+            id=new_id(), task_id=task.task_id, task_key=task.task_key, task_version_id=task.version_id,
             course=course or None, student_id=new.student_id, client_key_id=entry.who.key_id,
             idempotency_key=entry.idempotency_key, code=new.code,
             blanks={str(k): v for k, v in new.blanks.items()} if new.blanks else None,
@@ -225,14 +225,14 @@ def _validate_answer(spec: CodeTask | ChoiceTask, new: NewSubmission, settings: 
         raise InvalidInput(str(exc)) from None
 
 
-CounterKey = tuple[str, str, str]  # task, course, student
+CounterKey = tuple[str, str, str]  # task id, course, student
+# task id (as the course names it), course, student, limit, task key
+Wanted = tuple[str, str, str, int | None, str]
 
 
-def count_attempts(
-    session: Session, wanted: Sequence[tuple[str, str, str, int | None]]
-) -> list[int | None]:
-    """Count one attempt for each (task, course, student, limit): the attempts used after
-    it, or None (and nothing counted) when all `limit` are used.
+def count_attempts(session: Session, wanted: Sequence[Wanted]) -> list[int | None]:
+    """Count one attempt for each (task id, course, student, limit, task key): the attempts
+    used after it, or None (and nothing counted) when all `limit` are used.
 
     One upsert per round and run of tasks with one limit, its rows in counter order: the
     upsert locks each counter's row, so concurrent submissions of one student are counted
@@ -261,10 +261,7 @@ def count_attempts(
 
 
 def _count(
-    session: Session,
-    wanted: Sequence[tuple[str, str, str, int | None]],
-    members: list[int],
-    used: list[int | None],
+    session: Session, wanted: Sequence[Wanted], members: list[int], used: list[int | None]
 ) -> None:
     limit = wanted[members[0]][3]
     if limit is not None and limit <= 0:
@@ -275,8 +272,8 @@ def _count(
     if connection.dialect.name == "postgresql":
         rows = json.dumps(
             [
-                {"task_id": t, "course": c, "student_id": s, "n": n}
-                for n, (t, c, s) in enumerate(keys)
+                {"task_id": t, "course": c, "student_id": s, "task_key": wanted[i][4], "n": n}
+                for n, (i, (t, c, s)) in enumerate(zip(members, keys, strict=True))
             ]
         )
         counted = dict(
@@ -288,7 +285,8 @@ def _count(
         return
     for i, (t, c, s) in zip(members, keys, strict=True):  # SQLite: a row at a time
         used[i] = connection.execute(
-            _COUNT_ONE, {"task_id": t, "course": c, "student_id": s, "limit": bound}
+            _COUNT_ONE,
+            {"task_id": t, "course": c, "student_id": s, "task_key": wanted[i][4], "limit": bound},
         ).scalar()
 
 
@@ -303,6 +301,7 @@ _COUNT_ONE = (
         task_id=bindparam("task_id"),
         course=bindparam("course"),
         student_id=bindparam("student_id"),
+        task_key=bindparam("task_key"),
         used=1,
     )  # fmt: skip
     .on_conflict_do_update(
@@ -315,9 +314,10 @@ _COUNT_ONE = (
 # PostgreSQL: every counter of a run in one statement, its rows taken in the order given.
 _COUNT_MANY = text(
     """
-    INSERT INTO attempt_counters (task_id, course, student_id, used)
-    SELECT r.task_id, r.course, r.student_id, 1
-    FROM json_to_recordset(CAST(:rows AS json)) AS r(task_id text, course text, student_id text, n int)
+    INSERT INTO attempt_counters (task_id, course, student_id, task_key, used)
+    SELECT r.task_id, r.course, r.student_id, r.task_key, 1
+    FROM json_to_recordset(CAST(:rows AS json))
+        AS r(task_id text, course text, student_id text, task_key text, n int)
     ORDER BY r.n
     ON CONFLICT (task_id, course, student_id)
     DO UPDATE SET used = attempt_counters.used + 1 WHERE attempt_counters.used < :limit

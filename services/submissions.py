@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from core.settings import Settings
 from db.models import AttemptCounter, Submission, TaskVersion, WebhookDelivery, aware, now
-from graders.result import GradeResult
+from graders.result import GradeResult, printable_data
 from graders.spec import ChoiceTask, CodeTask
 from sandbox.base import SandboxBackend
 from services import catalog
@@ -46,7 +46,7 @@ def attempts_left(session: Session, row: Submission) -> int | None:
     """Attempts the row's student has left at its task, in its course."""
     version_id = session.scalar(
         select(TaskVersion.id)
-        .where(TaskVersion.task_id == row.task_id, TaskVersion.status == "ready")
+        .where(TaskVersion.task_key == row.task_key, TaskVersion.status == "ready")
         .order_by(TaskVersion.number.desc())
     )
     spec = catalog.spec_by_id(session, version_id) if version_id else None
@@ -92,6 +92,9 @@ def list_for(
 
 
 def public(row: Submission, attempts_left_: int | None = None) -> dict[str, Any]:
+    """The submission as its readers see it. Results are stored printable; the stored
+    result's texts are made printable again here, so that a row whatever wrote it (an
+    older version, a hand repair) is always served."""
     out: dict[str, Any] = {
         "id": row.id, "task_id": row.task_id, "student_id": row.student_id, "status": row.status,
         "created_at": aware(row.created_at).isoformat(),
@@ -105,7 +108,7 @@ def public(row: Submission, attempts_left_: int | None = None) -> dict[str, Any]
             "score": row.score,
             "max_score": row.max_score,
             "charged": row.charged,
-            "result": row.result,
+            "result": printable_data(row.result),
         }
     return out
 

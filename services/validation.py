@@ -3,6 +3,10 @@
 The reference run's facts become the version's expected facts; an empty answer's run
 records which checks pass without any work (the baseline), so that an answer that only
 passes those gets no points.
+
+A sandbox that cannot start is the engine's failure, retried, unless the engine starts
+this task's job under the deployment's default limits: then the version's own limits are
+what it refuses, and the version is invalid with the engine's reason.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from core.settings import Settings
 from graders.judge import Expected, judge_run
 from graders.result import GradeResult
 from graders.spec import ChoiceTask, CodeTask, spec_digest
+from graders.spec import Limits as TaskLimits
 from sandbox.base import SandboxBackend
+from sandbox.errors import BackendUnavailable, SandboxError
 from services.answers import Answer, code_for
 from services.expected import load_expected, save_expected
 from services.grading import run_code
@@ -61,13 +67,49 @@ def validate(
         report.expected = cached
         report.good("expected facts already computed for this version (self-test passed before)")
         return report
+    try:
+        _self_test(spec, report, backend, settings)
+    except BackendUnavailable:
+        raise  # this worker cannot run the task at all (no engine, no GPU): another may
+    except SandboxError as exc:
+        if not _starts_under_defaults(spec, backend, settings):
+            raise  # the engine fails whatever the limits: not the version's fault
+        report.fail(
+            f"the sandbox cannot start under this version's limits ({_limits_text(spec)}),"
+            f" though it starts under the default limits: {exc}"
+        )
+    return report
 
+
+def _limits_text(spec: CodeTask) -> str:
+    limits = spec.limits
+    return (
+        f"cpus {limits.cpus:g}, memory_bytes {limits.memory_bytes:,}, "
+        f"time_limit_s {limits.time_limit_s:g}, gpu {limits.gpu}"
+    )
+
+
+def _starts_under_defaults(spec: CodeTask, backend: SandboxBackend, settings: Settings) -> bool:
+    """Whether the engine runs this task's empty answer under the default limits."""
+    plain = spec.model_copy(update={"limits": TaskLimits()})
+    if plain.limits == spec.limits:
+        return False
+    try:
+        run_code(plain, "", backend, settings)
+    except SandboxError:
+        return False
+    return True
+
+
+def _self_test(
+    spec: CodeTask, report: SelfTestReport, backend: SandboxBackend, settings: Settings
+) -> None:
     summary, facts = run_code(spec, spec.reference, backend, settings)
     if facts is None:
         report.fail(
             f"the reference produced no facts (exit {summary.exit_code}, timed out: {summary.timed_out}; {'; '.join(summary.notes)})"
         )
-        return report
+        return
     provisional = Expected(facts=facts)
     ref = judge_run(spec, report.version, summary, facts, provisional)
     if ref.outcome != "passed" or ref.score != ref.max_score:
@@ -75,7 +117,7 @@ def validate(
         report.lines += [f"        {c.name}: {c.message}" for c in ref.checks if not c.passed]
         if ref.error:
             report.lines.append(f"        {ref.error}")
-        return report
+        return
     report.good(f"reference solution scored {_score(ref)} in {ref.duration_s:.2f} s")
 
     answers: list[tuple[str, Answer, str | None]] = [
@@ -110,4 +152,3 @@ def validate(
     if report.ok:
         report.expected = expected
         save_expected(settings, spec, expected)
-    return report

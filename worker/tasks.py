@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery.signals import worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
+from sandbox.errors import SandboxError
 from services import jobs
 from services.queue import DELIVER, GRADE, REAP, VALIDATE
 from worker.celery_app import app, settings
@@ -17,7 +18,15 @@ def grade_submission(submission_id: str) -> str:
     return jobs.grade_submission(settings, submission_id)
 
 
-@app.task(name=VALIDATE, autoretry_for=INFRA_ERRORS, retry_backoff=True, max_retries=20)
+# A self-test's sandbox failure that is not the version's own (services/validation.py) is
+# the engine's: the version stays validating and the test runs again later.
+@app.task(
+    name=VALIDATE,
+    autoretry_for=(*INFRA_ERRORS, SandboxError),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=20,
+)
 def validate_version(version_id: str) -> str:
     return jobs.validate_version(settings, version_id)
 

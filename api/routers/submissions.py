@@ -7,11 +7,11 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep, StaffDep, api_key_of
 from api.intake import MAX_IDEMPOTENCY_KEY, Posted
+from api.responses import PrintableJSONResponse
 from api.schemas import SubmissionIn
 from core.settings import Settings
 from db.models import Submission
@@ -46,7 +46,7 @@ async def submit(
     idempotency_key: Annotated[
         str | None, Header(description=f"At most {MAX_IDEMPOTENCY_KEY} characters.")
     ] = None,
-) -> JSONResponse:
+) -> PrintableJSONResponse:
     """Accept an answer for grading: 202 with its id and the attempts left (200 with the
     first submission when the `Idempotency-Key` was seen before).
 
@@ -56,7 +56,7 @@ async def submit(
     """
     posted = Posted(api_key_of(authorization, x_api_key), await request.body(), idempotency_key)
     accepted = await request.app.state.intake.accept(posted)
-    return JSONResponse(
+    return PrintableJSONResponse(
         submissions.public(accepted.row, accepted.attempts_left),
         status_code=202 if accepted.created else 200,
     )

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import PrincipalDep, SessionDep, SettingsDep, StaffDep
 from services import catalog, queue, submissions
 from services.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+# Task ids are unique per course: an admin (who belongs to no course) names the course.
+CourseParam = Annotated[
+    str | None,
+    Query(
+        max_length=100,
+        description="Admin only: the course whose task the id names (default: the shared bank's).",
+    ),
+]
 
 
 @router.post("", status_code=202)
@@ -18,16 +29,19 @@ async def post_task(
     who: StaffDep,
     session: SessionDep,
     settings: SettingsDep,
-    course: str | None = None,
+    course: CourseParam = None,
 ) -> dict:
-    """Post a spec as JSON or YAML. It is stored as a new version and self-tested in the background."""
+    """Post a spec as JSON or YAML. It is stored as a new version and self-tested in the background.
+
+    The id is the course's own (an instructor's course, or an admin's `course`; no course: the
+    shared bank). 409 when a course's new task would take an id the shared bank has."""
     raw = await request.body()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("the spec must be UTF-8 text (JSON or YAML)") from None
-    spec = catalog.parse_posted_spec(text)
-    owner = who.course if who.role == "instructor" else course
+    spec = catalog.parse_posted_spec(text, settings)
+    owner = who.course if who.role == "instructor" else (course or None)
     version, created = catalog.add_version(session, spec, course=owner)
     session.commit()
     if created and version.status == "validating":
@@ -55,8 +69,10 @@ def list_tasks(
 
 
 @router.get("/{task_id}")
-def get_task(task_id: str, who: PrincipalDep, session: SessionDep) -> dict:
-    task = catalog.get_task(session, task_id, who)
+def get_task(
+    task_id: str, who: PrincipalDep, session: SessionDep, course: CourseParam = None
+) -> dict:
+    task = catalog.get_task(session, task_id, who, course)
     version = catalog.current_version(session, task) or catalog.latest_version(session, task)
     if catalog.is_staff_for(who, task.course):
         return catalog.staff_view(task, version)
@@ -64,15 +80,19 @@ def get_task(task_id: str, who: PrincipalDep, session: SessionDep) -> dict:
 
 
 @router.get("/{task_id}/versions/{number}")
-def get_version(task_id: str, number: int, who: StaffDep, session: SessionDep) -> dict:
-    task = catalog.get_task(session, task_id, who)
+def get_version(
+    task_id: str, number: int, who: StaffDep, session: SessionDep, course: CourseParam = None
+) -> dict:
+    task = catalog.get_task(session, task_id, who, course)
     catalog.require_staff(who, task.course)
     return catalog.staff_view(task, catalog.version_by_number(session, task, number))
 
 
 @router.post("/{task_id}/archive")
-def archive_task(task_id: str, who: StaffDep, session: SessionDep) -> dict:
-    task = catalog.get_task(session, task_id, who)
+def archive_task(
+    task_id: str, who: StaffDep, session: SessionDep, course: CourseParam = None
+) -> dict:
+    task = catalog.get_task(session, task_id, who, course)
     catalog.archive(session, task, who)
     session.commit()
     return {"id": task.id, "archived": True}
@@ -80,9 +100,14 @@ def archive_task(task_id: str, who: StaffDep, session: SessionDep) -> dict:
 
 @router.post("/{task_id}/versions/{number}/regrade", status_code=202)
 def regrade_version(
-    task_id: str, number: int, who: StaffDep, session: SessionDep, settings: SettingsDep
+    task_id: str,
+    number: int,
+    who: StaffDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    course: CourseParam = None,
 ) -> dict:
-    task = catalog.get_task(session, task_id, who)
+    task = catalog.get_task(session, task_id, who, course)
     version = catalog.version_by_number(session, task, number)
     rows = submissions.regrade_version(session, who, version)
     session.commit()

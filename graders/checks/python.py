@@ -15,6 +15,7 @@ from pydantic import Field
 from graders.checks.base import CheckBase, FactsBase, Observed, Verdict
 
 TYPE = "python"
+EXECUTES_ANSWER = True  # the assertions touch the answer's objects, whose methods are its code
 
 
 class Params(CheckBase):
@@ -30,13 +31,14 @@ class Facts(FactsBase):
 
 
 def observe(ctx, params: Params) -> dict:
+    code = compile(params.code, f"<check {params.name}>", "exec")
     namespace = dict(ctx.scope)
     try:
-        exec(compile(params.code, f"<check {params.name}>", "exec"), namespace)
-    except AssertionError as exc:
-        return {"passed": False, "message": str(exc)[:2000] or "an assertion failed"}
-    except Exception as exc:
-        return {"passed": False, "message": f"{type(exc).__name__}: {exc}"[:2000]}
+        ctx.ti.call_answer(exec, code, namespace, grad=True)
+    except ctx.ti.AnswerRaised as exc:
+        if exc.assertion:
+            return {"passed": False, "message": exc.text[:2000] or "an assertion failed"}
+        return {"passed": False, "message": f"{exc.kind}: {exc.text}"[:2000]}
     return {"passed": True}
 
 

@@ -27,9 +27,11 @@ class Facts(FactsBase):
 
 def observe(ctx, params: Params) -> dict:
     ti = ctx.ti
-    if params.variable not in ctx.scope:
+    try:
+        value = ti.lookup(ctx.scope, params.variable)
+    except ti.Missing:
         return {"exists": False}
-    return {"exists": True, "lineage": ti.type_lineage(ctx.scope[params.variable])}
+    return {"exists": True, "lineage": ti.type_lineage(value)}
 
 
 def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:

@@ -5,7 +5,10 @@ closing the pool leaves no container, process or scratch dir behind.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import random
 import signal
 import threading
 import time
@@ -123,6 +126,16 @@ def test_warm_containers_are_locked_down_and_labelled_for_the_sweep(pool, limits
     assert host["Memory"] == host["MemorySwap"] == limits.memory_bytes
     assert labels[WARM_LABEL] == "1" and labels[BACKEND_LABEL] == pool.backend.instance_id
     assert float(labels["grader.expires"]) > time.time() + pool.max_idle_s
+    assert_ipc_bounded(host, limits)
+
+
+def assert_ipc_bounded(host: dict, limits) -> None:
+    """The container's own IPC namespace, its System V memory within the job's limit."""
+    sysctls = host["Sysctls"]
+    assert host["IpcMode"] == "private" and sysctls["kernel.shm_rmid_forced"] == "1"
+    assert int(sysctls["kernel.shmmax"]) <= limits.memory_bytes
+    assert int(sysctls["kernel.shmall"]) * os.sysconf("SC_PAGE_SIZE") <= limits.memory_bytes
+    assert int(sysctls["kernel.msgmnb"]) * int(sysctls["kernel.msgmni"]) <= limits.memory_bytes
 
 
 def test_a_sandbox_runs_one_job_only(pool, spec, expected, settings, limits):
@@ -262,6 +275,137 @@ def test_fork_server_containers_hold_only_what_the_server_needs(fork_pool, limit
     assert "no-new-privileges" in host["SecurityOpt"] and host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] and host["Memory"] == host["MemorySwap"] > limits.memory_bytes
     assert float(details["Config"]["Labels"]["grader.expires"]) > time.time() + fork_pool.max_idle_s
+    assert_ipc_bounded(host, limits)
+
+
+# In a child interpreter (the harness refuses ctypes to an answer, not to its children): a
+# System V segment holding a secret, a queue holding it as a message and a semaphore set,
+# each mode 0666 and handed to uid 0 with IPC_SET; a POSIX queue and a /dev/shm file too.
+# The child then stays, attached to the segment, until the job's clean-up kills it.
+PLANT_IPC = """
+import ctypes, os, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+rt = libc if hasattr(libc, "mq_open") else ctypes.CDLL("librt.so.1", use_errno=True)
+key, secret = int(sys.argv[1]), sys.argv[2].encode()
+IPC_CREAT, IPC_SET, IPC_STAT, IPC_NOWAIT = 0o1000, 1, 2, 0o4000
+libc.shmat.restype = ctypes.c_void_p
+
+def check(value, what):
+    if value == -1:
+        sys.exit(f"{what}: errno {ctypes.get_errno()}")
+    return value
+
+def give_to_root(ctl, ident, *semnum):
+    ds = ctypes.create_string_buffer(512)  # each *id_ds starts with its ipc_perm
+    check(ctl(ident, *semnum, IPC_STAT, ds), "IPC_STAT")
+    ds[4:8] = struct.pack("I", 0)  # ipc_perm.uid, after the key
+    check(ctl(ident, *semnum, IPC_SET, ds), "IPC_SET")
+
+shm = check(libc.shmget(key, 4096, IPC_CREAT | 0o666), "shmget")
+give_to_root(libc.shmctl, shm)
+ctypes.memmove(libc.shmat(shm, None, 0), secret, len(secret))
+msg = check(libc.msgget(key, IPC_CREAT | 0o666), "msgget")
+check(libc.msgsnd(msg, struct.pack("l", 1) + secret, len(secret), IPC_NOWAIT), "msgsnd")
+give_to_root(libc.msgctl, msg)
+sem = check(libc.semget(key, 1, IPC_CREAT | 0o666), "semget")
+give_to_root(libc.semctl, sem, 0)
+mq = check(rt.mq_open(b"/" + secret, os.O_CREAT | os.O_RDWR, 0o666, None), "mq_open")
+check(rt.mq_send(mq, secret, len(secret), 0), "mq_send")
+with open("/dev/shm/" + secret.decode(), "wb") as f:
+    f.write(secret)
+os.chmod("/dev/shm/" + secret.decode(), 0o666)
+print("MADE", flush=True)
+time.sleep(60)
+"""
+# What another job finds: the rows of /proc/sysvipc (what `ipcs` reads), as (key, id, mode,
+# owner uid), and the entries of /dev/mqueue and /dev/shm.
+LIST_IPC = """
+import json, os
+seen = {}
+for kind, owner in (("shm", 7), ("msg", 7), ("sem", 4)):
+    with open(f"/proc/sysvipc/{kind}") as f:
+        rows = [line.split() for line in f.read().splitlines()[1:]]
+    seen[kind] = [row[:3] + [row[owner]] for row in rows]
+for path in ("/dev/mqueue", "/dev/shm"):
+    seen[path] = sorted(os.listdir(path))
+print("IPC", json.dumps(seen))
+"""
+
+
+def seen_ipc(result: GradeResult) -> dict[str, list]:
+    return json.loads(result.stdout.split("IPC ", 1)[1].splitlines()[0])
+
+
+def test_ipc_objects_of_one_job_are_gone_for_the_next_whoever_owns_them(
+    fork_pool, spec, expected, settings, limits, scratch_root
+):
+    """System V objects handed to root, a POSIX queue and a /dev/shm file are removed after
+    the job that made them: the next job (another uid, the same container) finds none, and
+    the one after it is graded as ever."""
+    server = server_with_jobs_left(fork_pool, spec, expected, settings, limits, 3)
+    key, secret = random.randrange(1, 2**31), f"ipc-{uuid.uuid4().hex}"
+    plant = (
+        "import subprocess, sys\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {PLANT_IPC!r}, '{key}', '{secret}'],"
+        " stdout=subprocess.PIPE, start_new_session=True)\n"
+        "print(child.stdout.readline().decode().strip())\n" + LIST_IPC
+    )
+    first = run(fork_pool, spec, expected, settings, plant)
+    assert "MADE" in first.stdout, first.model_dump_json()
+    made = seen_ipc(first)
+    for kind in ("shm", "msg", "sem"):  # root's, readable and writable by every uid
+        [(row_key, _, mode, owner)] = made[kind]
+        assert (int(row_key), mode, owner) == (key, "666", "0"), made
+    assert made["/dev/mqueue"] == made["/dev/shm"] == [secret], made
+    assert fork_pool.waiting() == [server] and server.jobs_left == 2  # the same container
+    second = run(fork_pool, spec, expected, settings, LIST_IPC)
+    nothing = {"shm": [], "msg": [], "sem": [], "/dev/mqueue": [], "/dev/shm": []}
+    assert seen_ipc(second) == nothing, second.stdout
+    assert fork_pool.waiting() == [server] and server.jobs_left == 1
+    third = run(fork_pool, spec, expected, settings, CORRECT)
+    assert (third.outcome, third.score) == ("passed", third.max_score), third.error
+    assert fork_pool.wait_warm(limits, WARM_WAIT_S)
+    assert_only_waiting_left(fork_pool, scratch_root)
+
+
+# A segment larger than the job's memory limit (kernel.shmmax), then two that fit alone but
+# not together (kernel.shmall): whether shmget made each, and its errno.
+MAKE_SHM = """
+import subprocess, sys
+code = '''
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+limit = int(sys.argv[1])
+for size in (limit + 4096, limit // 2 + 4096, limit // 2 + 4096):
+    made = libc.shmget(0, ctypes.c_size_t(size), 0o1600)
+    print("SHMGET", made >= 0, 0 if made >= 0 else ctypes.get_errno())
+'''
+made = subprocess.run([sys.executable, "-c", code, "{limit}"], capture_output=True, text=True)
+print(made.stdout, made.stderr)
+"""
+
+
+def assert_shared_memory_bounded(pool, spec, expected, settings, limits) -> None:
+    result = run(pool, spec, expected, settings, MAKE_SHM.format(limit=limits.memory_bytes))
+    made = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("SHMGET")]
+    assert made == [
+        ["False", str(errno.EINVAL)],
+        ["True", "0"],
+        ["False", str(errno.ENOSPC)],
+    ], result.stdout
+
+
+def test_a_fork_server_job_cannot_make_shared_memory_beyond_its_memory_limit(
+    fork_pool, spec, expected, settings, limits
+):
+    assert_shared_memory_bounded(fork_pool, spec, expected, settings, limits)
+
+
+@pytest.mark.parametrize("pool", ["docker"], indirect=True)
+def test_a_one_job_sandbox_cannot_make_shared_memory_beyond_its_memory_limit(
+    pool, spec, expected, settings, limits
+):
+    assert_shared_memory_bounded(pool, spec, expected, settings, limits)
 
 
 # Who forked the job: the grandparent of a zygote's child is the server, that of the server's

@@ -1,0 +1,299 @@
+"""Whether the answer changed torch itself, for every thread of the sandbox's process.
+
+An answer can change what torch computes without handing the observers any object: a
+Python kernel registered for an `aten` operator, a patched `torch.Tensor`, `nn.Module`
+or optimizer method, a rebound function of `torch`, `torch.nn.functional` or `torch._C`,
+a changed default dtype. (Function and dispatch modes are per thread: the observers' own
+threads start without any.) The harness takes a `snapshot()` after the setup and before
+the answer, and compares one taken after it; any difference fails the checks.
+
+Reads only: every dictionary walked is an exact dict whose keys are checked to be exact
+strings before anything is compared, and values are compared by identity.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+
+__builtins__ = dict(builtins.__dict__)  # a rebound builtin of the answer's does not reach us
+
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+
+# Operators the grader's own torch computations go through (a CUDA tensor's copy to the
+# host, the loss on a batch, the seeded inputs, the modes' bookkeeping).
+WATCHED_OPS = (
+    "aten::_to_copy",
+    "aten::copy_",
+    "aten::detach",
+    "aten::alias",
+    "aten::clone",
+    "aten::cat",
+    "aten::randn",
+    "aten::normal_",
+    "aten::empty.memory_format",
+    "aten::empty_strided",
+    "aten::cross_entropy_loss",
+    "aten::log_softmax.int",
+    "aten::_log_softmax",
+    "aten::nll_loss_nd",
+    "aten::nll_loss",
+    "aten::nll_loss_forward",
+    "aten::mean",
+    "aten::_local_scalar_dense",
+    "aten::item",
+    # one step of torch.optim's optimizers, probed by the `optimizer` check (plain CPU
+    # implementations: SGD, the Adam family, RMSprop, Adagrad, Adadelta, ASGD, Rprop, ...)
+    "aten::add.Tensor",
+    "aten::add_.Tensor",
+    "aten::neg",
+    "aten::mul.Tensor",
+    "aten::mul_.Tensor",
+    "aten::div.Tensor",
+    "aten::div_.Tensor",
+    "aten::addcdiv_",
+    "aten::addcmul",
+    "aten::addcmul_",
+    "aten::lerp_.Scalar",
+    "aten::sqrt",
+    "aten::sqrt_",
+    "aten::rsqrt_",
+    "aten::pow_.Scalar",
+    "aten::abs",
+    "aten::sign",
+    "aten::clamp_",
+    "aten::maximum.out",
+    "aten::eq.Scalar",
+    "aten::gt.Scalar",
+    "aten::lt.Scalar",
+    "aten::index_put_",
+    "aten::mm",
+    "aten::mean.dim",
+    "aten::linalg_vector_norm",
+    "aten::zeros",
+    "aten::zeros_like",
+    "aten::ones",
+    "aten::full_like",
+    "aten::new_zeros",
+    "aten::lift_fresh",
+)
+
+_dump_table = torch._C._dispatch_dump_table
+_function_modes = torch._C._len_torch_function_stack
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_default_dtype = torch.get_default_dtype
+_class_dict = type.__dict__["__dict__"].__get__
+_module_dict = type(torch).__dict__["__dict__"].__get__
+_type = builtins.type
+_str = builtins.str
+_dict = builtins.dict
+_id = builtins.id
+
+
+def _warm_up_optimizers() -> None:
+    """An optimizer's first instance wraps its class's `step` (torch's profiling hook): done
+    here for every class, so that the snapshot holds the wrapped methods."""
+    import torch.optim
+
+    for cls in vars(torch.optim).values():
+        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
+            try:
+                cls([torch.zeros(1, requires_grad=True)], lr=0.1)
+            except Exception:  # noqa: S112  (an optimizer that needs more than this)
+                continue
+
+
+def _namespaces() -> list[tuple[str, Any]]:
+    import torch.nn.functional
+    import torch.optim
+    import torch.utils.data
+
+    _warm_up_optimizers()
+
+    spaces: list[tuple[str, Any]] = [
+        ("torch", _module_dict(torch)),
+        ("torch._C", _module_dict(torch._C)),
+        ("torch._C._nn", _module_dict(torch._C._nn)),
+        ("torch.nn.functional", _module_dict(torch.nn.functional)),
+        ("torch.autograd", _module_dict(torch.autograd)),
+        ("torch.optim", _module_dict(torch.optim)),
+        ("torch.nn.modules.module", _module_dict(torch.nn.modules.module)),
+    ]
+    classes = [torch.Tensor, torch.nn.Parameter, torch.nn.Module, torch.optim.Optimizer]
+    classes += [torch.utils.data.DataLoader]
+    classes += [
+        c
+        for c in vars(torch.optim).values()
+        if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)
+    ]
+    for cls in classes:
+        spaces.append((f"{cls.__module__}.{cls.__qualname__}", _class_dict(cls)))
+        spaces.append((cls.__module__, _module_dict(sys.modules[cls.__module__])))
+    return list(dict(spaces).items())
+
+
+_NAMESPACES = _namespaces()
+
+
+def _identities(space: Any) -> dict[str, int] | None:
+    items = list(space.items()) if _type(space) is not _dict else list(_dict.items(space))
+    out: dict[str, int] = {}
+    for key, value in items:
+        if _type(key) is not _str:
+            return None
+        out[key] = _id(value)
+    return out
+
+
+def snapshot() -> tuple:
+    """The identities of what torch's namespaces hold, the watched operators' dispatch
+    tables, the default dtype and the mode stacks of the calling thread."""
+    python = {label: _identities(space) for label, space in _NAMESPACES}
+    tables = tuple(_dump_table(op) for op in WATCHED_OPS)
+    return python, tables, _default_dtype(), _function_modes(), _dispatch_modes()
+
+
+def changes(before: tuple) -> list[str]:
+    """What differs from `before`, in words (empty when torch is as it was)."""
+    python, tables, dtype, _, _ = before
+    found: list[str] = []
+    for label, space in _NAMESPACES:
+        now = _identities(space)
+        was = python[label]
+        if now is None:
+            found.append(f"{label} holds a name that is not a string")
+            continue
+        for name, ident in was.items():
+            if now.get(name) != ident:
+                found.append(f"{label}.{name}")
+    for op, table in zip(WATCHED_OPS, tables, strict=True):
+        if _dump_table(op) != table:
+            found.append(f"the kernels registered for {op}")
+    if _default_dtype() is not dtype:
+        found.append("the default dtype")
+    if _function_modes() or _dispatch_modes():
+        found.append("a torch function or dispatch mode")
+    return found
+
+
+# The grader's own code and state, as the observers will use them: every function's code,
+# defaults and closure, every class's and module's dictionary, every container a module
+# holds. An answer reaches these objects (`object.__subclasses__()` finds every class,
+# and a method's `__globals__` its module); what it changes there is found here.
+# What the grader fills itself: the calls into the answer kept alive, this state's own list.
+_UNWATCHED = frozenset({"_KEPT", "_GRADER_STATE"})
+
+
+def grader_snapshot(modules: list) -> list[tuple]:
+    import pydantic
+
+    entries: list[tuple] = []
+    classes: list[tuple[str, type]] = [("pydantic.BaseModel", pydantic.BaseModel)]
+
+    def function(label: str, fn: Any) -> None:
+        cells = fn.__closure__
+        contents = []
+        for cell in cells or ():
+            try:
+                contents.append(_id(cell.cell_contents))
+            except ValueError:  # an empty cell (a name bound later)
+                contents.append(None)
+        entries.append(
+            ("function", label, fn, _id(fn.__code__), _id(fn.__defaults__),
+             _id(fn.__kwdefaults__), cells, tuple(contents))
+        )  # fmt: skip
+
+    def members(label: str, space: Any, owner: str) -> None:
+        for name, value in list(space.items()):
+            if _type(value) in (staticmethod, classmethod):
+                value = value.__func__
+            if _type(value) is property:
+                for part in (value.fget, value.fset, value.fdel):
+                    if _type(part) is _FUNCTION:
+                        function(f"{label}.{name}", part)
+            elif _type(value) is _FUNCTION and value.__module__ == owner:
+                function(f"{label}.{name}", value)
+            elif isinstance(value, type) and value.__module__ == owner:
+                classes.append((f"{label}.{name}", value))
+            elif _type(value) in (_dict, list, set, tuple) and name not in _UNWATCHED:
+                entries.append(("items", f"{label}.{name}", value, _contents(value)))
+
+    for module in modules:
+        space = _module_dict(module)
+        entries.append(("items", module.__name__, space, _contents(space)))
+        members(module.__name__, space, space.get("__name__"))
+    done: set[int] = set()
+    while classes:
+        label, cls = classes.pop()
+        if _id(cls) in done:
+            continue
+        done.add(_id(cls))
+        space = _class_dict(cls)
+        entries.append(("items", label, space, _contents(space)))
+        members(label, space, cls.__module__)
+    return entries
+
+
+def _contents(container: Any) -> tuple:
+    if _type(container) in (_dict, _MAPPINGPROXY):
+        return tuple((key, _id(value)) for key, value in list(container.items()))
+    return tuple(_id(value) for value in list(container))
+
+
+def grader_changes(entries: list, prims: tuple) -> list[str]:
+    """What differs from `grader_snapshot`'s entries. Called by the harness's main thread
+    after the answer: it looks up no global or builtin (everything comes in `prims`), and
+    touches only exact types, by C-level iteration, and compares keys and values by identity."""
+    exact_type, exact_dict, proxy, items_of, to_list, identity, length = prims
+    found: list = []
+    for entry in entries:
+        kind, label = entry[0], entry[1]
+        if kind == "function":
+            fn, code, defaults, kwdefaults, cells, contents = entry[2:]
+            if (
+                identity(fn.__code__) != code
+                or identity(fn.__defaults__) != defaults
+                or identity(fn.__kwdefaults__) != kwdefaults
+                or fn.__closure__ is not cells
+            ):
+                found.append(label)
+                continue
+            i = 0
+            for cell in cells or ():
+                if contents[i] is not None and identity(cell.cell_contents) != contents[i]:
+                    found.append(label)
+                    break
+                i += 1  # noqa: SIM113  (no builtin is looked up here)
+            continue
+        container, was = entry[2], entry[3]
+        kind_now = exact_type(container)
+        if kind_now is exact_dict or kind_now is proxy:
+            now = to_list(items_of(container) if kind_now is exact_dict else container.items())
+            if length(now) != length(was):
+                found.append(label)
+                continue
+            i = 0
+            for key, value in now:
+                if key is not was[i][0] or identity(value) != was[i][1]:
+                    found.append(f"{label}.{was[i][0]}")
+                    break
+                i += 1  # noqa: SIM113  (no builtin is looked up here)
+            continue
+        now = to_list(container)
+        if length(now) != length(was):
+            found.append(label)
+            continue
+        i = 0
+        for value in now:
+            if identity(value) != was[i]:
+                found.append(label)
+                break
+            i += 1  # noqa: SIM113  (no builtin is looked up here)
+    return found
+
+
+_FUNCTION = type(grader_changes)
+_MAPPINGPROXY = type(type.__dict__)
+GRADER_PRIMITIVES = (type, dict, _MAPPINGPROXY, dict.items, list, id, len)

@@ -1,0 +1,299 @@
+"""Each way an answer was found to talk its way to a score, closed: answers that do not do
+the task, dressed up so that a grader reading through Python (or through torch) would see
+the right facts. Each must not pass, and what it planted must never run while observed."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.answers import Answer
+from services.grading import grade
+from tests.adversarial.tripwires import TRIPWIRE_MARK, tripwire_answer
+
+pytestmark = [pytest.mark.slow]
+
+FINALISERS = """
+import builtins, gc, os, sys, threading, weakref
+armed = []
+class Planted:
+    def __del__(self):
+        if armed:
+            os.write(1, f"\\nFINALISER RAN in {threading.current_thread().name}\\n".encode())
+            frame = sys._getframe()
+            while frame is not None:  # what the main thread's frames would hand over
+                for name, value in list(frame.f_locals.items()):
+                    if isinstance(value, dict) and 'frozen' in value:
+                        value['frozen'] = '{"facts": {"parameters": {}}}'
+                frame = frame.f_back
+class Sneaky(dict):
+    def __bool__(self):
+        sys._getframe(1).f_locals.setdefault('planted', Planted())
+        return dict.__len__(self) > 0
+    def __len__(self):
+        self.planted = Planted()
+        return dict.__len__(self)
+    def __iter__(self):
+        self.planted = Planted()
+        return dict.__iter__(self)
+for m in model.modules():
+    object.__getattribute__(m, '__dict__')['_parameters'] = Sneaky(m._parameters)
+builtins.print = Planted()          # dropped when the builtins are put back
+weakref.finalize(model, Planted().__del__)
+cycle = [Planted()]; cycle.append(cycle); del cycle   # garbage for the collector
+gc.enable()
+armed.append(True)
+"""
+
+
+def test_no_finaliser_or_protocol_method_of_the_answer_runs_while_it_is_observed(grade_answer):
+    result = grade_answer("finetune-freeze", FINALISERS)
+    assert "FINALISER RAN" not in result.stdout, result.stdout
+    assert result.score == 0 and result.outcome == "failed", result.model_dump_json(indent=2)
+
+
+TORCH_FUNCTION = """
+import torch
+class Liar(torch.nn.Parameter):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, '__name__', '') == '__get__' and 'requires_grad' in repr(func):
+            return False
+        return super().__torch_function__(func, types, args, kwargs or {})
+for m in model.modules():
+    for name, p in list(m._parameters.items()):
+        if p is not None:
+            m._parameters[name] = Liar(p.data, requires_grad=True)
+"""
+
+
+def test_torch_function_cannot_answer_for_what_is_read(grade_answer):
+    result = grade_answer("finetune-freeze", TORCH_FUNCTION)
+    assert result.score == 0, result.model_dump_json(indent=2)
+    assert "tampered" in result.checks[0].message
+
+
+OPTIMIZER_IMPERSONATION = """
+import torch
+class SGD(torch.optim.Adam):
+    pass
+SGD.__module__, SGD.__qualname__ = 'torch.optim.sgd', 'SGD'
+optimizer = SGD(model.parameters(), lr=0.1)
+fake = {'params': list(model.fc.parameters()), 'lr': 0.001, 'momentum': 0.9}
+class Groups(list):
+    def __getitem__(self, index):
+        return [fake] if isinstance(index, slice) else fake
+    def __iter__(self):
+        return iter([fake])
+    def __len__(self):
+        return 1
+optimizer.__dict__['param_groups'] = Groups(optimizer.param_groups)
+"""
+
+
+def test_an_optimizer_that_claims_another_class_gets_nothing(grade_answer):
+    result = grade_answer("finetune-optimizer", OPTIMIZER_IMPERSONATION)
+    assert result.score == 0, result.model_dump_json(indent=2)
+
+
+NO_TRAINING_ZERO_LOSS_KERNEL = """
+import torch
+library = torch.library.Library('aten', 'IMPL')
+def zero_loss(self, target, weight, reduction, ignore_index):
+    return torch.zeros((), dtype=self.dtype), torch.zeros((), dtype=self.dtype)
+library.impl('nll_loss_forward', zero_loss, 'CPU')
+"""
+
+NO_TRAINING_DISPATCH_MODE = """
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+class ZeroLoss(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if 'nll_loss' in str(func):
+            return torch.zeros_like(out[0]), out[1]
+        return out
+class Pushing(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+    def forward(self, x):
+        ZeroLoss().__enter__()   # never left: a mode that stays pushed in the thread it ran in
+        return self.inner(x)
+model.fc = Pushing(model.fc)
+ZeroLoss().__enter__()
+"""
+
+
+@pytest.mark.parametrize(
+    "code", [NO_TRAINING_ZERO_LOSS_KERNEL, NO_TRAINING_DISPATCH_MODE], ids=["aten-kernel", "mode"]
+)
+def test_changing_what_torch_computes_does_not_lower_the_loss(grade_answer, code):
+    result = grade_answer("finetune-train-epoch", code)
+    verdicts = {c.name: c for c in result.checks}
+    assert verdicts["loss-decreases"].passed is False, result.model_dump_json(indent=2)
+    assert result.score == 0, result.model_dump_json(indent=2)
+
+
+def test_a_registered_kernel_is_named_as_a_change_of_torch(grade_answer):
+    code = (
+        "model.train()\nfor inputs, labels in dataloader:\n    optimizer.zero_grad()\n"
+        "    criterion(model(inputs), labels).backward()\n    optimizer.step()\n"
+        + NO_TRAINING_ZERO_LOSS_KERNEL
+    )
+    result = grade_answer("finetune-train-epoch", code)
+    message = {c.name: c.message for c in result.checks}["loss-decreases"]
+    assert "changed torch itself" in message and "nll_loss_forward" in message, message
+
+
+def test_a_thread_left_running_is_an_error_not_a_grade(grade_answer):
+    code = (
+        "import threading, time\nmodel.requires_grad_(False)\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+    )
+    result = grade_answer("finetune-freeze", code)
+    assert result.outcome == "runtime_error", result.model_dump_json(indent=2)
+    assert "left a thread running" in (result.error or ""), result.error
+
+
+def test_a_tripwire_touched_outside_a_call_into_the_answer_is_seen(grade_answer):
+    """The control of the tripwire suite: a wire the answer itself touches fires."""
+    code = tripwire_answer("parameter-dicts") + "bool(model._parameters)\n"
+    result = grade_answer("finetune-freeze", code)
+    assert any(line.startswith(TRIPWIRE_MARK) for line in result.stdout.splitlines())
+
+
+def test_a_helper_process_cannot_read_the_harness_memory(
+    backend, attack_spec, attack_expected, settings
+):
+    code = (
+        "import os, subprocess, sys\n"
+        'probe = f\'open("/proc/{os.getpid()}/mem", "rb"); print("OPENED")\'\n'
+        "subprocess.run([sys.executable, '-c', probe])\n"
+        "print('PROBED')\n"
+    )
+    result = grade(
+        attack_spec, Answer(code=code), backend=backend, expected=attack_expected, settings=settings
+    )
+    assert "PROBED" in result.stdout, result.model_dump_json(indent=2)
+    assert "OPENED" not in result.stdout, result.stdout
+
+
+def _every_class():
+    return (
+        "def every_class():\n"
+        "    seen, stack = set(), [object]\n"
+        "    while stack:\n"
+        "        cls = stack.pop()\n"
+        "        for sub in type.__subclasses__(cls):\n"
+        "            if id(sub) not in seen:\n"
+        "                seen.add(id(sub)); stack.append(sub); yield sub\n"
+    )
+
+
+GRADER_GLOBALS = _every_class() + (
+    "for cls in every_class():\n"
+    "    if cls.__module__.startswith('graders.'):\n"
+    "        for value in list(vars(cls).values()):\n"
+    "            space = getattr(value, '__globals__', None)\n"
+    "            if isinstance(space, dict) and '_plain_items' in space:\n"
+    "                space['_plain_items'] = lambda d, what: list(dict.items(d))\n"
+    "                space['requires_grad'] = lambda t: False\n"
+    "                print('PATCHED', space['__name__'])\n"
+)
+
+GRADER_CLASSES = _every_class() + (
+    "for cls in every_class():\n"
+    "    if cls.__module__ == 'graders.checks.trainable_params' and cls.__name__ == 'Params':\n"
+    "        cls.variable = property(lambda self: 'nothing_here')\n"
+    "        print('PATCHED', cls)\n"
+)
+
+GRADER_CODE = _every_class() + (
+    "for cls in every_class():\n"
+    "    if cls.__module__.startswith('graders.'):\n"
+    "        for value in list(vars(cls).values()):\n"
+    "            if callable(value) and hasattr(value, '__code__'):\n"
+    "                try:\n"
+    "                    value.__code__ = (lambda *a, **k: None).__code__\n"
+    "                    print('REPLACED', value)\n"
+    "                except Exception as exc:\n"
+    "                    print('refused', type(exc).__name__)\n"
+    "                    raise SystemExit\n"
+)
+
+
+@pytest.mark.parametrize(
+    "code", [GRADER_GLOBALS, GRADER_CLASSES], ids=["module-globals", "class-descriptor"]
+)
+def test_changing_the_graders_own_code_is_found(grade_answer, code):
+    """Every class is reachable (`object.__subclasses__()`), and through a method its
+    module: what an answer changes there fails every check instead of reaching them."""
+    result = grade_answer("finetune-freeze", code)
+    assert "PATCHED" in result.stdout, result.model_dump_json(indent=2)
+    assert result.score == 0, result.model_dump_json(indent=2)
+    assert "changed the grader's own code" in result.checks[0].message, result.checks[0]
+
+
+def test_replacing_a_graders_function_code_is_refused(grade_answer):
+    result = grade_answer("finetune-freeze", GRADER_CODE)
+    assert "refused PermissionError" in result.stdout and "REPLACED" not in result.stdout
+    assert result.score == 0
+
+
+FORWARD_ON_THE_INSTANCE = """
+import torch
+_images, _labels = dataloader.dataset.tensors
+model.forward = lambda x: torch.nn.functional.one_hot(_labels, 10).float() * 30
+"""
+
+
+def test_a_forward_set_on_the_instance_does_not_lower_the_loss(grade_answer):
+    result = grade_answer("finetune-train-epoch", FORWARD_ON_THE_INSTANCE)
+    message = {c.name: c.message for c in result.checks}["loss-decreases"]
+    assert "replaced on the instance" in message, result.model_dump_json(indent=2)
+    assert result.score == 0
+
+
+MEMORY_BY_OTHER_NAMES = """
+import os
+for path in (b'/proc/self/mem', '/proc/self/./mem', '/proc/thread-self/mem'):
+    try:
+        open(path, 'rb'); print('OPENED', path)
+    except (OSError, RuntimeError) as exc:
+        print('refused', type(exc).__name__)
+try:
+    os.open('mem', os.O_RDONLY, dir_fd=os.open('/proc/self', os.O_RDONLY)); print('OPENED dir_fd')
+except (OSError, RuntimeError) as exc:
+    print('refused', type(exc).__name__)
+try:
+    os.symlink('/proc/self/mem', '/tmp/m'); open('/tmp/m', 'rb'); print('OPENED link')
+except (OSError, RuntimeError) as exc:
+    print('refused', type(exc).__name__)
+"""
+
+
+def test_process_memory_is_refused_however_it_is_named(grade_answer):
+    result = grade_answer("finetune-freeze", MEMORY_BY_OTHER_NAMES)
+    assert "OPENED" not in result.stdout and result.stdout.count("refused") == 5, result.stdout
+
+
+ZOMBIE_THREAD = """
+import gc, threading, time
+model.requires_grad_(False)
+class Lingers:
+    def __del__(self):          # runs while the thread's state is cleared, after it counted out
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            gc.enable()
+local = threading.local()
+def start():
+    local.keep = Lingers()
+threading.Thread(target=start).start()
+time.sleep(0.2)
+"""
+
+
+def test_a_thread_still_clearing_its_state_is_a_thread_left_running(grade_answer):
+    result = grade_answer("finetune-freeze", ZOMBIE_THREAD)
+    assert result.outcome in ("runtime_error", "time_limit"), result.model_dump_json(indent=2)
+    assert result.score == 0
