@@ -201,7 +201,17 @@ def _in_thread(start, new_lock, fn, args: tuple, base_exception: type) -> list:
     return box
 
 
-def _guard(armed: list, denied: frozenset, main_thread: int, get_ident, exact_type, error, refused):
+def _guard(
+    armed: list,
+    denied: frozenset,
+    protected: frozenset,
+    main_thread: int,
+    get_ident,
+    identity,
+    exact_type,
+    error,
+    refused,
+):
     """The audit hook. It looks nothing up at call time: every name is a captured cell.
 
     Memory is refused by name: whatever path names a file `mem` (`/proc/self/mem` however
@@ -245,8 +255,13 @@ def _guard(armed: list, denied: frozenset, main_thread: int, get_ident, exact_ty
             raise error("making links is not available to answers")
         elif event == "object.__setattr__":
             name = args[1:2]
-            if name and exact_type(name[0]) is exact_str and name[0] in CODE_ATTRIBUTES:
-                raise error("changing a function's code or defaults is not available to answers")
+            if (
+                name
+                and exact_type(name[0]) is exact_str
+                and name[0] in CODE_ATTRIBUTES
+                and identity(args[0]) in protected
+            ):
+                raise error("changing the grader's code is not available to answers")
         if (
             event in FRAMES
             and get_ident() == main_thread
@@ -296,6 +311,17 @@ def make_encoder():
     )
 
 
+READS, RUNS_TORCH, EXECUTES_ANSWER = 0, 1, 2
+
+
+def _kind_of(module) -> int:
+    """What a check's observer does, which orders them: reads only, computes with torch
+    (trusting it as the setup left it), or runs the answer's own code (last)."""
+    if getattr(module, "EXECUTES_ANSWER", False):
+        return EXECUTES_ANSWER
+    return RUNS_TORCH if getattr(module, "RUNS_TORCH", False) else READS
+
+
 def prepare_checks(scope: dict[str, Any], seed: int, checks: list, encode) -> tuple:
     """Each check's `prepare`, before the answer runs: (the state the checks share, the
     observers in the order they run, calls into the answer's code last, and the
@@ -312,9 +338,7 @@ def prepare_checks(scope: dict[str, Any], seed: int, checks: list, encode) -> tu
         try:
             if prepare is not None:
                 prepare(ObserveContext(scope, seed, introspect, shared), check)
-            observers.append(
-                (getattr(module, "EXECUTES_ANSWER", False), check.name, module.observe, check)
-            )
+            observers.append((_kind_of(module), check.name, module.observe, check))
         except BaseException as exc:
             observations[check.name] = "".join(
                 encode({"error": f"could not prepare: {_exception_line(exc)}"}, 0)
@@ -405,7 +429,7 @@ def main(prepared: Prepared | None = None) -> None:
     if prepared is None:  # (a zygote imported it all, and seeding again would undo its setup)
         preload()
     from graders import introspect
-    from graders.checks.base import ObservationError
+    from graders.checks.base import PROTECTED, ObservationError
     from graders.job import MAX_JOB_BYTES, Job, frame_header, ready_marker
 
     chunks = []
@@ -452,6 +476,7 @@ def main(prepared: Prepared | None = None) -> None:
     dtype_codes = dict(SAFETENSORS_DTYPES)
     base_exception, max_chars, make_context = BaseException, MAX_OBSERVATION_CHARS, ObserveContext
     thread_count, settled, gc_disable = _thread._count, _settled, gc.disable
+    reads_only = READS
     copy_dict, clear_dict = dict.copy, dict.clear
     saved_builtins = dict(builtins_dict)
     # Everything a thread hands back, and every context an observer filled, stays referenced
@@ -463,7 +488,9 @@ def main(prepared: Prepared | None = None) -> None:
     torch_before = integrity.snapshot()
     torch_changes = integrity.changes
     tampered_torch = _tampered_torch_error
-    grader_before = tuple(_grader_state())
+    grader_before = tuple(_grader_state()) + tuple(
+        integrity.namespace_entries(shared.get(PROTECTED, []))
+    )
     grader_changes, grader_prims = integrity.grader_changes, integrity.GRADER_PRIMITIVES
     tampered_grader = _tampered_grader_error
     _make_undumpable()
@@ -471,8 +498,11 @@ def main(prepared: Prepared | None = None) -> None:
     hook = _guard(
         armed := [False],
         DENIED_EVENTS,
+        integrity.grader_functions(grader_before)
+        | {id(f) for f in _isolated.values() if callable(f)},
         _thread.get_ident(),
         _thread.get_ident,
+        id,
         type,
         PermissionError,
         RuntimeError,
@@ -543,7 +573,7 @@ def main(prepared: Prepared | None = None) -> None:
                 )
                 trusted = []
                 for entry in observers:
-                    if entry[0] or device == "cuda":
+                    if entry[0] != reads_only or device == "cuda":
                         observations[entry[1]] = text
                     else:
                         trusted.append(entry)

@@ -213,7 +213,7 @@ def grader_snapshot(modules: list) -> list[tuple]:
                 for part in (value.fget, value.fset, value.fdel):
                     if _type(part) is _FUNCTION:
                         function(f"{label}.{name}", part)
-            elif _type(value) is _FUNCTION and value.__module__ == owner:
+            elif _type(value) is _FUNCTION and value.__module__ in (owner, None):
                 function(f"{label}.{name}", value)
             elif isinstance(value, type) and value.__module__ == owner:
                 classes.append((f"{label}.{name}", value))
@@ -234,6 +234,36 @@ def grader_snapshot(modules: list) -> list[tuple]:
         entries.append(("items", label, space, _contents(space)))
         members(label, space, cls.__module__)
     return entries
+
+
+def namespace_entries(namespaces: list) -> list[tuple]:
+    """Entries, as `grader_snapshot`'s, for namespaces a check installed in the answer's
+    reach: each dictionary's contents (a nested one's too) and each function's code."""
+    entries: list[tuple] = []
+    for space in namespaces:
+        if _type(space) is not _dict:
+            continue
+        entries.append(("items", "the instrumentation", space, _contents(space)))
+        for name, value in list(space.items()):
+            if _type(value) is _dict:
+                entries.append(("items", f"the instrumentation's {name}", value, _contents(value)))
+            elif _type(value) is _FUNCTION:
+                entries.append(
+                    ("function", f"the instrumentation's {name}", value, _id(value.__code__),
+                     _id(value.__defaults__), _id(value.__kwdefaults__), value.__closure__,
+                     tuple(_id(c.cell_contents) for c in value.__closure__ or ()))
+                )  # fmt: skip
+    return entries
+
+
+def grader_functions(entries: list[tuple]) -> frozenset[int]:
+    """The identities of the grader's functions, those of its namespaces compiled apart
+    included: the audit hook refuses changes to their code and defaults."""
+    found = {_id(entry[2]) for entry in entries if entry[0] == "function"}
+    for entry in entries:
+        if entry[0] == "items" and _type(entry[2]) is _dict:
+            found |= {_id(v) for v in list(entry[2].values()) if _type(v) is _FUNCTION}
+    return frozenset(found)
 
 
 def _contents(container: Any) -> tuple:

@@ -66,6 +66,31 @@ def expected_for(settings, process_backend):
 
 
 @pytest.fixture(scope="session")
+def fast_backend(settings, process_backend):
+    """The fast path where an engine answers (a warm fork server, the bank's setups run once
+    in its zygotes), else the process backend: for tables of many answers to bundled tasks."""
+    from sandbox.docker_backend import DockerBackend, engine_answers
+    from sandbox.pool import WarmPool
+
+    if not engine_answers():
+        yield process_backend
+        return
+    pool = WarmPool(DockerBackend.from_settings(settings), 1, jobs=1000)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def grade_fast(grade_answer, fast_backend):
+    """`grade_answer` on the fast backend: for tables of many answers to bundled tasks."""
+
+    def run(task_id: str, code: str | None = None, **kwargs) -> GradeResult:
+        return grade_answer(task_id, code, backend=fast_backend, **kwargs)
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def grade_answer(settings, process_backend, expected_for):
     """Grade code (or blanks, or a choice) for a bundled task on the process backend."""
 

@@ -1,8 +1,18 @@
-"""`architecture`: the model's class and layer structure equal the reference's."""
+"""`architecture`: the model's class and layer structure equal the reference's.
+
+The structure is every submodule's path and class (known by the class's identity), its
+hyper-parameters (the plain values a layer keeps, such as a convolution's stride or a
+dropout's p) and every parameter's shape. A path the reference model does not have is a
+fact too: the check then passes only where the answer's model has none either (no `fc`
+on a MobileNetV2).
+
+`find_module` and `settings_of` are shared with `frozen_backbone` and `output_shape`; they
+read as `introspect` does, through its C-level readers.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -18,6 +28,11 @@ from graders.checks.base import (
 )
 
 TYPE = "architecture"
+MAX_SETTINGS = 64
+MAX_SETTING_ITEMS = 16
+
+Plain = bool | int | float | str | None
+Setting = Plain | list[Plain]
 
 
 class Params(CheckBase):
@@ -29,19 +44,102 @@ class Params(CheckBase):
 
 
 class Facts(FactsBase):
-    class_name: str = Field(max_length=300)
-    modules: dict[str, str] = Field(max_length=MAX_NAMES, description="Module path to class name.")
-    parameters: dict[str, list[int]] = Field(
-        max_length=MAX_NAMES, description="Parameter name to shape."
+    exists: bool = Field(True, description="False: there is no module at the path.")
+    class_name: str = Field("", max_length=300)
+    modules: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_NAMES, description="Module path to class name."
     )
+    settings: dict[str, dict[str, Setting]] = Field(
+        default_factory=dict,
+        max_length=MAX_NAMES,
+        description="Module path ('' the module itself) to its hyper-parameters.",
+    )
+    parameters: dict[str, list[int]] = Field(
+        default_factory=dict, max_length=MAX_NAMES, description="Parameter name to shape."
+    )
+
+
+def find_module(ti: Any, root: Any, path: str, what: str) -> Any:
+    """The module at a dotted path under root, or None where there is none (read without
+    `__getattr__`, as `ti.submodule` reads)."""
+    module = ti.require_module(root, what)
+    walked = what
+    for part in path.split(".") if path else []:
+        found = None
+        for name, child in ti._children(module, walked):
+            if name == part:
+                found = child
+        if found is None:
+            return None
+        module = found
+        walked = f"{walked}.{part}"
+    return module
+
+
+def settings_of(ti: Any, module: Any, what: str) -> dict[str, Setting]:
+    """A module's hyper-parameters: its public instance attributes (not `training`) as
+    plain values; any other object is recorded by its class's name."""
+    out: dict[str, Setting] = {}
+    for key, value in ti._fields_of(module, what):
+        if key.startswith("_") or key == "training":
+            continue
+        if len(out) == MAX_SETTINGS:
+            break
+        out[key[:100]] = _setting(ti, value)
+    return out
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    return value is None or kind is bool or kind is int or kind is float or kind is str
+
+
+def _setting(ti: Any, value: Any) -> Setting:
+    kind = type(value)
+    if kind is str:
+        return value[:200]
+    if _plain(value):
+        return value
+    if kind is tuple or kind is list:
+        items = list(value)  # an exact tuple or list: iterated by C
+        if len(items) <= MAX_SETTING_ITEMS and all(_plain(v) for v in items):
+            return [v[:200] if type(v) is str else v for v in items]
+    return f"<{short_name(ti.class_name(value))}>"
+
+
+def short_name(class_name: str) -> str:
+    """torch.nn.modules.linear.Linear -> torch.nn.Linear: the name a learner writes."""
+    if class_name.startswith("torch.nn.modules."):
+        return "torch.nn." + class_name.rpartition(".")[2]
+    return class_name
+
+
+def setting_change(have: dict[str, Setting], want: dict[str, Setting]) -> str | None:
+    """The first hyper-parameter that differs, in words ("stride is [1, 1], expected [2, 2]")."""
+    for key in sorted(set(want) | set(have)):
+        if key not in have:
+            return f"has no `{key}` (expected {want[key]!r})"
+        if key not in want:
+            return f"has an attribute `{key}` = {have[key]!r} that the reference's has not"
+        if have[key] != want[key] or type(have[key]) is not type(want[key]):
+            return f"has {key}={have[key]!r}, expected {key}={want[key]!r}"
+    return None
 
 
 def observe(ctx, params: Params) -> dict:
     ti = ctx.ti
-    root = ti.submodule(ti.lookup(ctx.scope, params.variable), params.module, params.variable)
+    root = find_module(ti, ti.lookup(ctx.scope, params.variable), params.module, params.variable)
+    if root is None:
+        return {"exists": False}
+    where = params.variable + (f".{params.module}" if params.module else "")
+    modules = list(ti.named_modules(root))
     return {
-        "class_name": ti.qualified_type_name(root),
-        "modules": {path: ti.qualified_type_name(m) for path, m in ti.named_modules(root) if path},
+        "class_name": ti.class_name(root),
+        "modules": {path: ti.class_name(m) for path, m in modules if path},
+        "settings": {
+            path: settings_of(ti, m, f"`{where}.{path}`" if path else f"`{where}`")
+            for path, m in modules
+        },
         "parameters": {name: ti.shape_of(p) for name, p in ti.named_parameters(root)},
     }
 
@@ -50,6 +148,17 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     assert expected is not None
     have, want = got.facts, expected.facts
     where = params.variable + (f".{params.module}" if params.module else "")
+    if not want.exists:
+        if not have.exists:
+            return Verdict(True, f"`{where}` does not exist, as expected")
+        return Verdict(
+            False,
+            f"`{where}` exists (a {short_name(have.class_name)}), a module the expected model does not have",
+        )
+    if not have.exists:
+        return Verdict(
+            False, f"`{where}` does not exist; expected a {short_name(want.class_name)} there"
+        )
     if have.class_name != want.class_name:
         return Verdict(False, f"`{where}` is a {have.class_name}, expected a {want.class_name}")
     missing = set(want.modules) - set(have.modules)
@@ -67,6 +176,14 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     if retyped:
         p = retyped[0]
         problems.append(f"`{p}` is a {have.modules[p]}, expected a {want.modules[p]}")
+    for path in sorted(set(want.settings) & set(have.settings)):
+        if path in retyped:
+            continue
+        change = setting_change(have.settings[path], want.settings[path])
+        if change:
+            problems.append(f"`{where}.{path}`" if path else f"`{where}`")
+            problems[-1] += f" {change}"
+            break
     reshaped = [
         n
         for n in sorted(want.parameters)

@@ -19,6 +19,9 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 VARIABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 MODULE_PATH_PATTERN = r"^([A-Za-z0-9_]{1,64}(\.[A-Za-z0-9_]{1,64}){0,15})?$"
 MAX_NAMES = 4096
+# The key of the checks' shared state under which `prepare` lists the namespaces it
+# installed where the answer can reach them (instrumentation): held unchanged by the harness.
+PROTECTED = "protected"
 
 
 class CheckBase(BaseModel):

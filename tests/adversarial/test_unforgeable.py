@@ -297,3 +297,37 @@ def test_a_thread_still_clearing_its_state_is_a_thread_left_running(grade_answer
     result = grade_answer("finetune-freeze", ZOMBIE_THREAD)
     assert result.outcome in ("runtime_error", "time_limit"), result.model_dump_json(indent=2)
     assert result.score == 0
+
+
+def test_an_answer_that_prints_tensors_and_makes_named_tuples_is_graded_as_usual(grade_answer):
+    """What the audit hook refuses is the grader's code, not the code torch or the standard
+    library change as they load (a named tuple sets its constructor's defaults)."""
+    code = (
+        "import collections, torch\n"
+        "Pair = collections.namedtuple('Pair', 'a b', defaults=(0,))\n"
+        "print(torch.tensor([1, 2]), Pair(1))\n"
+        "model.requires_grad_(False)\n"
+    )
+    result = grade_answer("finetune-freeze", code)
+    assert result.outcome == "passed", result.model_dump_json(indent=2)
+    assert "tensor([1, 2])" in result.stdout
+
+
+INSTRUMENTATION_GLOBALS = """
+import torch
+torch.autograd.backward.__globals__['tensor_item'] = lambda t: False
+model.train()
+for inputs, labels in dataloader:
+    loss = criterion(model(inputs), labels)
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def test_the_training_loops_instrumentation_is_held_unchanged(grade_answer):
+    """The instrumentation is within the answer's reach (it runs in the answer's loop);
+    what an answer changes of it fails the checks instead of hiding a missing zero_grad."""
+    result = grade_answer("finetune-train-epoch", INSTRUMENTATION_GLOBALS)
+    verdicts = {c.name: c for c in result.checks}
+    assert verdicts["step-order"].passed is False, result.model_dump_json(indent=2)
+    assert "changed the grader's own code" in verdicts["step-order"].message

@@ -1,0 +1,466 @@
+"""Replacing a pre-trained model's head, graded on free-form answers in the real harness
+(process backend): correct answers in styles the reference does not use get full marks
+and no mistake feedback; each wrong answer fails the checks its mistake breaks, with
+messages and feedback that name that mistake and no other."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.taskbank import get_task
+
+pytestmark = pytest.mark.slow
+
+RESNET = "finetune-replace-head"
+MOBILENET = "mobilenet-replace-classifier"
+
+
+@pytest.fixture(scope="module")
+def mistakes(settings) -> dict[str, dict[str, str]]:
+    return {
+        task: {m.id: m.message for m in get_task(settings.tasks_dir, task).mistakes}
+        for task in (RESNET, MOBILENET)
+    }
+
+
+def assert_full_marks(result) -> None:
+    assert (result.outcome, result.score) == ("passed", result.max_score), [
+        (c.name, c.message) for c in result.checks if not c.passed
+    ]
+    assert result.feedback == [], result.feedback
+
+
+def assert_wrong(result, task_mistakes, failing, messages, feedback) -> None:
+    """Exactly `failing` fail, each named check's message holds its fragment, and the
+    feedback is exactly the named mistakes'."""
+    failed = {c.name: c.message for c in result.checks if not c.passed}
+    assert set(failed) == failing, failed
+    for name, fragment in messages.items():
+        assert fragment in failed[name], (name, failed[name])
+    assert sorted(result.feedback) == sorted(task_mistakes[m] for m in feedback), result.feedback
+    assert result.score < result.max_score
+
+
+# --- finetune-replace-head: ResNet-18, 10 classes, head `fc` ----------------------
+
+RESNET_CORRECT = {
+    "sequential-head": "import torch.nn as nn\nmodel.fc = nn.Sequential(nn.Linear(512, 10))\n",
+    "dropout-then-linear": (
+        "import torch.nn as nn\nmodel.fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(512, 10))\n"
+    ),
+    "flatten-then-linear": (
+        "from torch import nn\nmodel.fc = nn.Sequential(nn.Flatten(), nn.Linear(512, 10))\n"
+    ),
+    "literal-sizes": "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\n",
+    "in-features-read-first": (
+        "import torch.nn as nn\nnum_features = model.fc.in_features\n"
+        "model.fc = nn.Linear(num_features, 10)\n"
+    ),
+    "freeze-again-with-requires-grad-method": (
+        "import torch.nn as nn\nmodel.requires_grad_(False)\nmodel.fc = nn.Linear(512, 10)\n"
+    ),
+    "freeze-again-with-a-loop": (
+        "import torch.nn as nn\nfor p in model.parameters():\n    p.requires_grad = False\n"
+        "model.fc = nn.Linear(512, 10)\n"
+    ),
+    "freeze-after-then-unfreeze-head": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\n"
+        "for p in model.parameters():\n    p.requires_grad = False\n"
+        "for p in model.fc.parameters():\n    p.requires_grad = True\n"
+    ),
+    "freeze-after-by-name": (
+        "import torch\nmodel.fc = torch.nn.Linear(512, 10)\n"
+        "for name, p in model.named_parameters():\n    p.requires_grad = name.startswith('fc.')\n"
+    ),
+    "torch-nn-modules-spelling": (
+        "import torch\nmodel.fc = torch.nn.modules.linear.Linear(512, 10)\n"
+    ),
+    "keyword-arguments": (
+        "from torch.nn import Linear\n"
+        "model.fc = Linear(in_features=512, out_features=10, bias=True)\n"
+    ),
+    "setattr": "import torch.nn as nn\nsetattr(model, 'fc', nn.Linear(512, 10))\n",
+    "modules-dict": "import torch.nn as nn\nmodel._modules['fc'] = nn.Linear(512, 10)\n",
+    "add-module": "import torch.nn as nn\nmodel.add_module('fc', nn.Linear(512, 10))\n",
+    "helper-function": (
+        "import torch.nn as nn\n\ndef new_head(features, classes):\n"
+        "    return nn.Linear(features, classes)\n\n"
+        "model.fc = new_head(model.fc.in_features, 10)\n"
+    ),
+    "initialised-head": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\n"
+        "nn.init.xavier_uniform_(model.fc.weight)\nnn.init.zeros_(model.fc.bias)\n"
+    ),
+    "device-and-dtype": (
+        "import torch\nmodel.fc = torch.nn.Linear(512, 10, device='cpu', dtype=torch.float32)\n"
+    ),
+    "an-evaluation-pass-after": (
+        "import torch\nimport torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\nmodel.eval()\n"
+        "with torch.no_grad():\n    print(model(torch.randn(1, 3, 64, 64)).shape)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("code", RESNET_CORRECT.values(), ids=RESNET_CORRECT.keys())
+def test_resnet_correct_heads_get_full_marks(grade_fast, code):
+    assert_full_marks(grade_fast(RESNET, code))
+
+
+RESNET_WRONG = {
+    "100-classes": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(512, 100)\n",
+        {"head-shape", "model-output", "new-head"},
+        {
+            "head-shape": "[2, 100]",
+            "new-head": "holds tensors of shapes [100, 512], [100], expected [10, 512], [10]",
+        },
+        ["wrong-class-count"],
+    ),
+    "one-class": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(model.fc.in_features, 1)\n",
+        {"head-shape", "model-output", "new-head"},
+        {"head-shape": "[2, 1]"},
+        ["wrong-class-count"],
+    ),
+    "head-frozen": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\nmodel.requires_grad_(False)\n",
+        {"new-head"},
+        {"new-head": "the new head `model.fc` is frozen (weight, bias"},
+        [],
+    ),
+    "head-weight-frozen": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\nmodel.fc.weight.requires_grad = False\n",
+        {"new-head"},
+        {"new-head": "1 of the 2 tensors of the new head `model.fc` are frozen (weight"},
+        [],
+    ),
+    "backbone-not-frozen": (
+        "import torch.nn as nn\nfor p in model.parameters():\n    p.requires_grad = True\n"
+        "model.fc = nn.Linear(512, 10)\n",
+        {"backbone-frozen"},
+        {"backbone-frozen": "60 backbone tensors still trainable (conv1.weight"},
+        ["backbone-trainable"],
+    ),
+    "last-block-unfrozen": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\nmodel.layer4.requires_grad_(True)\n",
+        {"backbone-frozen"},
+        {"backbone-frozen": "15 backbone tensors still trainable (layer4.0.conv1.weight"},
+        ["backbone-trainable"],
+    ),
+    "pooling-swapped": (
+        "import torch.nn as nn\nmodel.avgpool = nn.AdaptiveMaxPool2d((1, 1))\n"
+        "model.fc = nn.Linear(512, 10)\n",
+        {"backbone", "model-output"},
+        {
+            "backbone": "`model.avgpool` is a torch.nn.AdaptiveMaxPool2d, expected a "
+            "torch.nn.AdaptiveAvgPool2d",
+            "model-output": "the features reaching `model.fc` differ from the reference's",
+        },
+        ["wrong-layer"],
+    ),
+    "a-layer-reinitialised": (
+        "import torch.nn as nn\nmodel.layer4[1].conv2.reset_parameters()\n"
+        "model.fc = nn.Linear(512, 10)\n",
+        {"backbone", "model-output"},
+        {
+            "backbone": "1 backbone weight tensor differs from the pre-trained weights "
+            "(layer4.1.conv2.weight)",
+            "model-output": "the features reaching `model.fc` differ",
+        },
+        ["wrong-layer"],
+    ),
+    "batch-norm-statistics-moved": (
+        "import torch\nimport torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\n"
+        "model.train()\nmodel(torch.randn(4, 3, 64, 64))\n",
+        {"backbone", "model-output"},
+        {"backbone": "updates its batch-norm statistics"},
+        ["wrong-layer"],
+    ),
+    "a-stride-changed": (
+        "import torch.nn as nn\nmodel.conv1.stride = (1, 1)\nmodel.fc = nn.Linear(512, 10)\n",
+        {"backbone", "model-output"},
+        {"backbone": "`model.conv1` has stride=[1, 1], expected stride=[2, 2]"},
+        ["wrong-layer"],
+    ),
+    "no-bias": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10, bias=False)\n",
+        {"new-head"},
+        {"new-head": "it has no bias (the reference's head has)"},
+        [],
+    ),
+    "wrong-in-features": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(256, 10)\n",
+        {"head-shape", "model-output", "new-head"},
+        {
+            "head-shape": "`model.fc` raised RuntimeError on an input of shape [2, 512]",
+            "model-output": "`model` raised RuntimeError",
+            "new-head": "holds tensors of shapes [10, 256], [10], expected [10, 512], [10]",
+        },
+        ["wrong-class-count"],
+    ),
+    "wrong-layer-replaced": (
+        "import torch.nn as nn\n"
+        "model.avgpool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 10))\n",
+        {"head-shape", "model-output", "backbone", "new-head"},
+        {
+            "backbone": "the backbone's layers changed: `model.avgpool` is a torch.nn.Sequential",
+            "new-head": "`model.fc` is still the layer the model came with",
+        },
+        ["wrong-class-count", "wrong-layer"],
+    ),
+    "out-features-edited": (
+        "model.fc.out_features = 10\n",
+        {"head-shape", "model-output", "new-head"},
+        {
+            "head-shape": "[2, 1000]",
+            "new-head": "`model.fc` is still the layer the model came with (tensors of shapes "
+            "[1000, 512], [1000])",
+        },
+        ["wrong-class-count"],
+    ),
+    "head-removed": (
+        "import torch.nn as nn\nmodel.fc = nn.Identity()\n",
+        {"head-shape", "model-output", "new-head"},
+        {"new-head": "`model.fc` (a torch.nn.Identity) holds no parameters"},
+        ["wrong-class-count"],
+    ),
+    "model-wrapped": (
+        "import torch.nn as nn\nmodel = nn.Sequential(model, nn.Linear(1000, 10))\n",
+        {"head-shape", "model-output", "backbone", "new-head"},
+        {
+            "new-head": "`model.fc` does not exist",
+            "model-output": "`model.fc` does not exist, so no features reach it",
+        },
+        ["wrong-class-count", "wrong-layer"],
+    ),
+    "random-backbone": (
+        "from torchvision import models\nmodel = models.resnet18(num_classes=10)\n",
+        {"backbone", "backbone-frozen", "model-output"},
+        {"backbone": "60 backbone weight tensors differ from the pre-trained weights"},
+        ["wrong-layer", "backbone-trainable"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("code", "failing", "messages", "feedback"),
+    RESNET_WRONG.values(),
+    ids=RESNET_WRONG.keys(),
+)
+def test_resnet_wrong_heads_name_their_mistake(
+    grade_fast, mistakes, code, failing, messages, feedback
+):
+    result = grade_fast(RESNET, code)
+    assert_wrong(result, mistakes[RESNET], failing, messages, feedback)
+
+
+# --- mobilenet-replace-classifier: MobileNetV2, 5 classes, head `classifier.1` ------
+
+MOBILENET_CORRECT = {
+    "literal-sizes": "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5)\n",
+    "negative-index": "import torch.nn as nn\nmodel.classifier[-1] = nn.Linear(1280, 5)\n",
+    "in-features-of-the-old-layer": (
+        "import torch.nn as nn\nin_features = model.classifier[-1].in_features\n"
+        "model.classifier[-1] = nn.Linear(in_features, 5)\n"
+    ),
+    "from-the-weight-shape": (
+        "import torch.nn as nn\n"
+        "model.classifier[1] = nn.Linear(model.classifier[1].weight.shape[1], 5)\n"
+    ),
+    "classifier-rebuilt-with-a-dropout": (
+        "import torch.nn as nn\n"
+        "model.classifier = nn.Sequential(nn.Dropout(p=0.2), nn.Linear(model.last_channel, 5))\n"
+    ),
+    "classifier-rebuilt-keeping-its-dropout": (
+        "import torch.nn as nn\n"
+        "model.classifier = nn.Sequential(model.classifier[0], nn.Linear(1280, 5))\n"
+    ),
+    "children-but-the-last": (
+        "import torch.nn as nn\nkept = list(model.classifier.children())[:-1]\n"
+        "model.classifier = nn.Sequential(*kept, nn.Linear(1280, 5))\n"
+    ),
+    "sequential-head": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Sequential(nn.Linear(1280, 5))\n"
+    ),
+    "setattr": "import torch.nn as nn\nsetattr(model.classifier, '1', nn.Linear(1280, 5))\n",
+    "modules-dict": "import torch.nn as nn\nmodel.classifier._modules['1'] = nn.Linear(1280, 5)\n",
+    "add-module": "import torch.nn as nn\nmodel.classifier.add_module('1', nn.Linear(1280, 5))\n",
+    "keyword-arguments": (
+        "from torch.nn import Linear\n"
+        "model.classifier[1] = Linear(in_features=1280, out_features=5, bias=True)\n"
+    ),
+    "torch-nn-modules-spelling": (
+        "import torch\nmodel.classifier[1] = torch.nn.modules.linear.Linear(1280, 5)\n"
+    ),
+    "freeze-again-first": (
+        "import torch.nn as nn\nmodel.requires_grad_(False)\nmodel.classifier[1] = nn.Linear(1280, 5)\n"
+    ),
+    "freeze-features-after": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5)\n"
+        "for p in model.features.parameters():\n    p.requires_grad = False\n"
+    ),
+    "freeze-all-then-unfreeze-head": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5)\n"
+        "for p in model.parameters():\n    p.requires_grad = False\n"
+        "model.classifier[1].requires_grad_(True)\n"
+    ),
+    "initialised-head": (
+        "import torch.nn as nn\nhead = nn.Linear(1280, 5)\nnn.init.zeros_(head.bias)\n"
+        "model.classifier[1] = head\n"
+    ),
+    "an-evaluation-pass-after": (
+        "import torch\nimport torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5)\n"
+        "model.eval()\nwith torch.no_grad():\n    print(model(torch.randn(1, 3, 64, 64)).shape)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("code", MOBILENET_CORRECT.values(), ids=MOBILENET_CORRECT.keys())
+def test_mobilenet_correct_classifiers_get_full_marks(grade_fast, code):
+    assert_full_marks(grade_fast(MOBILENET, code))
+
+
+MOBILENET_WRONG = {
+    "ten-classes": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 10)\n",
+        {"classifier-shape", "model-output", "new-head"},
+        {
+            "classifier-shape": "[2, 10] on an input of shape [2, 1280], expected [2, 5]",
+            "new-head": "holds tensors of shapes [10, 1280], [10], expected [5, 1280], [5]",
+        },
+        [],
+    ),
+    "1000-classes-kept": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 1000)\n",
+        {"classifier-shape", "model-output", "new-head"},
+        {"classifier-shape": "[2, 1000]"},
+        [],
+    ),
+    "head-frozen": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5).requires_grad_(False)\n",
+        {"new-head"},
+        {"new-head": "the new head `model.classifier.1` is frozen"},
+        [],
+    ),
+    "backbone-not-frozen": (
+        "import torch.nn as nn\nmodel.requires_grad_(True)\nmodel.classifier[1] = nn.Linear(1280, 5)\n",
+        {"backbone-frozen"},
+        {"backbone-frozen": "still trainable (features.0.0.weight"},
+        ["backbone-trainable"],
+    ),
+    "last-block-unfrozen": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5)\n"
+        "for p in model.features[-1].parameters():\n    p.requires_grad = True\n",
+        {"backbone-frozen"},
+        {"backbone-frozen": "3 backbone tensors still trainable (features.18.0.weight"},
+        ["backbone-trainable"],
+    ),
+    "dropout-dropped-with-the-classifier": (
+        "import torch.nn as nn\nmodel.classifier = nn.Linear(1280, 5)\n",
+        {"classifier-shape", "model-output", "backbone", "new-head"},
+        {
+            "backbone": "`model.classifier` is a torch.nn.Linear, expected a torch.nn.Sequential; "
+            "`model.classifier.0` (a torch.nn.Dropout) was removed",
+            "new-head": "`model.classifier.1` does not exist (`model.classifier` is a "
+            "torch.nn.Linear, expected a torch.nn.Sequential)",
+        },
+        ["backbone-changed"],
+    ),
+    "classifier-without-its-dropout": (
+        "import torch.nn as nn\nmodel.classifier = nn.Sequential(nn.Linear(1280, 5))\n",
+        {"classifier-shape", "model-output", "backbone", "new-head"},
+        {"backbone": "`model.classifier.0` is a torch.nn.Linear, expected a torch.nn.Dropout"},
+        ["backbone-changed"],
+    ),
+    "dropout-disabled": (
+        "import torch.nn as nn\nmodel.classifier[0] = nn.Identity()\n"
+        "model.classifier[1] = nn.Linear(1280, 5)\n",
+        {"backbone"},
+        {"backbone": "`model.classifier.0` is a torch.nn.Identity, expected a torch.nn.Dropout"},
+        ["backbone-changed"],
+    ),
+    "dropout-rate-changed": (
+        "import torch.nn as nn\nmodel.classifier[0].p = 0.5\nmodel.classifier[1] = nn.Linear(1280, 5)\n",
+        {"backbone"},
+        {"backbone": "`model.classifier.0` has p=0.5, expected p=0.2"},
+        ["backbone-changed"],
+    ),
+    "dropout-replaced-instead": (
+        "import torch.nn as nn\nmodel.classifier[0] = nn.Linear(1280, 5)\n",
+        {"classifier-shape", "model-output", "backbone", "new-head"},
+        {
+            "backbone": "`model.classifier.0` is a torch.nn.Linear, expected a torch.nn.Dropout",
+            "new-head": "`model.classifier.1` is still the layer the model came with",
+        },
+        ["backbone-changed"],
+    ),
+    "the-resnet-habit": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(1280, 5)\n",
+        {"classifier-shape", "model-output", "backbone", "new-head", "no-fc"},
+        {
+            "no-fc": "`model.fc` exists (a torch.nn.Linear)",
+            "backbone": "`model.fc` (a torch.nn.Linear) was added",
+            "new-head": "`model.classifier.1` is still the layer the model came with",
+        },
+        ["resnet-habit", "backbone-changed"],
+    ),
+    "a-layer-reinitialised": (
+        "import torch.nn as nn\nmodel.features[0][0].reset_parameters()\n"
+        "model.classifier[1] = nn.Linear(1280, 5)\n",
+        {"backbone", "model-output"},
+        {
+            "backbone": "1 backbone weight tensor differs from the pre-trained weights "
+            "(features.0.0.weight)",
+            "model-output": "the features reaching `model.classifier.1` differ",
+        },
+        ["backbone-changed"],
+    ),
+    "batch-norm-statistics-moved": (
+        "import torch\nimport torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5)\n"
+        "model.train()\nmodel(torch.randn(2, 3, 64, 64))\n",
+        {"backbone", "model-output"},
+        {"backbone": "updates its batch-norm statistics"},
+        ["backbone-changed"],
+    ),
+    "activation-swapped": (
+        "import torch.nn as nn\nmodel.features[1].conv[0][2] = nn.ReLU()\n"
+        "model.classifier[1] = nn.Linear(1280, 5)\n",
+        {"backbone", "model-output"},
+        {"backbone": "`model.features.1.conv.0.2` is a torch.nn.ReLU, expected a torch.nn.ReLU6"},
+        ["backbone-changed"],
+    ),
+    "no-bias": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5, bias=False)\n",
+        {"new-head"},
+        {"new-head": "it has no bias (the reference's head has)"},
+        [],
+    ),
+    "wrong-in-features": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(512, 5)\n",
+        {"classifier-shape", "model-output", "new-head"},
+        {
+            "classifier-shape": "`model.classifier.1` raised RuntimeError on an input of shape "
+            "[2, 1280]",
+            "new-head": "holds tensors of shapes [5, 512], [5], expected [5, 1280], [5]",
+        },
+        [],
+    ),
+    "out-features-edited": (
+        "model.classifier[1].out_features = 5\n",
+        {"classifier-shape", "model-output", "new-head"},
+        {"new-head": "`model.classifier.1` is still the layer the model came with"},
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("code", "failing", "messages", "feedback"),
+    MOBILENET_WRONG.values(),
+    ids=MOBILENET_WRONG.keys(),
+)
+def test_mobilenet_wrong_classifiers_name_their_mistake(
+    grade_fast, mistakes, code, failing, messages, feedback
+):
+    result = grade_fast(MOBILENET, code)
+    assert_wrong(result, mistakes[MOBILENET], failing, messages, feedback)

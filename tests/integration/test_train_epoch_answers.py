@@ -1,0 +1,329 @@
+"""Free-form answers to finetune-train-epoch, graded end to end (the real harness, the
+process backend). A correct epoch written in a style the reference does not use gets full
+marks, harmless extra work included (a peek at a batch, a printed loss, an evaluation in
+eval mode, batches fetched ahead); each natural mistake fails the checks its facts show,
+with a message that names it.
+
+Decisions: an evaluation pass in train mode is wrong (it moves the batch-norm running
+statistics, so the model is not what one epoch leaves); so is a summed loss (the task's
+criterion averages, and summing takes steps 8 times as large); training with
+`model.eval()` is wrong too (the running statistics never move); not calling
+`model.train()` is right (the model is in train mode already)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.taskbank import get_task
+
+pytestmark = pytest.mark.slow
+
+TASK = "finetune-train-epoch"
+EPOCH = (
+    "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+    "    loss = criterion(model(x), y)\n    loss.backward()\n    optimizer.step()\n"
+)
+EVALUATE = (
+    "def evaluate():\n    model.eval()\n    with torch.no_grad():\n"
+    "        return sum(criterion(model(x), y).item() for x, y in dataloader) / len(dataloader)\n\n"
+)
+
+CORRECT = {
+    "enumerate": (
+        "model.train()\nfor i, (inputs, labels) in enumerate(dataloader):\n"
+        "    optimizer.zero_grad()\n    outputs = model(inputs)\n"
+        "    loss = criterion(outputs, labels)\n    loss.backward()\n    optimizer.step()\n"
+    ),
+    "while-with-iterator": (
+        "model.train()\nit = iter(dataloader)\nwhile True:\n    try:\n"
+        "        inputs, labels = next(it)\n    except StopIteration:\n        break\n"
+        "    optimizer.zero_grad()\n    criterion(model(inputs), labels).backward()\n"
+        "    optimizer.step()\n"
+    ),
+    "batch-unpacked": (
+        "model.train()\nfor batch in dataloader:\n    x, y = batch\n    optimizer.zero_grad()\n"
+        "    loss = criterion(model(x), y)\n    loss.backward()\n    optimizer.step()\n"
+    ),
+    "peek-before-the-loop": (
+        "xb, yb = next(iter(dataloader))\nprint(xb.shape, yb[:4].tolist())\n" + EPOCH
+    ),
+    "loss-under-no-grad-before-and-after": (
+        EVALUATE + "before = evaluate()\n" + EPOCH + "after = evaluate()\nprint(before, after)\n"
+    ),
+    "printing-the-loss": (
+        "model.train()\nfor step, (x, y) in enumerate(dataloader):\n    optimizer.zero_grad()\n"
+        "    loss = criterion(model(x), y)\n    loss.backward()\n    optimizer.step()\n"
+        "    print(f'step {step}: loss {loss.item():.4f}')\n"
+    ),
+    "set-to-none": EPOCH.replace("optimizer.zero_grad()", "optimizer.zero_grad(set_to_none=True)"),
+    "zero-grad-at-the-end": (
+        "model.train()\nfor x, y in dataloader:\n    loss = criterion(model(x), y)\n"
+        "    loss.backward()\n    optimizer.step()\n    optimizer.zero_grad()\n"
+    ),
+    "model-zero-grad": EPOCH.replace("optimizer.zero_grad()", "model.zero_grad()"),
+    "functional-cross-entropy": (
+        "import torch.nn.functional as F\nmodel.train()\nfor x, y in dataloader:\n"
+        "    optimizer.zero_grad()\n    F.cross_entropy(model(x), y).backward()\n"
+        "    optimizer.step()\n"
+    ),
+    "eval-pass-after-the-epoch": (
+        EPOCH + "model.eval()\ncorrect = 0\nwith torch.no_grad():\n    for x, y in dataloader:\n"
+        "        correct += (model(x).argmax(1) == y).sum().item()\nprint('accuracy', correct / 64)\n"
+    ),
+    "without-model-train": EPOCH.replace("model.train()\n", ""),
+    "helper-returning-the-mean-loss": (
+        "def train_one_epoch(net, loader, opt, loss_fn):\n    net.train()\n    running = 0.0\n"
+        "    for inputs, targets in loader:\n        opt.zero_grad()\n"
+        "        loss = loss_fn(net(inputs), targets)\n        loss.backward()\n        opt.step()\n"
+        "        running += loss.item() * inputs.size(0)\n    return running / len(loader.dataset)\n\n"
+        "print(train_one_epoch(model, dataloader, optimizer, criterion))\n"
+    ),
+    "moved-to-the-device": (
+        "model.to(device)\nmodel.train()\nfor inputs, labels in dataloader:\n"
+        "    inputs, labels = inputs.to(device), labels.to(device)\n    optimizer.zero_grad()\n"
+        "    criterion(model(inputs), labels).backward()\n    optimizer.step()\n"
+    ),
+    "zero-grad-after-the-forward": (
+        "model.train()\nfor x, y in dataloader:\n    loss = criterion(model(x), y)\n"
+        "    optimizer.zero_grad()\n    loss.backward()\n    optimizer.step()\n"
+    ),
+    "gradients-cleared-by-hand": (
+        "model.train()\nfor x, y in dataloader:\n    for p in model.parameters():\n"
+        "        p.grad = None\n    criterion(model(x), y).backward()\n    optimizer.step()\n"
+    ),
+    "tutorial-with-accuracy": (
+        "model.train()\nrunning_loss, running_corrects = 0.0, 0\nfor inputs, labels in dataloader:\n"
+        "    optimizer.zero_grad()\n    with torch.set_grad_enabled(True):\n"
+        "        outputs = model(inputs)\n        _, preds = torch.max(outputs, 1)\n"
+        "        loss = criterion(outputs, labels)\n        loss.backward()\n        optimizer.step()\n"
+        "    running_loss += loss.item() * inputs.size(0)\n"
+        "    running_corrects += int(torch.sum(preds == labels.data))\n"
+        "print(running_loss / 64, running_corrects / 64)\n"
+    ),
+    "batches-listed-first": (
+        "model.train()\nbatches = list(dataloader)\nfor x, y in batches:\n    optimizer.zero_grad()\n"
+        "    criterion(model(x), y).backward()\n    optimizer.step()\n"
+    ),
+    "next-batch-fetched-before-the-step": (
+        "model.train()\nit = iter(dataloader)\nbatch = next(it, None)\nwhile batch is not None:\n"
+        "    x, y = batch\n    optimizer.zero_grad()\n    loss = criterion(model(x), y)\n"
+        "    batch = next(it, None)\n    loss.backward()\n    optimizer.step()\n"
+    ),
+    "peek-inside-the-loop": (
+        "model.train()\nfor x, y in dataloader:\n    probe, _ = next(iter(dataloader))\n"
+        "    assert probe.shape == x.shape\n    optimizer.zero_grad()\n"
+        "    criterion(model(x), y).backward()\n    optimizer.step()\n"
+    ),
+    "eval-mode-probe-after-each-step": (
+        "x0, y0 = next(iter(dataloader))\nmodel.train()\nfor x, y in dataloader:\n"
+        "    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n    optimizer.step()\n"
+        "    model.eval()\n    with torch.no_grad():\n        probe = criterion(model(x0), y0).item()\n"
+        "    model.train()\n"
+    ),
+    "gradient-norm-printed": (
+        "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+        "    criterion(model(x), y).backward()\n"
+        "    print(float(sum(p.grad.norm() ** 2 for p in model.fc.parameters()) ** 0.5))\n"
+        "    optimizer.step()\n"
+    ),
+}
+
+
+def messages(result) -> dict[str, str]:
+    return {c.name: ("PASS " if c.passed else "FAIL ") + c.message for c in result.checks}
+
+
+@pytest.mark.parametrize("code", list(CORRECT.values()), ids=list(CORRECT))
+def test_a_correct_epoch_in_another_style_gets_full_marks(grade_fast, code):
+    result = grade_fast(TASK, code)
+    assert result.outcome == "passed" and result.score == result.max_score, (
+        result.error,
+        messages(result),
+    )
+
+
+BATCHES, ORDER, LOSS, WEIGHTS = "all-batches", "step-order", "loss-decreases", "final-weights"
+STALE = "gradients from an earlier batch were still there when backward() ran"
+
+WRONG = [
+    pytest.param(
+        "model.train()\nfor x, y in dataloader:\n    loss = criterion(model(x), y)\n"
+        "    loss.backward()\n    optimizer.step()\n",
+        {ORDER, LOSS, WEIGHTS}, {ORDER: f"in iteration 2, {STALE}"}, "loop-order",
+        id="no-zero-grad",
+    ),
+    pytest.param(
+        "model.train()\noptimizer.zero_grad()\nfor x, y in dataloader:\n"
+        "    criterion(model(x), y).backward()\n    optimizer.step()\n",
+        {ORDER, LOSS, WEIGHTS}, {ORDER: STALE}, "loop-order",
+        id="zero-grad-once-before-the-loop",
+    ),
+    pytest.param(
+        "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+        "    loss = criterion(model(x), y)\n    optimizer.step()\n    loss.backward()\n",
+        {ORDER, LOSS, WEIGHTS}, {ORDER: "in iteration 1, optimizer.step() ran before loss.backward()"},
+        "loop-order", id="step-before-backward",
+    ),
+    pytest.param(
+        "model.train()\nfor x, y in dataloader:\n    loss = criterion(model(x), y)\n"
+        "    loss.backward()\n    optimizer.zero_grad()\n    optimizer.step()\n",
+        {ORDER, LOSS, WEIGHTS},
+        {
+            ORDER: "the gradients were cleared after loss.backward() and before optimizer.step(), "
+            "so step() had nothing to apply",
+            WEIGHTS: "the optimizer's parameters did not change at all during the epoch",
+        },
+        "loop-order", id="zero-grad-between-backward-and-step",
+    ),
+    pytest.param(
+        EPOCH + "    break\n", {BATCHES, LOSS, WEIGHTS},
+        {BATCHES: "training consumed 1 of 8 batches: batches 2, 3, 4, 5, ... (+3 more) never fed"},
+        "whole-epoch", id="only-one-batch",
+    ),
+    pytest.param(
+        "model.train()\nfor epoch in range(2):\n    for x, y in dataloader:\n"
+        "        optimizer.zero_grad()\n        criterion(model(x), y).backward()\n"
+        "        optimizer.step()\n",
+        {BATCHES, WEIGHTS},
+        {
+            BATCHES: "training consumed 16 batches: each of the 8 batches fed 2 training steps",
+            WEIGHTS: "moved 2.31 times as far from their start as in one correct epoch",
+        },
+        "whole-epoch", id="two-epochs",
+    ),
+    pytest.param(
+        "model.train()\nfor _ in range(len(dataloader)):\n    x, y = next(iter(dataloader))\n"
+        "    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n    optimizer.step()\n",
+        {BATCHES, LOSS, WEIGHTS},
+        {BATCHES: "batch 1 fed 8 steps, batches 2, 3, 4, 5, ... (+3 more) none): one epoch trains "
+         "on every batch once; each iter(dataloader) starts again from the first batch"},
+        "whole-epoch", id="the-first-batch-eight-times",
+    ),
+    pytest.param(
+        "model.train()\nfor x, y in dataloader:\n    x, y = next(iter(dataloader))\n"
+        "    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n    optimizer.step()\n",
+        {BATCHES, LOSS, WEIGHTS},
+        {BATCHES: "each iter(dataloader) starts again from the first batch"},
+        "whole-epoch", id="a-fresh-iterator-inside-the-loop",
+    ),
+    pytest.param(
+        "model.train()\nfor i, (x, y) in enumerate(dataloader):\n    if i % 2 == 1:\n"
+        "        continue\n    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n"
+        "    optimizer.step()\n",
+        {BATCHES, WEIGHTS},
+        {BATCHES: "training consumed 4 of 8 batches: batches 2, 4, 6, 8 never fed a backward and a step"},
+        "whole-epoch", id="half-the-batches",
+    ),
+    pytest.param(
+        "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+        "    criterion(model(x), y).backward()\n",
+        {BATCHES, ORDER, LOSS, WEIGHTS},
+        {
+            ORDER: "loss.backward() ran but optimizer.step() was never called",
+            LOSS: "went from 2.8146 to 2.8146",
+        },
+        "loop-order", id="no-step",
+    ),
+    pytest.param(
+        "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+        "    loss = criterion(model(x), y)\n    optimizer.step()\n",
+        {BATCHES, ORDER, LOSS, WEIGHTS},
+        {ORDER: "in iteration 1, optimizer.step() ran without loss.backward() before it"},
+        "loop-order", id="no-backward",
+    ),
+    pytest.param(
+        "model.eval()\nwith torch.no_grad():\n    for x, y in dataloader:\n"
+        "        loss = criterion(model(x), y)\n",
+        {BATCHES, ORDER, LOSS, WEIGHTS},
+        {
+            ORDER: "neither loss.backward() nor optimizer.step() was called for the 8 batches",
+            BATCHES: "no batch was followed by both loss.backward() and optimizer.step()",
+        },
+        "loop-order", id="forward-in-eval-mode-only",
+    ),
+    pytest.param(
+        "import torch.nn.functional as F\nmodel.train()\nfor x, y in dataloader:\n"
+        "    optimizer.zero_grad()\n    F.cross_entropy(model(x), y, reduction='sum').backward()\n"
+        "    optimizer.step()\n",
+        {LOSS, WEIGHTS},
+        {WEIGHTS: "the optimizer's parameters moved 10.7 times as far from their start as in one correct epoch"},
+        None, id="summed-loss",
+    ),
+    pytest.param(
+        "for group in optimizer.param_groups:\n    group['lr'] = 0.1\n" + EPOCH,
+        {LOSS, WEIGHTS},
+        {WEIGHTS: "the optimizer's lr is 0.1 after the epoch, where a correct epoch leaves it at 0.01"},
+        None, id="lr-changed",
+    ),
+    pytest.param(
+        "optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1)\n" + EPOCH,
+        {BATCHES, ORDER, LOSS, WEIGHTS},
+        {
+            ORDER: "`optimizer` was replaced by another object",
+            WEIGHTS: "`optimizer` was replaced by another optimizer; the optimizer's lr is 0.1",
+        },
+        "loop-order", id="a-new-optimizer",
+    ),
+    pytest.param(
+        EPOCH + "with torch.no_grad():\n    print(sum(criterion(model(x), y).item() for x, y in dataloader))\n",
+        {WEIGHTS},
+        {WEIGHTS: "the parameters after the epoch equal one correct epoch's, but 60 buffers differ "
+         "(bn1.running_mean, bn1.running_var, bn1.num_batches_tracked"},
+        None, id="evaluation-in-train-mode",
+    ),
+    pytest.param(
+        EPOCH.replace("model.train()", "model.eval()"),
+        {LOSS, WEIGHTS},
+        {WEIGHTS: "the running statistics did not change during the epoch, as they do when the "
+         "model trains in train mode (model.train())"},
+        None, id="training-in-eval-mode",
+    ),
+    pytest.param(
+        "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+        "    loss = criterion(model(x), y)\n    loss.backward(retain_graph=True)\n"
+        "    loss.backward()\n    optimizer.step()\n",
+        {ORDER, LOSS, WEIGHTS},
+        {ORDER: "in iteration 1, loss.backward() ran 2 times before optimizer.step()"},
+        "loop-order", id="backward-twice",
+    ),
+    pytest.param(
+        EPOCH + "    optimizer.step()\n", {ORDER, LOSS, WEIGHTS},
+        {ORDER: "in iteration 1, optimizer.step() ran 2 times on one batch"},
+        "loop-order", id="step-twice",
+    ),
+    pytest.param(
+        "model.train()\nfor i, (x, y) in enumerate(dataloader):\n"
+        "    criterion(model(x), y).backward()\n    if i % 2 == 1:\n        optimizer.step()\n"
+        "        optimizer.zero_grad()\n",
+        {BATCHES, ORDER, WEIGHTS},
+        {ORDER: f"in iteration 1, {STALE}", BATCHES: "training consumed 4 of 8 batches"},
+        "loop-order", id="gradients-accumulated-over-two-batches",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("code", "failing", "fragments", "mistake"), WRONG)
+def test_a_mistake_fails_the_checks_its_facts_show_and_is_named(
+    grade_fast, settings, code, failing, fragments, mistake
+):
+    result = grade_fast(TASK, code)
+    seen = messages(result)
+    assert result.outcome == "failed" and result.score < result.max_score, (result.error, seen)
+    assert {name for name, m in seen.items() if m.startswith("FAIL")} == failing, seen
+    for name, fragment in fragments.items():
+        assert fragment in seen[name], seen[name]
+    if mistake is not None:
+        spec = get_task(settings.tasks_dir, TASK)
+        wanted = next(m.message for m in spec.mistakes if m.id == mistake)
+        assert wanted in result.feedback, result.feedback
+
+
+def test_labels_and_inputs_swapped_is_a_runtime_error_named_by_its_mistake(grade_fast):
+    code = (
+        "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+        "    loss = criterion(model(y), x)\n    loss.backward()\n    optimizer.step()\n"
+    )
+    result = grade_fast(TASK, code)
+    assert result.outcome == "runtime_error" and result.score == 0
+    assert result.error and "line 4" in result.error
+    assert any("Passing labels to model instead of inputs" in f for f in result.feedback)

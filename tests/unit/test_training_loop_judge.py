@@ -1,0 +1,433 @@
+"""The training loop's judge on hand-made facts. An iteration is a batch followed by a
+backward and a step; batches taken without one (a peek, an evaluation pass) are neither
+iterations nor faults. The final weights decide: a diagnostic aspect passes whenever they
+equal a correct epoch's (as the reference run's facts say the task compares them), and
+otherwise names the mistake its facts show.
+
+The observer that produces these facts is run at the end on a small in-process model."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from graders.checks import training_loop
+from graders.checks.base import Observed
+from graders.checks.training_loop import Facts, Params
+
+
+def batches(*indices: int, then: tuple[str, ...] = ("w", "s")) -> list[str]:
+    """Events of a loop that takes the given batches, each followed by `then`."""
+    return [e for b in indices for e in (f"b{b}", *then)]
+
+
+EPOCH = batches(*range(8))
+HEAD = {
+    "fc.weight": np.linspace(-0.5, 0.5, 20, dtype=np.float32).reshape(2, 10),
+    "fc.bias": np.array([0.1, -0.2], dtype=np.float32),
+}
+OTHER_HEAD = {name: values + np.float32(0.05) for name, values in HEAD.items()}
+
+
+def facts(**changes) -> dict:
+    """The facts of one correct epoch (the reference's); keyword arguments replace fields."""
+    base = {
+        "batches_total": 8,
+        "events": EPOCH,
+        "loss_before": 2.8146,
+        "loss_after": 2.3321,
+        "loss_error": None,
+        "parameters": {
+            "conv.weight": [1.5, 20.0, 3.0],
+            "fc.weight": [0.0, 5.26, 1.84],
+            "fc.bias": [-0.1, 0.3, 0.05],
+        },
+        "buffers": {"bn.running_mean": [0.2, 0.4, 0.06], "bn.num_batches_tracked": [8, 8, 64]},
+        "buffers_moved": 2,
+        "moved": 0.5,
+        "hyper": [{"lr": 0.01, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0}],
+        "optimizer_replaced": False,
+        "decisive": {"heads": ["fc"], "rtol": 1e-4, "atol": 1e-5},
+    }
+    return base | changes
+
+
+def wrong_weights(**changes) -> dict:
+    """An answer's facts whose head and summaries differ from a correct epoch's."""
+    parameters = facts()["parameters"] | {"fc.weight": [0.0, 6.3, 2.6]}
+    return facts(parameters=parameters, moved=1.2) | changes
+
+
+def judge(
+    aspect: str,
+    have: dict,
+    tensors: dict | None = None,
+    want: dict | None = None,
+    want_tensors: dict | None = None,
+    **params,
+):
+    check = Params(name="c", type="training_loop", aspect=aspect, **params)
+    return training_loop.judge(
+        check,
+        Observed(Facts.model_validate(have), OTHER_HEAD if tensors is None else tensors),
+        Observed(
+            Facts.model_validate(want or facts()), HEAD if want_tensors is None else want_tensors
+        ),
+    )
+
+
+# --- batches: which distinct batches fed a backward and a step -----------------------
+
+
+@pytest.mark.parametrize(
+    ("events", "passed", "fragment"),
+    [
+        (EPOCH, True, "each of the 8 batches fed one backward and one step"),
+        (["b0", *EPOCH], True, "each of the 8 batches"),  # a peek before the loop
+        (EPOCH + [f"b{i}" for i in range(8)], True, "each of the 8 batches"),  # an eval pass
+        (EPOCH + batches(0, then=("w",)), True, "each of the 8 batches"),  # a backward, no step
+        (batches(*range(8), then=("e", "w")), True, "each of the 8 batches"),  # order is `order`'s
+        (["w", "s", *EPOCH], True, "each of the 8 batches"),  # before any batch: not counted
+        (batches(0), False, "training consumed 1 of 8 batches: batches 2, 3, 4, 5, ... (+3 more) never fed"),
+        (batches(0, 2, 4, 6), False, "consumed 4 of 8 batches: batches 2, 4, 6, 8 never fed a backward"),
+        (EPOCH + EPOCH, False, "consumed 16 batches: each of the 8 batches fed 2 training steps"),
+        (batches(*[0] * 8), False, "only 1 of the 8 distinct ones (batch 1 fed 8 steps, batches 2, 3"),
+        (batches(*range(8), then=("w",)), False, "no batch was followed by both loss.backward() and optimizer.step() (8 batches taken"),
+        ([f"b{i}" for i in range(8)], False, "no batch was followed by both"),
+        ([], False, "(0 batches taken from the data loader)"),
+    ],
+    ids=[
+        "epoch", "peek-before", "eval-pass-after", "backward-only-after", "wrong-order-covers",
+        "events-before-any-batch", "one-batch", "half", "two-epochs", "first-batch-8-times",
+        "no-step", "no-training", "nothing-taken",
+    ],
+)  # fmt: skip
+def test_batches_counts_the_batches_that_fed_a_backward_and_a_step(events, passed, fragment):
+    verdict = judge("batches", wrong_weights(events=events))
+    assert verdict.passed is passed and fragment in verdict.message, verdict.message
+
+
+def test_a_fresh_iterator_for_every_step_is_named():
+    # `for x, y in dataloader: x, y = next(iter(dataloader))`: the loop's own batch is not used.
+    events = [e for i in range(8) for e in (f"b{i}", "b0", "w", "s")]
+    verdict = judge("batches", wrong_weights(events=events))
+    assert not verdict.passed
+    assert "batch 1 fed 8 steps" in verdict.message
+    assert "each iter(dataloader) starts again from the first batch" in verdict.message
+
+
+def test_a_replaced_optimizer_is_named_by_the_aspects_that_follow_its_steps():
+    for aspect in ("batches", "order"):
+        verdict = judge(
+            aspect, wrong_weights(events=batches(*range(8), then=("w",)), optimizer_replaced=True)
+        )
+        assert (
+            not verdict.passed and "`optimizer` was replaced by another object" in verdict.message
+        )
+
+
+# --- order: within each iteration --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("events", "passed", "fragment"),
+    [
+        (EPOCH, True, "zero_grad, backward and step in order in all 8 iterations"),
+        (["b0", *EPOCH, *[f"b{i}" for i in range(8)]], True, "in all 8 iterations"),  # peek, eval pass
+        ([e for i in range(8) for e in (f"b{i}", "b0", "w", "s")], True, "in all 8 iterations"),  # a peek inside
+        (EPOCH + ["b0", "w"], True, "in all 8 iterations"),  # gradients computed after the epoch
+        (batches(0), True, "in order in the one iteration"),
+        (batches(0) + batches(*range(1, 8), then=("W", "s")), False, "in iteration 2, gradients from an earlier batch were still there"),
+        (batches(*range(8), then=("e", "w")), False, "in iteration 1, optimizer.step() ran before loss.backward()"),
+        (batches(*range(8), then=("w", "e")), False, "in iteration 1, the gradients were cleared after loss.backward() and before optimizer.step(), so step() had nothing to apply"),
+        (batches(*range(8), then=("w",)), False, "loss.backward() ran but optimizer.step() was never called"),
+        (batches(*range(8), then=("e",)), False, "in iteration 1, optimizer.step() ran without loss.backward() before it"),
+        ([f"b{i}" for i in range(8)], False, "neither loss.backward() nor optimizer.step() was called for the 8 batches"),
+        ([], False, "no batch was taken from the data loader"),
+        (batches(*range(8), then=("w", "W", "s")), False, "in iteration 1, loss.backward() ran 2 times before optimizer.step()"),
+        (batches(*range(8), then=("w", "s", "s")), False, "in iteration 1, optimizer.step() ran 2 times on one batch"),
+        (batches(0, then=("w",)) + batches(1, then=("W", "s")), False, "in iteration 1, gradients from an earlier batch"),  # accumulation
+    ],
+    ids=[
+        "epoch", "peek-and-eval-pass", "peek-inside", "backward-after", "one-iteration",
+        "no-zero-grad", "step-first", "zero-grad-between", "no-step", "no-backward",
+        "no-training", "no-batch", "backward-twice", "step-twice", "accumulation",
+    ],
+)  # fmt: skip
+def test_order_reads_each_iteration(events, passed, fragment):
+    verdict = judge("order", wrong_weights(events=events))
+    assert verdict.passed is passed and fragment in verdict.message, verdict.message
+
+
+# --- loss_decrease -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "params", "passed", "fragment"),
+    [
+        ({}, {}, True, "went from 2.8146 to 2.3321"),
+        ({"loss_after": 2.55}, {}, True, "to 2.5500"),  # more than half of a correct epoch's fall
+        ({"loss_after": 2.70}, {}, False, "went from 2.8146 to 2.7000; one correct epoch brings it to 2.3321"),
+        ({"loss_after": 2.70}, {"min_decrease_ratio": 0.2}, True, "to 2.7000"),
+        ({"loss_after": 2.8146}, {}, False, "one correct epoch brings it to 2.3321"),
+        ({"loss_after": 47.1}, {}, False, "to 47.1000"),
+        ({"loss_after": float("nan")}, {}, False, "training diverged"),
+        ({"loss_after": None, "loss_error": "the model's forward raised ValueError: no"}, {}, False,
+         "the loss after the epoch could not be measured: the model's forward raised ValueError: no"),
+        ({"loss_before": None, "loss_after": None}, {}, False, "the loss could not be measured"),
+    ],
+    ids=["correct", "enough", "too-little", "ratio-param", "unchanged", "rose", "diverged", "error", "none"],
+)  # fmt: skip
+def test_loss_decrease_compares_with_one_correct_epoch(changes, params, passed, fragment):
+    verdict = judge("loss_decrease", wrong_weights(**changes), **params)
+    assert verdict.passed is passed and fragment in verdict.message, verdict.message
+
+
+# --- final_weights: the decisive aspect, and what else its facts show ----------------
+
+
+@pytest.mark.parametrize(
+    ("have", "tensors", "fragment"),
+    [
+        (wrong_weights(), OTHER_HEAD, "after the epoch, fc.weight differs from one correct epoch from the same start and batches (largest difference 0.05)"),
+        (wrong_weights(hyper=[{"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0}], moved=6.7), OTHER_HEAD,
+         "the optimizer's lr is 0.1 after the epoch, where a correct epoch leaves it at 0.01; the optimizer's parameters moved 13.4 times as far"),
+        (wrong_weights(moved=0.0), OTHER_HEAD, "the optimizer's parameters did not change at all during the epoch"),
+        (wrong_weights(buffers_moved=0), OTHER_HEAD, "the running statistics did not change during the epoch"),
+        (wrong_weights(optimizer_replaced=True), OTHER_HEAD, "`optimizer` was replaced by another optimizer"),
+        (wrong_weights(), HEAD, "after the epoch, 1 parameter differs from one correct epoch (fc.weight)"),
+        (facts(buffers={"bn.running_mean": [0.3, 0.5, 0.08], "bn.num_batches_tracked": [9, 9, 81]}), HEAD,
+         "the parameters after the epoch equal one correct epoch's, but 2 buffers differ (bn.running_mean, bn.num_batches_tracked): running statistics move with every forward pass in train mode"),
+        (facts(parameters=facts()["parameters"] | {"fc.extra": [0.0, 0.0, 0.0]}), HEAD, "the model's layers changed (fc.extra)"),
+        (facts(), {"fc.weight": HEAD["fc.weight"]}, "fc.bias is missing or has another shape after the epoch"),
+    ],
+    ids=["head", "lr", "no-change", "eval-mode", "replaced", "summaries", "buffers", "layers", "missing"],
+)  # fmt: skip
+def test_final_weights_names_what_differs(have, tensors, fragment):
+    verdict = judge("final_weights", have, tensors, head="fc")
+    assert not verdict.passed and fragment in verdict.message, verdict.message
+
+
+def test_a_distance_moved_like_a_correct_epochs_is_not_reported():
+    verdict = judge("final_weights", wrong_weights(moved=0.52), head="fc")
+    assert not verdict.passed and "times as far" not in verdict.message
+
+
+def test_final_weights_passes_within_its_own_tolerance():
+    assert judge("final_weights", facts(), HEAD, head="fc").passed
+    close = {name: values + np.float32(1e-3) for name, values in HEAD.items()}
+    assert not judge("final_weights", facts(), close, head="fc").passed
+    assert judge("final_weights", facts(), close, head="fc", atol=1e-2).passed
+
+
+# --- the decisive fact settles the diagnostics ---------------------------------------
+
+# A loop the event log cannot follow batch by batch (all batches fetched first, then eight
+# steps), or whose loss rose by some measurement, but whose weights are a correct epoch's.
+ODD = [f"b{i}" for i in range(8)] + ["w", "s"] * 8
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order", "loss_decrease"])
+def test_a_diagnostic_passes_when_the_weights_equal_a_correct_epoch(aspect):
+    assert not judge(aspect, wrong_weights(events=ODD, loss_after=2.9)).passed
+    verdict = judge(aspect, facts(events=ODD, loss_after=2.9), HEAD)
+    assert (
+        verdict.passed
+        and "the weights after the epoch equal one correct epoch's" in verdict.message
+    )
+
+
+def test_the_decisive_comparison_is_the_reference_runs_not_the_answers():
+    """The tolerance and heads come from the expected facts: an answer's facts claiming a
+    looser comparison do not loosen it, and a task without final_weights has no override."""
+    close = {name: values + np.float32(1e-3) for name, values in HEAD.items()}
+    forged = facts(events=ODD, decisive={"heads": ["fc"], "rtol": 1.0, "atol": 1.0})
+    assert not judge("order", forged, close).passed
+    loose = facts(decisive={"heads": ["fc"], "rtol": 1e-4, "atol": 1e-2})
+    assert judge("order", facts(events=ODD), close, want=loose).passed
+    assert not judge("order", facts(events=ODD), HEAD, want=facts(decisive=None)).passed
+
+
+def test_no_override_without_the_head_values_or_with_other_buffers():
+    assert not judge("order", facts(events=ODD), {}).passed  # the answer exported none
+    evaluated = {"bn.running_mean": [0.3, 0.5, 0.08], "bn.num_batches_tracked": [9, 9, 81]}
+    verdict = judge("order", facts(events=ODD, buffers=evaluated), HEAD)
+    assert not verdict.passed and "in iteration 1" in verdict.message
+
+
+def test_a_loss_its_forward_kept_from_being_measured_is_settled_by_the_weights():
+    """A hook or a forward set on the instance after the epoch: the loss cannot be measured
+    by the model's own forward, so the weights decide; without them, the message says why."""
+    have = facts(
+        loss_after=None, loss_error="a hook is registered on the model: it changes its forward"
+    )
+    assert judge("loss_decrease", have, HEAD).passed
+    verdict = judge("loss_decrease", have | {"moved": 1.2})
+    assert not verdict.passed
+    assert verdict.message == (
+        "the loss after the epoch could not be measured: a hook is registered on the model: "
+        "it changes its forward"
+    )
+
+
+# --- the facts' schema -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"events": ["b0", "x"]},
+        {"events": ["b-1"]},
+        {"events": ["ws"]},
+        {"parameters": {"fc.weight": [1.0, 2.0]}},
+        {"moved": -1.0},
+        {"surprise": 1},
+    ],
+    ids=[
+        "unknown-event",
+        "negative-batch",
+        "joined-events",
+        "short-summary",
+        "negative-moved",
+        "extra-field",
+    ],
+)
+def test_malformed_facts_are_refused(changes):
+    with pytest.raises(ValidationError):
+        Facts.model_validate(facts(**changes))
+
+
+# --- the observer, on a small in-process model -------------------------------------
+
+
+@pytest.fixture
+def torch_env():
+    torch = pytest.importorskip("torch")
+    from graders import introspect
+
+    backward = torch.autograd.backward
+    yield torch, introspect
+    torch.autograd.backward = backward  # the recorder instruments it, as in a sandbox
+    gc.enable()  # a call into the answer's code leaves the collector off, for the sandbox
+
+
+def small_scope(torch) -> dict:
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("conv", nn.Conv2d(3, 4, 3, stride=2))
+    model.add_module("bn", nn.BatchNorm2d(4))
+    model.add_module("pool", nn.AdaptiveAvgPool2d((1, 1)))
+    model.add_module("flat", nn.Flatten())
+    model.add_module("fc", nn.Linear(4, 3))
+    model.conv.requires_grad_(False)
+    model.bn.requires_grad_(False)
+    data = torch.utils.data.TensorDataset(torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,)))
+    return {
+        "model": model,
+        "optimizer": torch.optim.SGD(model.fc.parameters(), lr=0.1, momentum=0.9),
+        "criterion": nn.CrossEntropyLoss(),
+        "dataloader": torch.utils.data.DataLoader(data, batch_size=4),
+        "torch": torch,
+    }
+
+
+def observe_all(ti, code: str, scope: dict) -> tuple[dict, dict, object]:
+    """Prepare the four aspects, run `code` as the answer would, observe: facts and tensors
+    by aspect, and the model's state and the random generator's right after the answer ran."""
+    from graders.harness import ObserveContext
+
+    shared: dict = {}
+    checks = {
+        aspect: Params(name=aspect, type="training_loop", aspect=aspect, head="fc")
+        for aspect in ("batches", "order", "loss_decrease", "final_weights")
+    }
+    for check in checks.values():
+        training_loop.prepare(ObserveContext(scope, 0, ti, shared), check)
+    exec(code, scope)
+    state = {k: v.clone() for k, v in scope["model"].state_dict().items()}
+    rng = scope["torch"].get_rng_state()
+    out = {}
+    for aspect, check in checks.items():
+        ctx = ObserveContext(scope, 0, ti, shared)
+        out[aspect] = (Facts.model_validate(training_loop.observe(ctx, check)), dict(ctx.tensors))
+    return out, state, rng
+
+
+EPOCH_CODE = (
+    "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+    "    criterion(model(x), y).backward()\n    optimizer.step()\n"
+)
+
+
+def test_the_observer_measures_the_loss_from_the_old_buffers_and_puts_everything_back(torch_env):
+    torch, ti = torch_env
+    scope = small_scope(torch)
+    out, state, rng = observe_all(ti, EPOCH_CODE + "model.eval()\n", scope)
+    facts_, tensors = out["final_weights"]
+    assert facts_.events == batches(0, 1, 2, 3)
+    assert facts_.loss_after is not None and facts_.loss_after < facts_.loss_before
+    assert facts_.buffers_moved == 3 and facts_.moved and facts_.moved > 0
+    assert facts_.decisive is not None and facts_.decisive.heads == ["fc"]
+    assert facts_.hyper[0]["lr"] == 0.1 and not facts_.optimizer_replaced
+    assert set(tensors) == {"fc.weight", "fc.bias"}
+    for aspect in ("batches", "order", "loss_decrease"):  # each carries the decisive inputs
+        assert set(out[aspect][1]) == {"fc.weight", "fc.bias"}
+        assert out[aspect][0] == facts_
+    model = scope["model"]
+    for name, values in model.state_dict().items():  # the buffers the loss moved are back
+        assert torch.equal(values, state[name]), name
+    assert not model.training and not model.bn.training  # and the flags
+    assert torch.equal(torch.get_rng_state(), rng)  # and the generator the loss seeded
+
+
+def test_forward_passes_without_a_step_do_not_lower_the_loss(torch_env):
+    """Batch-norm statistics move in train mode; only the weights' updates may count."""
+    torch, ti = torch_env
+    code = (
+        "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+        "    criterion(model(x), y).backward()\n"
+    )
+    facts_ = observe_all(ti, code, small_scope(torch))[0]["loss_decrease"][0]
+    assert facts_.buffers_moved == 3 and facts_.moved == 0
+    assert facts_.loss_after == pytest.approx(facts_.loss_before, rel=1e-6)
+    assert facts_.events == batches(0, 1, 2, 3, then=("w",))
+
+
+def test_a_forward_that_raises_or_is_hooked_after_the_epoch_leaves_only_the_loss_unmeasured(
+    torch_env,
+):
+    torch, ti = torch_env
+    raising = EPOCH_CODE + (
+        "class Refuse(torch.nn.Module):\n    def forward(self, x):\n"
+        "        raise ValueError('not now')\n\nmodel.fc = Refuse()\n"
+    )
+    facts_ = observe_all(ti, raising, small_scope(torch))[0]["order"][0]
+    assert facts_.loss_after is None
+    assert facts_.loss_error == "the model's forward raised ValueError: not now"
+    assert facts_.events == batches(0, 1, 2, 3)
+    hooked = EPOCH_CODE + "model.register_forward_hook(lambda module, inputs, output: output * 0)\n"
+    facts_ = observe_all(ti, hooked, small_scope(torch))[0]["loss_decrease"][0]
+    assert facts_.loss_after is None and "a hook is registered on the model" in facts_.loss_error
+
+
+def test_a_tampered_structure_fails_the_whole_observation(torch_env):
+    torch, ti = torch_env
+    code = EPOCH_CODE + "object.__getattribute__(model.bn, '__dict__')['training'] = 1\n"
+    with pytest.raises(training_loop.ObservationError, match="tampered"):
+        observe_all(ti, code, small_scope(torch))
+
+
+def test_steps_without_gradients_and_stale_backwards_are_logged(torch_env):
+    torch, ti = torch_env
+    code = (
+        "for x, y in dataloader:\n    criterion(model(x), y).backward()\n"
+        "    optimizer.zero_grad()\n    optimizer.step()\n"
+        "x, y = next(iter(dataloader))\ncriterion(model(x), y).backward()\n"
+        "criterion(model(x), y).backward()\n"
+    )
+    facts_ = observe_all(ti, code, small_scope(torch))[0]["order"][0]
+    assert facts_.events == batches(0, 1, 2, 3, then=("w", "e")) + ["b0", "w", "W"]
