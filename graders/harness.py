@@ -173,9 +173,9 @@ def _observe(observe, ctx: ObserveContext, check, encode, observation_error) -> 
         )
     tensors = []
     for name, values in ctx.tensors.items():
-        tensors.append(
-            (str(name), str(values.dtype), tuple(int(n) for n in values.shape), values.tobytes())
-        )
+        # the dtype by its one-letter code, read in C (a dtype's name is numpy's Python code)
+        dtype = DTYPE_CODES.get(values.dtype.char, "?")
+        tensors.append((str(name), dtype, tuple(int(n) for n in values.shape), values.tobytes()))
     return text, tensors
 
 
@@ -277,6 +277,14 @@ def _guard(
     return hook
 
 
+DTYPE_CODES = {
+    "f": "float32",
+    "d": "float64",
+    "l": "int64",
+    "q": "int64",
+    "i": "int32",
+    "?": "bool",
+}
 SAFETENSORS_DTYPES = {
     "float32": "F32",
     "float64": "F64",
@@ -476,7 +484,7 @@ def main(prepared: Prepared | None = None) -> None:
     dtype_codes = dict(SAFETENSORS_DTYPES)
     base_exception, max_chars, make_context = BaseException, MAX_OBSERVATION_CHARS, ObserveContext
     thread_count, settled, gc_disable = _thread._count, _settled, gc.disable
-    reads_only = READS
+    reads_only, executes = READS, EXECUTES_ANSWER
     copy_dict, clear_dict = dict.copy, dict.clear
     saved_builtins = dict(builtins_dict)
     # Everything a thread hands back, and every context an observer filled, stays referenced
@@ -579,7 +587,7 @@ def main(prepared: Prepared | None = None) -> None:
                         trusted.append(entry)
                 observers = trusted
             done: list = []
-            for _, name, observe, check in observers:
+            for kind, name, observe, check in observers:
                 ctx = make_context(scope, seed, introspect, shared)
                 keep(ctx)
                 box = in_thread(
@@ -594,10 +602,10 @@ def main(prepared: Prepared | None = None) -> None:
                     write(channel, stray_threads)
                     exit_now(0)
                 gc_disable()
-                if length(grader_changes(grader_before, grader_prims)):
+                changed = grader_changes(grader_before, grader_prims) if kind == executes else []
+                if length(changed):
                     # An observer that ran the answer's code (they run last) let it change
                     # the grader: what it and the observers after it found is not kept.
-                    changed = grader_changes(grader_before, grader_prims)
                     text = "".join(encode({"error": tampered_grader(changed, length)}, 0))
                     for _, later, _, _ in observers:
                         if later not in done:
@@ -735,7 +743,9 @@ def _grader_state() -> list:
     if not _GRADER_STATE:
         from graders import integrity
 
-        _GRADER_STATE.extend(integrity.grader_snapshot(_grader_modules()))
+        _GRADER_STATE.extend(
+            integrity.grader_snapshot(_grader_modules(), integrity.library_modules())
+        )
     return _GRADER_STATE
 
 

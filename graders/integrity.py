@@ -186,16 +186,40 @@ def changes(before: tuple) -> list[str]:
 _UNWATCHED = frozenset({"_KEPT", "_GRADER_STATE"})
 
 
-def grader_snapshot(modules: list) -> list[tuple]:
+# Modules whose Python code the observers run (numpy's wrappers, a dtype's name) or whose
+# attributes they look up as they run: what an answer rebinds or replaces there is found as
+# in the grader's own modules, except that names added since (lazy imports) are allowed.
+LIBRARIES = (
+    "numpy", "math", "contextlib", "collections", "functools", "hashlib", "fnmatch", "re",
+    "operator", "typing", "itertools", "copy", "types", "enum", "abc", "pydantic",
+    "pydantic_core", "safetensors", "json", "_collections_abc", "posixpath",
+)  # fmt: skip
+
+
+def library_modules() -> list:
+    return [
+        module
+        for name, module in list(sys.modules.items())
+        if _type(module) is _type(sys) and name.split(".")[0] in LIBRARIES
+    ]
+
+
+def grader_snapshot(modules: list, libraries: list = ()) -> list[tuple]:
+    """Entries for the grader's modules (every name, function, class and container) and for
+    the libraries (the names their modules held and their functions' code and defaults; not
+    their caches, closures or classes, which they change themselves as they run)."""
     import pydantic
 
     entries: list[tuple] = []
-    classes: list[tuple[str, type]] = [("pydantic.BaseModel", pydantic.BaseModel)]
+    classes: list[tuple[str, type, bool]] = [("pydantic.BaseModel", pydantic.BaseModel, False)]
 
-    def function(label: str, fn: Any) -> None:
+    def function(label: str, fn: Any, library: bool) -> None:
         cells = fn.__closure__
         contents = []
         for cell in cells or ():
+            if library:
+                contents.append(None)
+                continue
             try:
                 contents.append(_id(cell.cell_contents))
             except ValueError:  # an empty cell (a name bound later)
@@ -205,34 +229,36 @@ def grader_snapshot(modules: list) -> list[tuple]:
              _id(fn.__kwdefaults__), cells, tuple(contents))
         )  # fmt: skip
 
-    def members(label: str, space: Any, owner: str) -> None:
+    def members(label: str, space: Any, owner: str, library: bool) -> None:
         for name, value in list(space.items()):
             if _type(value) in (staticmethod, classmethod):
                 value = value.__func__
             if _type(value) is property:
                 for part in (value.fget, value.fset, value.fdel):
                     if _type(part) is _FUNCTION:
-                        function(f"{label}.{name}", part)
+                        function(f"{label}.{name}", part, library)
             elif _type(value) is _FUNCTION and value.__module__ in (owner, None):
-                function(f"{label}.{name}", value)
-            elif isinstance(value, type) and value.__module__ == owner:
-                classes.append((f"{label}.{name}", value))
-            elif _type(value) in (_dict, list, set, tuple) and name not in _UNWATCHED:
+                function(f"{label}.{name}", value, library)
+            elif isinstance(value, type) and value.__module__ == owner and not library:
+                classes.append((f"{label}.{name}", value, library))
+            elif (
+                not library and _type(value) in (_dict, list, set, tuple) and name not in _UNWATCHED
+            ):
                 entries.append(("items", f"{label}.{name}", value, _contents(value)))
 
-    for module in modules:
+    for module, library in [(m, False) for m in modules] + [(m, True) for m in libraries]:
         space = _module_dict(module)
-        entries.append(("items", module.__name__, space, _contents(space)))
-        members(module.__name__, space, space.get("__name__"))
+        entries.append(("names" if library else "items", module.__name__, space, _contents(space)))
+        members(module.__name__, space, space.get("__name__"), library)
     done: set[int] = set()
     while classes:
-        label, cls = classes.pop()
+        label, cls, library = classes.pop()
         if _id(cls) in done:
             continue
         done.add(_id(cls))
         space = _class_dict(cls)
-        entries.append(("items", label, space, _contents(space)))
-        members(label, space, cls.__module__)
+        entries.append(("names" if library else "items", label, space, _contents(space)))
+        members(label, space, cls.__module__, library)
     return entries
 
 
@@ -276,7 +302,7 @@ def grader_changes(entries: list, prims: tuple) -> list[str]:
     """What differs from `grader_snapshot`'s entries. Called by the harness's main thread
     after the answer: it looks up no global or builtin (everything comes in `prims`), and
     touches only exact types, by C-level iteration, and compares keys and values by identity."""
-    exact_type, exact_dict, proxy, items_of, to_list, identity, length = prims
+    exact_type, exact_str, exact_dict, proxy, items_of, to_list, identity, length = prims
     found: list = []
     for entry in entries:
         kind, label = entry[0], entry[1]
@@ -299,6 +325,23 @@ def grader_changes(entries: list, prims: tuple) -> list[str]:
             continue
         container, was = entry[2], entry[3]
         kind_now = exact_type(container)
+        if kind == "names":
+            # What the library held then must still be there, the same objects; names
+            # added since (a lazily imported submodule) are allowed. Looked up in a dict of
+            # our own, filled by C-level iteration: no key of the answer's is compared.
+            now = {}
+            items = to_list(items_of(container) if kind_now is exact_dict else container.items())
+            for key, value in items:
+                if exact_type(key) is not exact_str:
+                    found.append(f"{label} (a name that is not a string)")
+                    break
+                now[key] = identity(value)
+            else:
+                for key, ident in was:
+                    if now.get(key) != ident:
+                        found.append(f"{label}.{key}")
+                        break
+            continue
         if kind_now is exact_dict or kind_now is proxy:
             now = to_list(items_of(container) if kind_now is exact_dict else container.items())
             if length(now) != length(was):
@@ -326,4 +369,4 @@ def grader_changes(entries: list, prims: tuple) -> list[str]:
 
 _FUNCTION = type(grader_changes)
 _MAPPINGPROXY = type(type.__dict__)
-GRADER_PRIMITIVES = (type, dict, _MAPPINGPROXY, dict.items, list, id, len)
+GRADER_PRIMITIVES = (type, str, dict, _MAPPINGPROXY, dict.items, list, id, len)

@@ -331,3 +331,41 @@ def test_the_training_loops_instrumentation_is_held_unchanged(grade_answer):
     verdicts = {c.name: c for c in result.checks}
     assert verdicts["step-order"].passed is False, result.model_dump_json(indent=2)
     assert "changed the grader's own code" in verdicts["step-order"].message
+
+
+LIBRARY_WRAPPER = """
+import sys, torch.optim as optim
+import numpy._core._dtype as dtype_module
+optimizer = optim.SGD(model.parameters(), lr=0.01)
+original, done = dtype_module._name_get, []
+def rebound(dtype):
+    if not done:
+        done.append(1)
+        frame = sys._getframe(1)
+        while frame is not None and 'ctx' not in frame.f_locals:
+            frame = frame.f_back
+        if frame is not None:
+            print('REACHED THE OBSERVER')
+    return original(dtype)
+dtype_module._name_get = rebound
+"""
+
+LIBRARY_FUNCTION = """
+import numpy, math
+numpy.array_equal = lambda *a, **k: print('REACHED THE OBSERVER') or True
+math.sqrt = lambda x: print('REACHED THE OBSERVER') or 0.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("task", "code"),
+    [("finetune-optimizer", LIBRARY_WRAPPER), ("finetune-train-epoch", LIBRARY_FUNCTION)],
+    ids=["numpy-internals", "numpy-and-math-functions"],
+)
+def test_rebinding_what_the_observers_call_in_a_library_is_found(grade_answer, task, code):
+    """numpy's Python-level code and a module attribute looked up as the observers run
+    are the answer's to rebind: that is found before any observer runs."""
+    result = grade_answer(task, code)
+    assert "REACHED THE OBSERVER" not in result.stdout, result.stdout
+    assert result.score == 0, result.model_dump_json(indent=2)
+    assert "changed the grader's own code" in result.checks[0].message, result.checks[0]
