@@ -112,14 +112,26 @@ def serialize(session: Session, key: int) -> None:
 
 
 def migrate(url: str) -> None:
-    """Bring the database to the newest schema (Alembic `upgrade head`)."""
+    """Bring the database to the newest schema (Alembic `upgrade head`). The API and the
+    workers all migrate when they start: PostgreSQL's migrations take an advisory lock
+    (`migrations/env.py`); a SQLite file's take a lock on a file beside it, since SQLite
+    runs DDL outside the transaction there and two processes would add the same column."""
+    import fcntl
+
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy.engine import make_url
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        command.upgrade(cfg, "head")
+        return
+    with open(f"{parsed.database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command.upgrade(cfg, "head")
 
 
 @contextmanager
