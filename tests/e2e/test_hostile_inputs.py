@@ -33,7 +33,7 @@ from db.session import MIGRATIONS, session_scope
 from graders.spec import parse_spec
 from sandbox.docker_backend import engine_answers
 from services.keys import hash_key
-from tests.conftest import gradectl
+from tests.conftest import gradectl, require_or_skip
 from tests.e2e.conftest import (
     Key,
     Process,
@@ -417,7 +417,10 @@ def test_a_version_whose_sandbox_cannot_start_ends_invalid_with_the_engines_reas
     elif _raising_hard_limits_is_refused():
         limits, reason = {"memory_bytes": HARD_DATA_LIMIT + 2**30}, "could not start the sandbox"
     else:
-        pytest.skip("no Docker engine, and this machine lets a process raise its hard limits")
+        require_or_skip(
+            False, "a Docker engine (or a machine where raising hard limits is refused)"
+        )
+        return
     broker = "redis://127.0.0.1:6379/15"  # no other stack's worker takes these messages
     with fresh_database("grader_e2e_refused") as url:
         env = {
