@@ -39,6 +39,7 @@ class RunError(_Strict):
 class Observation(_Strict):
     facts: dict[str, Any] | None = None
     error: str | None = Field(None, max_length=4000)
+    reason: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 class Manifest(_Strict):

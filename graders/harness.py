@@ -162,7 +162,8 @@ def _observe(observe, ctx: ObserveContext, check, encode, observation_error) -> 
     try:
         body: dict[str, Any] = {"facts": observe(ctx, check)}
     except observation_error as exc:
-        body = {"error": str(exc)[:2000]}
+        reason = exc.reason
+        body = {"error": str(exc)[:2000], "reason": reason if type(reason) is str else None}
     except BaseException as exc:
         body = {"error": f"could not observe: {_exception_line(exc)}"[:2000]}
     try:
@@ -566,7 +567,9 @@ def main(prepared: Prepared | None = None) -> None:
             started = clock()
             changed = grader_changes(grader_before, grader_prims)
             if length(changed):
-                text = "".join(encode({"error": tampered_grader(changed, length)}, 0))
+                text = "".join(
+                    encode({"error": tampered_grader(changed, length), "reason": "tampered"}, 0)
+                )
                 for _, name, _, _ in observers:
                     observations[name] = text
                 observers = []
@@ -577,7 +580,13 @@ def main(prepared: Prepared | None = None) -> None:
                 # Reads of a CPU tensor's memory and of C-level fields do not go through
                 # anything an answer can change; a forward, a loss and a copy from the GPU do.
                 text = "".join(
-                    encode({"error": tampered_torch(changed, exact_type, exact_list, exact_str)}, 0)
+                    encode(
+                        {
+                            "error": tampered_torch(changed, exact_type, exact_list, exact_str),
+                            "reason": "tampered",
+                        },
+                        0,
+                    )
                 )
                 trusted = []
                 for entry in observers:
@@ -606,7 +615,9 @@ def main(prepared: Prepared | None = None) -> None:
                 if length(changed):
                     # An observer that ran the answer's code (they run last) let it change
                     # the grader: what it and the observers after it found is not kept.
-                    text = "".join(encode({"error": tampered_grader(changed, length)}, 0))
+                    text = "".join(
+                        encode({"error": tampered_grader(changed, length), "reason": "tampered"}, 0)
+                    )
                     for _, later, _, _ in observers:
                         if later not in done:
                             observations[later] = text

@@ -25,6 +25,7 @@ import gc
 import hashlib
 import os as _os
 import time
+import types
 
 # A private copy of the builtins: a student who rebinds `builtins.isinstance` or
 # `builtins.sorted` does not reach the functions defined below.
@@ -143,6 +144,9 @@ def _class_names() -> dict[int, str]:
     for value in _list(vars(builtins).values()):
         if isinstance(value, type):
             names[_id(value)] = f"builtins.{value.__qualname__}"
+    for value in _list(vars(types).values()):  # functions, methods, modules, None's type
+        if isinstance(value, type) and _id(value) not in names:
+            names[_id(value)] = value.__qualname__
     return names
 
 
@@ -162,7 +166,8 @@ _KEPT: list = []
 def tampered(what: str, obj: Any, expected: str) -> ObservationError:
     return ObservationError(
         f"{what} is a {class_name(obj)} where {expected} was expected: "
-        "the structure the checks read was tampered with"
+        "the structure the checks read was tampered with",
+        "tampered",
     )
 
 
@@ -195,6 +200,8 @@ def type_lineage(obj: Any) -> list[str]:
 class Missing(ObservationError):
     """The variable a check looks at does not exist."""
 
+    reason = "missing"
+
 
 def lookup(scope: dict[str, Any], name: str) -> Any:
     for key, value in _plain_items(scope, "the answer's global variables"):
@@ -223,8 +230,12 @@ def _field(items: list[tuple[str, Any]], name: str) -> Any:
 
 def _fields_of(module: Any, what: str) -> list[tuple[str, Any]]:
     cls = _obj_type(module)
-    if _obj_type(cls) is not type or not _is_subclass(_Module, cls):
+    if _obj_type(cls) is not type:
         raise tampered(what, module, "a torch.nn.Module")
+    if not _is_subclass(_Module, cls):
+        raise ObservationError(
+            f"`{what}` is a {class_name(module)}, not a torch.nn.Module", "wrong-kind"
+        )
     return _plain_items(_module_dict(module), f"the attributes of `{what}`")
 
 
@@ -252,7 +263,7 @@ def submodule(root: Any, path: str, what: str) -> Any:
     for part in path.split(".") if path else []:
         found = _field(_children(module, walked), part)
         if found is None:
-            raise ObservationError(f"`{walked}` has no submodule named `{part}`")
+            raise ObservationError(f"`{walked}` has no submodule named `{part}`", "missing")
         module = found
         walked = f"{walked}.{part}"
     return module
@@ -578,7 +589,7 @@ def call_answer(fn: Any, *args: Any, grad: bool = False) -> Any:
     lock.acquire()
     _gc_disable()
     if not _settled(before) or not _os_settled(os_before):
-        raise ObservationError("your code started a thread while it was being graded")
+        raise ObservationError("your code started a thread while it was being graded", "tampered")
     if _len(box) != 1 or _obj_type(box[0]) is not _tuple:
         raise ObservationError("your code's call did not return")
     entry = box[0]
@@ -644,16 +655,22 @@ def _plain_forward(root: Any) -> None:
     or a hook (the module's or a global one) would change what the model computes."""
     for hooks in _global_hooks:
         if _len(hooks):
-            raise ObservationError("a global module hook is registered: it changes every forward")
+            raise ObservationError(
+                "a global module hook is registered: it changes every forward", "tampered"
+            )
     for prefix, module in named_modules(root):
         where = f"`{prefix}`" if prefix else "the model"
         fields = _fields_of(module, where)
         if _field(fields, "forward") is not None:
-            raise ObservationError(f"the forward of {where} was replaced on the instance")
+            raise ObservationError(
+                f"the forward of {where} was replaced on the instance", "tampered"
+            )
         for name in _HOOK_FIELDS:
             hooks = _field(fields, name)
             if hooks is not None and (_obj_type(hooks) is not _OrderedDict or _len(hooks)):
-                raise ObservationError(f"a hook is registered on {where}: it changes its forward")
+                raise ObservationError(
+                    f"a hook is registered on {where}: it changes its forward", "tampered"
+                )
 
 
 def forward(module: Any, inputs: Any) -> Any:

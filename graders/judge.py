@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from graders.checks import REGISTRY
+from graders.checks import REGISTRY, reasons_of
 from graders.checks.base import Observed, Verdict
 from graders.facts import Facts
 from graders.result import CheckResult, GradeResult, Outcome
@@ -45,16 +45,29 @@ class Expected:
 
 
 def _verdict(check, facts: Facts, expected: Facts | None) -> Verdict:
+    verdict = _judged(check, facts, expected)
+    known = reasons_of(check.type)
+    unknown = verdict.reasons - known.keys()
+    if unknown:  # a judge's bug, never the answer's: the verdict stands without them
+        log.error("check type %s gave undeclared reasons %s", check.type, sorted(unknown))
+        verdict = Verdict(verdict.passed, verdict.message, verdict.reasons & known.keys())
+    return verdict
+
+
+def _judged(check, facts: Facts, expected: Facts | None) -> Verdict:
     module = REGISTRY[check.type]
     obs = facts.manifest.observations.get(check.name)
     if obs is None:
-        return Verdict(False, "this check was not observed")
+        return Verdict.fail("this check was not observed", "not-observed")
     if obs.error is not None:
-        return Verdict(False, obs.error)
+        reason = obs.reason if obs.reason in reasons_of(check.type) else "unobservable"
+        return Verdict.fail(obs.error, reason)
     try:
         parsed = module.Facts.model_validate(obs.facts)
     except ValidationError as exc:
-        return Verdict(False, f"the observed facts were malformed ({exc.error_count()} problems)")
+        return Verdict.fail(
+            f"the observed facts were malformed ({exc.error_count()} problems)", "unobservable"
+        )
     exp_observed = None
     if expected is not None:
         exp = expected.manifest.observations.get(check.name)
@@ -75,14 +88,20 @@ def _verdict(check, facts: Facts, expected: Facts | None) -> Verdict:
 
 
 def _feedback(
-    spec: CodeTask, outcome: Outcome, failed: set[str], error_line: str | None
+    spec: CodeTask, outcome: Outcome, results: list[CheckResult], error_line: str | None
 ) -> list[str]:
+    """The mistakes whose every condition holds: an outcome, a failed check, a reason a
+    failed check found ("check:reason"), the answer's exception."""
+    failed = {r.name for r in results if not r.passed}
+    found = {f"{r.name}:{code}" for r in results if not r.passed for code in r.reasons}
     out = []
     for mistake in spec.mistakes:
         when = mistake.when
         if when.outcomes and outcome not in when.outcomes:
             continue
         if when.failed_checks and not failed.intersection(when.failed_checks):
+            continue
+        if when.reasons and not found.intersection(when.reasons):
             continue
         if when.error_matches and not (error_line and re.search(when.error_matches, error_line)):
             continue
@@ -93,7 +112,7 @@ def _feedback(
 def _limit_result(spec: CodeTask, outcome: Outcome, message: str, **common) -> GradeResult:
     return GradeResult(
         outcome=outcome, score=0.0, max_score=spec.max_score, error=message,
-        feedback=_feedback(spec, outcome, set(), message), **common,
+        feedback=_feedback(spec, outcome, [], message), **common,
     )  # fmt: skip
 
 
@@ -183,7 +202,7 @@ def judge_run(
         results.append(
             CheckResult(
                 name=check.name, passed=verdict.passed, points=check.points if verdict.passed else 0.0,
-                max_points=check.points, message=message,
+                max_points=check.points, message=message, reasons=sorted(verdict.reasons),
             )
         )  # fmt: skip
     passed = {r.name for r in results if r.passed}
@@ -196,7 +215,23 @@ def judge_run(
             "no points: every check your answer passes also passes without any answer "
             f"({', '.join(sorted(passed))}); the task's own checks all failed"
         )
-        results = [r.model_copy(update={"points": 0.0}) for r in results]
+        why = (
+            " (0 points: an empty answer passes this check too, and every check that needs "
+            f"your work failed: {', '.join(sorted(failed))})"
+        )
+        results = [
+            r.model_copy(update={"points": 0.0, "message": r.message + (why if r.passed else "")})
+            for r in results
+        ]
+    if m.status == "runtime_error" and score:
+        # An answer that raised did not run to its end: what it left behind is reported
+        # check by check, but it earns nothing (the state at a crash is not an answer).
+        score = 0.0
+        why = " (0 points: your code raised an exception before it finished)"
+        results = [
+            r.model_copy(update={"points": 0.0, "message": r.message + (why if r.passed else "")})
+            for r in results
+        ]
     outcome: Outcome = (
         "runtime_error" if m.status == "runtime_error" else ("passed" if not failed else "failed")
     )
@@ -204,7 +239,7 @@ def judge_run(
     error_line = m.error.message if m.error else None
     return GradeResult(
         outcome=outcome, score=round(score, 6), max_score=spec.max_score, checks=results,
-        feedback=_feedback(spec, outcome, failed, error_line), error=error, notes=notes, **common,
+        feedback=_feedback(spec, outcome, results, error_line), error=error, notes=notes, **common,
     )  # fmt: skip
 
 

@@ -73,6 +73,10 @@ class CheckResult(BaseModel):
     points: float
     max_points: float
     message: Text
+    reasons: list[Text] = Field(
+        default_factory=list,
+        description="What a failed check found, as codes of its type (mistake triggers name them).",
+    )
 
 
 class GradeResult(BaseModel):

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from graders.checks import REGISTRY, CheckSpec
+from graders.checks import REGISTRY, CheckSpec, reasons_of
 from graders.errors import SpecError
 from graders.result import Outcome
 
@@ -125,6 +125,13 @@ class MistakeTrigger(_Strict):
     failed_checks: list[str] = Field(
         default_factory=list, description="Any of these checks (by name) failed."
     )
+    reasons: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Any of these findings of a failed check, as `check-name:reason` "
+        "(the reasons each check type can find are listed by `gradectl schema --reasons`): "
+        "a mistake named by what the answer did, not only by which check failed.",
+    )
     error_matches: str | None = Field(
         None,
         max_length=500,
@@ -133,10 +140,13 @@ class MistakeTrigger(_Strict):
 
     @model_validator(mode="after")
     def _something(self) -> MistakeTrigger:
-        if not (self.outcomes or self.failed_checks or self.error_matches):
+        if not (self.outcomes or self.failed_checks or self.reasons or self.error_matches):
             raise ValueError(
-                "a trigger needs at least one of outcomes, failed_checks, error_matches"
+                "a trigger needs at least one of outcomes, failed_checks, reasons, error_matches"
             )
+        for i, item in enumerate(self.reasons):
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}:[a-z0-9][a-z0-9-]{0,63}", item):
+                raise ValueError(f"reasons[{i}]: {item[:100]!r} is not `check-name:reason`")
         if self.error_matches is not None:
             try:
                 re.compile(self.error_matches)
@@ -157,7 +167,20 @@ class KnownWrong(_Strict):
     name: str = Field(min_length=1, max_length=200)
     code: str | None = Field(None, max_length=MAX_CODE_CHARS)
     blanks: dict[int, str] | None = Field(None, description="Blank id to option letter or code.")
-    expect_mistake: str | None = Field(None, description="Id of a mistake the result must report.")
+    expect_mistake: str | list[str] | None = Field(
+        None,
+        description="Id (or ids) of the mistakes the result must report; when given, the "
+        "result may report no other mistake.",
+    )
+
+    @property
+    def intended(self) -> tuple[str, ...]:
+        """The ids of the mistakes this answer makes (empty: not said)."""
+        if self.expect_mistake is None:
+            return ()
+        if isinstance(self.expect_mistake, str):
+            return (self.expect_mistake,)
+        return tuple(self.expect_mistake)
 
     @model_validator(mode="after")
     def _one_answer(self) -> KnownWrong:
@@ -201,17 +224,31 @@ class CodeTask(_TaskBase):
             if name in names[:i]:
                 raise ValueError(f"checks[{i}].name: {name!r} is already the name of another check")
         mistake_ids = {m.id for m in self.mistakes}
+        types = {c.name: c.type for c in self.checks}
         for i, m in enumerate(self.mistakes):
             unknown = set(m.when.failed_checks) - set(names)
             if unknown:
                 raise ValueError(
                     f"mistakes[{i}].when.failed_checks: mistake {m.id!r} names unknown checks {sorted(unknown)}"
                 )
+            for item in m.when.reasons:
+                check, reason = item.split(":")
+                if check not in types:
+                    raise ValueError(
+                        f"mistakes[{i}].when.reasons: mistake {m.id!r} names unknown check {check!r}"
+                    )
+                known = reasons_of(types[check])
+                if reason not in known:
+                    raise ValueError(
+                        f"mistakes[{i}].when.reasons: a {types[check]} check finds no reason "
+                        f"{reason!r}; it finds {', '.join(sorted(known))}"
+                    )
         for i, kw in enumerate(self.known_wrong):
-            if kw.expect_mistake and kw.expect_mistake not in mistake_ids:
-                raise ValueError(
-                    f"known_wrong[{i}].expect_mistake: {kw.name!r} expects unknown mistake {kw.expect_mistake!r}"
-                )
+            for intended in kw.intended:
+                if intended not in mistake_ids:
+                    raise ValueError(
+                        f"known_wrong[{i}].expect_mistake: {kw.name!r} expects unknown mistake {intended!r}"
+                    )
             if kw.blanks is not None and self.template is None:
                 raise ValueError(
                     f"known_wrong[{i}].blanks: {kw.name!r} fills blanks but the task has no template"
@@ -303,5 +340,8 @@ def spec_digest(spec: CodeTask | ChoiceTask) -> str:
 
 
 def json_schema() -> dict:
-    """The JSON Schema of a spec, generated from the models with their field descriptions."""
-    return TypeAdapter(TaskSpec).json_schema()
+    """The JSON Schema of a spec, generated from the models with their field descriptions;
+    `x-reasons` lists, per check type, the reasons a mistake trigger can name."""
+    schema = TypeAdapter(TaskSpec).json_schema()
+    schema["x-reasons"] = {name: reasons_of(name) for name in sorted(REGISTRY)}
+    return schema

@@ -28,6 +28,19 @@ from graders.checks.base import (
 )
 
 TYPE = "architecture"
+
+REASONS: dict[str, str] = {
+    "unexpected-module": "a module is at the path where the reference's model has none "
+    "(such as an `fc` added to a MobileNetV2)",
+    "other-class": "the module at the path is of another class than the reference's",
+    "layers-removed": "submodules of the reference's are not in the answer's module",
+    "layers-added": "the answer's module holds submodules the reference's has not",
+    "layers-replaced": "a submodule at the same path is of another class",
+    "settings-changed": "a layer's hyper-parameters (its plain instance attributes) differ",
+    "shapes-changed": "parameters of the same names have other shapes",
+    "parameters-missing": "parameters of the reference's module are not in the answer's",
+    "parameters-added": "the answer's module holds parameters the reference's has not",
+}
 MAX_SETTINGS = 64
 MAX_SETTING_ITEMS = 16
 
@@ -144,6 +157,34 @@ def observe(ctx, params: Params) -> dict:
     }
 
 
+def _reasons(
+    have: Facts, want: Facts, missing: set[str], extra: set[str], retyped: list[str]
+) -> list[str]:
+    """Every kind of difference found, not only the first the message names."""
+    reasons = []
+    if missing:
+        reasons.append("layers-removed")
+    if extra:
+        reasons.append("layers-added")
+    if retyped:
+        reasons.append("layers-replaced")
+    if any(
+        setting_change(have.settings[p], want.settings[p])
+        for p in set(want.settings) & set(have.settings)
+        if p not in retyped
+    ):
+        reasons.append("settings-changed")
+    if any(
+        have.parameters[n] != want.parameters[n] for n in want.parameters if n in have.parameters
+    ):
+        reasons.append("shapes-changed")
+    if set(want.parameters) - set(have.parameters):
+        reasons.append("parameters-missing")
+    if set(have.parameters) - set(want.parameters):
+        reasons.append("parameters-added")
+    return reasons
+
+
 def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     assert expected is not None
     have, want = got.facts, expected.facts
@@ -151,16 +192,18 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     if not want.exists:
         if not have.exists:
             return Verdict(True, f"`{where}` does not exist, as expected")
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"`{where}` exists (a {short_name(have.class_name)}), a module the expected model does not have",
+            "unexpected-module",
         )
     if not have.exists:
-        return Verdict(
-            False, f"`{where}` does not exist; expected a {short_name(want.class_name)} there"
+        return Verdict.fail(
+            f"`{where}` does not exist; expected a {short_name(want.class_name)} there", "missing"
         )
     if have.class_name != want.class_name:
-        return Verdict(False, f"`{where}` is a {have.class_name}, expected a {want.class_name}")
+        return Verdict.fail(
+            f"`{where}` is a {have.class_name}, expected a {want.class_name}", "other-class"
+        )
     missing = set(want.modules) - set(have.modules)
     extra = set(have.modules) - set(want.modules)
     retyped = [
@@ -193,5 +236,5 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
         n = reshaped[0]
         problems.append(f"{n} has shape {have.parameters[n]}, expected {want.parameters[n]}")
     if problems:
-        return Verdict(False, "; ".join(problems))
+        return Verdict.fail("; ".join(problems), *_reasons(have, want, missing, extra, retyped))
     return Verdict(True, f"{want.class_name} with the expected {len(want.modules)} layers")

@@ -58,17 +58,44 @@ class Observed:
     tensors: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
+# What a judge found, as codes a task's mistake triggers name ("learning-rate:above"):
+# every check type's module declares its own in `REASONS` (code -> what it means); these
+# belong to every type. A verdict's reasons name what was measured, never how the answer
+# was spelt, so a mistake is told exactly when the answer made it.
+COMMON_REASONS: dict[str, str] = {
+    "missing": "a variable or layer the check reads does not exist",
+    "wrong-kind": "a variable or layer is another kind of object (a function, not a model)",
+    "tampered": "what the check reads was replaced or changed by the answer (or torch was)",
+    "unobservable": "the check could not read what it looks at (the message says why)",
+    "not-observed": "the run ended before this check was observed",
+}
+REASON_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+
+
 @dataclass(frozen=True)
 class Verdict:
     passed: bool
     message: str
+    reasons: frozenset[str] = frozenset()
+
+    @classmethod
+    def fail(cls, message: str, *reasons: str) -> Verdict:
+        return cls(False, message, frozenset(reasons))
 
 
 class ObservationError(Exception):
     """Raised by an observer when the scope does not hold what the check looks at.
 
-    Its message is shown to the student, so it says what was expected and what was found.
+    Its message is shown to the student, so it says what was expected and what was found;
+    its `reason` (one of COMMON_REASONS or the module's REASONS) is what triggers name.
     """
+
+    reason = "unobservable"
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 def preview(names: list[str] | tuple[str, ...] | set[str], limit: int = 4) -> str:

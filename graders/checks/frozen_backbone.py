@@ -41,6 +41,36 @@ from graders.checks.base import (
 TYPE = "frozen_backbone"
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
+REASONS: dict[str, str] = {
+    # unchanged
+    "layers-replaced": "a backbone layer is of another class than the reference's at its path",
+    "layers-removed": "backbone layers of the reference's are not in the model",
+    "layers-added": "the model holds layers outside the head that the reference's has not",
+    "settings-changed": "a backbone layer's hyper-parameters (plain instance attributes) differ",
+    "tensors-removed": "backbone parameters or buffers of the reference's are not in the model",
+    "tensors-added": "the model holds parameters or buffers outside the head that the "
+    "reference's has not",
+    "tensors-retyped": "backbone tensors changed shape or dtype",
+    "weights-changed": "backbone parameters differ in value from the reference's",
+    "buffers-changed": "backbone buffers (such as batch-norm statistics) differ in value",
+    "statistics-moved": "only batch-norm statistics differ, every backbone weight is the "
+    "reference's (a forward pass in training mode updates them)",
+    # frozen
+    "backbone-replaced": "none of the backbone's parameters is in the model",
+    "backbone-trainable": "backbone parameters the reference freezes require gradients",
+    # head
+    "head-missing": "no module is at the head's path",
+    "head-not-replaced": "the module at the head's path is still the one the model came with",
+    "head-no-parameters": "the module at the head's path holds no parameters",
+    "head-shapes": "the head's tensors have other shapes than the reference head's",
+    "head-lacks-tensors": "the head holds only some of the reference head's tensors (by "
+    "shape) and nothing else",
+    "head-no-bias": "every tensor the head lacks (by shape) is a bias of the reference's head",
+    "head-lacks-classes": "the head does not contain the classes `contains` lists, in order",
+    "head-frozen": "every tensor of the new head is frozen",
+    "head-partly-frozen": "some tensors of the new head are frozen",
+}
+
 
 class Params(CheckBase):
     type: Literal["frozen_backbone"]
@@ -166,6 +196,54 @@ def _names(items: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+def _layer_reasons(have: Facts, want: Facts) -> list[str]:
+    """Every kind of change to the backbone's layers, not only those the message names."""
+    common = set(want.layers) & set(have.layers)
+    retyped = {p for p in common if have.layers[p].class_name != want.layers[p].class_name}
+    reasons = []
+    if retyped:
+        reasons.append("layers-replaced")
+    if set(want.layers) - set(have.layers):
+        reasons.append("layers-removed")
+    if set(have.layers) - set(want.layers):
+        reasons.append("layers-added")
+    if any(
+        setting_change(have.layers[p].settings, want.layers[p].settings) for p in common - retyped
+    ):
+        reasons.append("settings-changed")
+    return reasons
+
+
+def _tensor_reasons(have: Facts, want: Facts) -> list[str]:
+    """Every kind of change to the backbone's tensors; values are compared where a tensor of
+    the reference's name has its shape and dtype."""
+    reasons = []
+    if set(want.tensors) - set(have.tensors):
+        reasons.append("tensors-removed")
+    if set(have.tensors) - set(want.tensors):
+        reasons.append("tensors-added")
+    common = [n for n in want.tensors if n in have.tensors]
+    alike = [
+        n
+        for n in common
+        if (have.tensors[n].shape, have.tensors[n].dtype)
+        == (want.tensors[n].shape, want.tensors[n].dtype)
+    ]
+    if len(alike) < len(common):
+        reasons.append("tensors-retyped")
+    altered = [n for n in alike if have.tensors[n].digest != want.tensors[n].digest]
+    weights = [n for n in altered if want.tensors[n].kind == "parameter"]
+    buffers = [n for n in altered if want.tensors[n].kind == "buffer"]
+    if weights:
+        reasons.append("weights-changed")
+    if buffers:
+        reasons.append("buffers-changed")
+        statistics = all(n.rpartition(".")[2] in STATISTICS for n in buffers)
+        if statistics and not weights and len(alike) == len(want.tensors):
+            reasons.append("statistics-moved")
+    return reasons
+
+
 def _judge_layers(params: Params, have: Facts, want: Facts) -> list[str]:
     problems = []
     common = sorted(set(want.layers) & set(have.layers))
@@ -202,18 +280,19 @@ def _differ(names: list[str]) -> str:
 
 def _judge_unchanged(params: Params, have: Facts, want: Facts) -> Verdict:
     head = _at(params, params.head)
+    reasons = _layer_reasons(have, want) + _tensor_reasons(have, want)
     problems = _judge_layers(params, have, want)
     if problems:
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"the backbone's layers changed: {'; '.join(problems)}. Only {head} is to be replaced",
+            *reasons,
         )
     missing = set(want.tensors) - set(have.tensors)
     extra = set(have.tensors) - set(want.tensors)
     if missing or extra:
         parts = [f"missing {preview(missing)}"] if missing else []
         parts += [f"unexpected {preview(extra)}"] if extra else []
-        return Verdict(False, f"the backbone's tensors changed: {'; '.join(parts)}")
+        return Verdict.fail(f"the backbone's tensors changed: {'; '.join(parts)}", *reasons)
     retyped = [
         n
         for n in want.tensors
@@ -222,10 +301,10 @@ def _judge_unchanged(params: Params, have: Facts, want: Facts) -> Verdict:
     ]
     if retyped:
         n, mine, theirs = retyped[0], have.tensors[retyped[0]], want.tensors[retyped[0]]
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"{plural(len(retyped), 'backbone tensor')} changed shape or dtype, e.g. {n} is "
             f"{mine.dtype} {mine.shape}, expected {theirs.dtype} {theirs.shape}",
+            *reasons,
         )
     altered = [n for n in want.tensors if have.tensors[n].digest != want.tensors[n].digest]
     weights = [n for n in altered if want.tensors[n].kind == "parameter"]
@@ -242,10 +321,10 @@ def _judge_unchanged(params: Params, have: Facts, want: Facts) -> Verdict:
             f"model's ({preview(buffers)})"
         )
         if all(n.rpartition(".")[2] in STATISTICS for n in buffers):
-            text += ": running the model in training mode updates its batch-norm statistics"
+            text += ": the batch-norm statistics changed (a forward pass in training mode moves them, reset_running_stats() resets them)"
         problems.append(text)
     if problems:
-        return Verdict(False, "; ".join(problems))
+        return Verdict.fail("; ".join(problems), *reasons)
     return Verdict(
         True,
         f"the backbone is unchanged ({plural(len(want.layers), 'layer')}, "
@@ -269,17 +348,17 @@ def _judge_frozen(params: Params, have: Facts, want: Facts) -> Verdict:
         elif same:
             found[name] = same.pop(0)
     if backbone and not found:
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"none of the backbone's {plural(len(backbone), 'parameter')} is in `{params.variable}`"
             f" (e.g. {backbone[0]}): the model was replaced",
+            "backbone-replaced",
         )
     trainable = [found[n] for n in backbone if n in found and have.tensors[found[n]].requires_grad]
     if trainable:
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"{plural(len(trainable), 'backbone tensor')} still trainable "
             f"({preview(trainable)}): the backbone must stay frozen",
+            "backbone-trainable",
         )
     return Verdict(True, f"the backbone is frozen ({plural(len(found), 'parameter')})")
 
@@ -291,6 +370,13 @@ def _shapes(shapes: list[list[int]]) -> str:
 def _contains_in_order(wanted: list[str], classes: list[str]) -> bool:
     found = iter(classes)
     return all(any(w in (c, short(c)) for c in found) for w in wanted)
+
+
+def _only_biases(head: Head, lacking: Counter) -> bool:
+    """Whether every tensor the head lacks (by shape, counted) is a bias of the reference's
+    head: a tensor named `bias` there (the reference's naming, not the answer's)."""
+    biases = Counter(tuple(t.shape) for t in head.tensors if t.name.rpartition(".")[2] == "bias")
+    return not lacking - biases
 
 
 def _judge_head(params: Params, have: Facts, want: Facts) -> Verdict:
@@ -306,33 +392,41 @@ def _judge_head(params: Params, have: Facts, want: Facts) -> Verdict:
             context = f" ({_at(params, parent)} is a {short(mine)}" + (
                 f", expected a {short(theirs)})" if mine != theirs else ")"
             )
-        return Verdict(False, f"{head} does not exist{context}: replace the layer at that path")
+        return Verdict.fail(
+            f"{head} does not exist{context}: replace the layer at that path", "head-missing"
+        )
     mine = [t.shape for t in have.head.tensors]
     theirs = [t.shape for t in want.head.tensors]
     if sorted(mine) != sorted(theirs):
         if have.head.given and not want.head.given:
-            return Verdict(
-                False,
+            return Verdict.fail(
                 f"{head} is still the layer the model came with (tensors of shapes "
                 f"{_shapes(mine)}): assign a new layer with tensors of shapes {_shapes(theirs)}",
+                "head-not-replaced",
+                "head-shapes",
             )
         if not mine:
-            return Verdict(
-                False,
+            return Verdict.fail(
                 f"{head} (a {short(have.head.class_name)}) holds no parameters: expected a "
                 f"trainable layer with tensors of shapes {_shapes(theirs)}",
+                "head-no-parameters",
+                "head-shapes",
             )
         text = f"{head} holds tensors of shapes {_shapes(mine)}, expected {_shapes(theirs)}"
+        reasons = ["head-shapes"]
         lacking = Counter(map(tuple, theirs)) - Counter(map(tuple, mine))
         if not Counter(map(tuple, mine)) - Counter(map(tuple, theirs)) and lacking:
             names = [t.name for t in want.head.tensors if tuple(t.shape) in lacking]
             text += f": it has no {_names(names)} (the reference's head has)"
-        return Verdict(False, text)
+            reasons.append("head-lacks-tensors")
+            if _only_biases(want.head, lacking):
+                reasons.append("head-no-bias")
+        return Verdict.fail(text, *reasons)
     if not _contains_in_order(params.contains, have.head.modules):
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"{head} should contain {' then '.join(params.contains)}; it holds "
             f"{', '.join(short(c) for c in have.head.modules)}",
+            "head-lacks-classes",
         )
     frozen = [t.name for t in have.head.tensors if not t.requires_grad]
     if frozen:
@@ -342,9 +436,9 @@ def _judge_head(params: Params, have: Facts, want: Facts) -> Verdict:
             if len(frozen) == total
             else f"{len(frozen)} of the {total} tensors of the new head {head} are frozen"
         )
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"{what} ({preview(frozen)}: requires_grad is False): its parameters must be trainable",
+            "head-frozen" if len(frozen) == total else "head-partly-frozen",
         )
     return Verdict(
         True,
@@ -367,4 +461,8 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
         _judge_head(params, have, want),
     ]
     failed = next((v for v in verdicts if not v.passed), None)
-    return failed or Verdict(True, "; ".join(v.message for v in verdicts))
+    if failed is None:
+        return Verdict(True, "; ".join(v.message for v in verdicts))
+    # The first failure's message; what every failed aspect found.
+    found = frozenset().union(*(v.reasons for v in verdicts if not v.passed))
+    return Verdict(False, failed.message, found)

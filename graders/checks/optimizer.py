@@ -1,21 +1,25 @@
-"""`optimizer`: what one step of the optimizer does to each parameter, and how it is built.
+"""`optimizer`: what the optimizer's steps do to each parameter, and how it is built.
 
 The observer reads the optimizer (a class of torch's own, its param groups) and probes it
 without calling it: a new optimizer of the same class, with each group's settings, over
-float64 copies of the tensors it holds (a tensor held twice is held twice), steps once
-from gradients seeded by each parameter's name, given only to the parameters that require
-grad in the answer's model. It steps twice over: from the parameters' values (`step`),
-and from zero (`zero`), where weight decay and the like vanish and the step depends on
-the gradient alone. Aspects, one per check:
+float64 copies of the tensors it holds (a tensor held twice is held twice), steps from
+gradients seeded by each parameter's name, given only to the parameters that require
+grad in the answer's model. It probes twice over: from the parameters' values (`step`:
+one step, or the check's `steps`, each from gradients of its own; SGD's first step with
+momentum is plain SGD's, so momentum passes unless a task asks for more steps: SGD with
+momentum is still stochastic gradient descent at that learning rate), and one step from
+zero (`zero`), where weight decay and the like vanish and the step depends on the
+gradient and the learning rate alone. Aspects, one per check:
 
-- `update` (decisive): every parameter changes as the reference's step changes it;
+- `update` (decisive): every parameter changes as the reference's steps change it;
 - `params`: the step changes exactly the parameters the reference's does, and the
   optimizer holds nothing the reference's does not (a frozen parameter it holds never
   changes, but the optimizer is then not one over the trainable parameters), each once;
 - `lr`: each parameter's step from zero equals the reference's: its sign and size, a
-  parameter held twice (an optimizer of another class: its `lr` setting, by value);
-- `type`: the class.
-"""
+  parameter held twice (an optimizer of another class: its `lr` setting, by value); a step
+  whose size differs although the `lr` setting is the reference's is another setting's
+  doing (nesterov), which `update` tells;
+- `type`: the class."""
 
 from __future__ import annotations
 
@@ -38,12 +42,30 @@ from graders.checks.base import (
 )
 
 TYPE = "optimizer"
+REASONS = {
+    "other-class": "the optimizer is of another class than the reference's",
+    "left-out": "a parameter the reference's step changes is not changed (not held, frozen, or lr 0)",
+    "extra-updated": "the step changes parameters the reference's step leaves unchanged",
+    "frozen-held": "it holds frozen parameters (which never change): not only the trainable ones",
+    "idle-held": "it holds trainable parameters that its step does not change",
+    "foreign": "it holds tensors that are not parameters of the model",
+    "held-twice": "it holds a parameter more times than the reference (each step updates it again)",
+    "lr-above": "a parameter's step is larger than the reference's: a higher effective learning rate",
+    "lr-below": "a parameter's step is smaller than the reference's: a lower effective learning rate",
+    "lr-zero": "a parameter's step does not move it: learning rate 0",
+    "ascent": "a step goes along the gradient: gradient ascent (maximize=True, or a negative lr)",
+    "not-a-multiple": "a step from zero is not a multiple of the reference's (another update rule)",
+    "settings": "the step depends on a parameter's value: settings such as weight_decay differ",
+    "step-differs": "one step changes a parameter differently from the reference's step",
+}
 RUNS_TORCH = True  # it steps a copy of the optimizer: torch must be as the setup left it
 Hyper = float | bool | None | list[float]
 # Settings that choose an implementation, not the update: the probe runs the plain one.
 IMPLEMENTATION = ("foreach", "fused", "differentiable", "capturable")
 MAX_EXPORTED = 1 << 20  # elements of the changes exported as tensors, per probe
 MULTIPLE_TOL = 1e-4  # how close a change must be to a multiple of the reference's
+# The most steps a spec's `steps` may ask of the `step` probe (warm-up steps each class as often).
+MAX_STEPS = 5
 
 
 class Params(CheckBase):
@@ -55,6 +77,14 @@ class Params(CheckBase):
     )
     rel_tol: float = Field(
         1e-6, ge=0, le=1, description="Relative tolerance on each parameter's change."
+    )
+    steps: int = Field(
+        1,
+        ge=1,
+        le=MAX_STEPS,
+        description="Steps of the update probe, each from gradients of its own. SGD's first "
+        "step with momentum is plain SGD's: 2 or more tells momentum (and its dampening) "
+        "apart, for a task that asks for plain SGD.",
     )
 
 
@@ -86,6 +116,7 @@ class Facts(FactsBase):
     )
     changes: dict[str, Change] = Field(default_factory=dict, max_length=MAX_NAMES)
     probe_error: str | None = Field(None, max_length=2000)
+    probe_reason: Literal["unobservable", "tampered"] = "unobservable"
 
     def lr_by_param(self) -> dict[str, float | None]:
         return {name: _lr(hyper) for name, hyper in self.hyper_by_param().items()}
@@ -112,6 +143,10 @@ def _lr(hyper: dict[str, Hyper]) -> float | None:
 
 class _ProbeError(Exception):
     """The step could not be probed: the facts say why, the aspects that need it fail."""
+
+    def __init__(self, message: str, reason: str = "unobservable"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class _Refused(BaseException):
@@ -254,7 +289,9 @@ class _Kit:
             settings = {k: False for k in IMPLEMENTATION if k in accepted}
             self.setprofile(record)
             try:
-                step(cls([{"params": [tensor], **settings}]))
+                optimizer = cls([{"params": [tensor], **settings}])
+                for _ in range(MAX_STEPS):  # a later step runs code the first does not (state)
+                    step(optimizer)
             except Exception:  # noqa: S112  (a class that needs more: a closure, sparse grads)
                 continue
             finally:
@@ -291,9 +328,10 @@ class _Kit:
             found += [f"{label}.{k}" for k in was if now.get(k) != was[k]]
         return found
 
-    def gradient(self, seed: int, name: str, shape: tuple) -> np.ndarray:
-        """A gradient that depends only on the job's seed and the parameter's name."""
-        digest = self.sha256(f"{seed}/{name}".encode()).digest()
+    def gradient(self, seed: int, name: str, shape: tuple, step: int = 0) -> np.ndarray:
+        """A gradient that depends only on the job's seed, the parameter's name and which
+        step of the probe it is for."""
+        digest = self.sha256((f"{seed}/{name}" + (f"/{step}" if step else "")).encode()).digest()
         generator = self.torch_generator()
         self.seed_generator(generator, int.from_bytes(digest[:8], "little") >> 1)
         values = self.randn(*shape, generator=generator, dtype=self.float64_dtype)
@@ -306,16 +344,16 @@ class _Kit:
         d, g = delta.reshape(-1), grad.reshape(-1)
         return float(self.add_reduce(self.multiply(d, g)) / self.add_reduce(self.multiply(g, g)))
 
-    def step(self, entry: tuple, layout: list, settings: list, starts: list, grads: list) -> list:
-        """One step of a new optimizer of the class over copies of `starts`, laid out in
-        groups as `layout` says; returns the values after it. Only code of torch's own may
-        run in it: anything else is refused before its first line and fails the probe."""
+    def step(
+        self, entry: tuple, layout: list, settings: list, starts: list, gradients: list
+    ) -> list:
+        """One step per set of `gradients` of a new optimizer of the class over copies of
+        `starts`, laid out in groups as `layout` says; returns the values after them. Only
+        code of torch's own may run in them: anything else is refused before its first line
+        and fails the probe."""
         cls, step, _ = entry
         works = [start.copy() for start in starts]
         tensors = [self.from_numpy(w) for w in works]
-        for tensor, grad in zip(tensors, grads, strict=True):
-            if grad is not None:
-                self.set_grad(tensor, self.from_numpy(grad.copy()))
         taken: set[int] = set()
         groups, repeats = [], []
         for indexes, group_settings in zip(layout, settings, strict=True):
@@ -333,38 +371,46 @@ class _Kit:
                 refused.append(frame.f_code.co_name)
                 raise _Refused
 
-        failure = None
-        self.setprofile(guard)
-        try:
-            optimizer = cls(groups)
-            for group, extra in zip(optimizer.param_groups, repeats, strict=True):
-                group["params"].extend(extra)  # held again: torch steps it again
-            step(optimizer)
-        except _Refused:
-            pass
-        except Exception as exc:  # formatted once the guard is off: torch's own exception
-            failure = exc
-        finally:
-            intact = self.getprofile() is guard
-            self.setprofile(None)
+        failure, optimizer, intact = None, None, True
+        for grads in gradients:
+            for tensor, grad in zip(tensors, grads, strict=True):
+                if grad is not None:
+                    self.set_grad(tensor, self.from_numpy(grad.copy()))
+            self.setprofile(guard)
+            try:
+                if optimizer is None:
+                    optimizer = cls(groups)
+                    for group, extra in zip(optimizer.param_groups, repeats, strict=True):
+                        group["params"].extend(extra)  # held again: torch steps it again
+                step(optimizer)
+            except _Refused:
+                pass
+            except Exception as exc:  # formatted once the guard is off: torch's own exception
+                failure = exc
+            finally:
+                intact = self.getprofile() is guard
+                self.setprofile(None)
+            if refused or not intact or failure is not None:
+                break
         if refused or not intact:
             name = refused[0] if refused and type(refused[0]) is str else "?"
             raise _ProbeError(
                 f"your code replaced code of torch's that an optimizer's step runs (`{name}`), "
-                "so the step cannot be probed"
+                "so the step cannot be probed",
+                "tampered",
             )
         if failure is not None:
             text = f"{type(failure).__name__}: {str(failure)[:300]}"
             raise _ProbeError(f"one step of the optimizer could not be probed ({text})")
         for tensor, work in zip(tensors, works, strict=True):
             if self.data_ptr(tensor) != work.__array_interface__["data"][0]:
-                raise _ProbeError("the optimizer's step replaced a parameter's memory")
+                raise _ProbeError("the optimizer's step replaced a parameter's memory", "tampered")
         return works
 
 
 def observe(ctx, params: Params) -> dict:
     """The facts, observed once for all the aspects (and their error, too)."""
-    key = (TYPE, params.variable, params.model)
+    key = (TYPE, params.variable, params.model, params.steps)
     if key not in ctx.shared:
         try:
             ctx.shared[key] = _observe(ctx, params)
@@ -415,13 +461,15 @@ def _observe(ctx, params: Params) -> tuple[dict, dict]:
     facts: dict = {"class_name": class_name, "groups": out_groups, "frozen": frozen}
     in_model = [id(p) in names for p in held]
     try:
-        facts["changes"], tensors = _probe(ctx, optimizer, groups, layout, held, labels, in_model)
+        facts["changes"], tensors = _probe(
+            ctx, optimizer, groups, layout, held, labels, in_model, params.steps
+        )
     except _ProbeError as exc:
-        facts["probe_error"], tensors = str(exc), {}
+        facts["probe_error"], facts["probe_reason"], tensors = str(exc), exc.reason, {}
     return facts, tensors
 
 
-def _probe(ctx, optimizer, groups, layout, held, labels, in_model) -> tuple[dict, dict]:
+def _probe(ctx, optimizer, groups, layout, held, labels, in_model, steps) -> tuple[dict, dict]:
     """Step a copy of the optimizer twice over, from the values and from zero."""
     ti, kit = ctx.ti, ctx.shared.get((TYPE, "kit"))
     if kit is None:
@@ -429,7 +477,8 @@ def _probe(ctx, optimizer, groups, layout, held, labels, in_model) -> tuple[dict
     changed = kit.torch_changes(ctx.shared[(TYPE, "tables")])
     if changed:
         raise _ProbeError(
-            f"your code changed torch itself ({preview(changed)}): the optimizer's step cannot be probed"
+            f"your code changed torch itself ({preview(changed)}): the optimizer's step cannot be probed",
+            "tampered",
         )
     entry = kit.classes[id(type(optimizer))]  # optimizer_of checked it is one of these
     settings = []
@@ -455,6 +504,13 @@ def _probe(ctx, optimizer, groups, layout, held, labels, in_model) -> tuple[dict
         else:
             starts.append(kit.zeros(1))
             grads.append(None)
+    later = [
+        [
+            kit.gradient(ctx.seed, label, g.shape, k) if g is not None else None
+            for label, g in zip(labels, grads, strict=True)
+        ]
+        for k in range(1, steps)
+    ]
     counts = [0] * len(held)
     for indexes in layout:
         for i in indexes:
@@ -467,7 +523,8 @@ def _probe(ctx, optimizer, groups, layout, held, labels, in_model) -> tuple[dict
     for probe, along in (("step", "along"), ("zero", "zero_along")):
         if probe == "zero":
             starts = [kit.zeros(s.shape) for s in starts]
-        after, budget = kit.step(entry, layout, settings, starts, grads), MAX_EXPORTED
+        gradients = [grads] if probe == "zero" else [grads, *later]
+        after, budget = kit.step(entry, layout, settings, starts, gradients), MAX_EXPORTED
         for i, label in enumerate(labels):
             delta = after[i] - starts[i]
             record = changes[label]
@@ -489,8 +546,8 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
         raise ValueError(f"the reference's optimizer could not be probed: {want.probe_error}")
     if params.aspect == "type":
         if have.class_name != want.class_name:
-            return Verdict(
-                False, f"the optimizer is a {have.class_name}, expected a {want.class_name}"
+            return Verdict.fail(
+                f"the optimizer is a {have.class_name}, expected a {want.class_name}", "other-class"
             )
         return Verdict(True, f"the optimizer is a {want.class_name}")
     if params.aspect == "params":
@@ -499,36 +556,42 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
         if have.class_name != want.class_name:
             return _judge_lr_values(params, have, want)
         if have.probe_error is not None:
-            return Verdict(False, have.probe_error)
+            return Verdict.fail(have.probe_error, have.probe_reason)
         return _judge_lr(params, got, expected)
     if have.probe_error is not None:
-        return Verdict(False, have.probe_error)
+        return Verdict.fail(have.probe_error, have.probe_reason)
     return _judge_update(params, got, expected)
 
 
 def _judge_update(params: Params, got: Observed, expected: Observed) -> Verdict:
     have, want = got.facts, expected.facts
     wanted, moved = want.moving("step"), have.moving("step")
-    problems = []
+    problems: list[tuple[str, str]] = []
     for name in wanted:
         if name not in moved:
-            problems.append(f"{name} does not change{_why_still(have, name)}")
+            problems.append((f"{name} does not change{_why_still(have, name)}", "left-out"))
         elif not _same(params, got, expected, name, "step"):
             size = _step_size(params, got, expected, name)
             problems.append(
                 size
                 if size is not None
-                else f"the change of {name} depends on its value, not only on its gradient"
-                + _differences(have, want, name, lr=False)
+                else (
+                    _unlike(have, want, name) + _differences(have, want, name, lr=False),
+                    "settings" if have.class_name == want.class_name else "other-class",
+                )
             )
     problems += [
-        f"{n} changes, which the reference's step leaves unchanged"
+        (f"{n} changes, which the reference's step leaves unchanged", "extra-updated")
         for n in moved
         if n not in wanted
     ]
     if problems:
         more = f" ({plural(len(problems), 'tensor')} differ)" if len(problems) > 1 else ""
-        return Verdict(False, f"after one step from the same gradients, {problems[0]}{more}")
+        return Verdict(
+            False,
+            f"after {_steps(params)} from the same gradients, {problems[0][0]}{more}",
+            frozenset({"step-differs", *(reason for _, reason in problems)}),
+        )
     return Verdict(
         True,
         f"one step from seeded gradients changes {plural(len(wanted), 'tensor')} "
@@ -543,13 +606,15 @@ def _judge_params(have: Facts, want: Facts) -> Verdict:
         moved = _union(have.moving("step"), have.moving("zero"))
     else:  # what it would update, from what it holds
         moved = [n for n, (_, trainable, _) in holds.items() if trainable]
-    problems = []
+    problems, reasons = [], set()
     missing = [n for n in wanted if n not in moved]
     if missing:
         problems.append(f"it leaves {preview(missing)} unchanged{_why_still(have, missing[0])}")
+        reasons.update(_still_reason(have, n) for n in missing)
     extra = [n for n in moved if n not in wanted]
     if extra:
         problems.append(f"it also updates {preview(extra)}, which the reference leaves unchanged")
+        reasons.add("extra-updated")
     idle = [n for n in holds if n not in moved and n not in reference_holds and n not in wanted]
     frozen = [n for n in idle if holds[n][2] and not holds[n][1]]
     if frozen:
@@ -557,11 +622,14 @@ def _judge_params(have: Facts, want: Facts) -> Verdict:
             f"it also holds {plural(len(frozen), 'frozen tensor')} ({preview(frozen)}) that never change: "
             "an optimizer over the trainable parameters holds only those"
         )
+        reasons.add("frozen-held")
     still = [n for n in idle if holds[n][2] and holds[n][1]]
     if still:
         problems.append(f"it also holds {preview(still)}, which its step does not change")
+        reasons.add("idle-held")
     foreign = [n for n in holds if not holds[n][2]]
     if foreign:
+        reasons.add("foreign")
         problems.append(
             f"it holds {plural(len(foreign), 'tensor')} that {'is' if len(foreign) == 1 else 'are'} "
             "not a parameter of the model (made after the optimizer, or by another model?)"
@@ -574,6 +642,7 @@ def _judge_params(have: Facts, want: Facts) -> Verdict:
             f"each step updates it {plural(times, 'time')}"
             + (f" ({plural(len(repeats), 'tensor')} affected)" if len(repeats) > 1 else "")
         )
+        reasons.add("held-twice")
     if not problems:
         return Verdict(
             True,
@@ -582,7 +651,9 @@ def _judge_params(have: Facts, want: Facts) -> Verdict:
     head = f"the optimizer updates {plural(len(moved), 'tensor')}"
     head += f" ({preview(moved)})" if moved else ""
     return Verdict(
-        False, f"{head}, expected {len(wanted)} ({preview(wanted)}); " + "; ".join(problems)
+        False,
+        f"{head}, expected {len(wanted)} ({preview(wanted)}); " + "; ".join(problems),
+        frozenset(reasons),
     )
 
 
@@ -607,16 +678,27 @@ def _judge_lr(params: Params, got: Observed, expected: Observed) -> Verdict:
         n for n in wanted if n not in moved and n in have.changes and have.changes[n].trainable
     ]
     if not compared and not still:
-        return Verdict(
-            False,
+        return Verdict.fail(
             "the optimizer updates none of the expected parameters, so no learning rate applies to them",
+            "left-out",
         )
     wrong = [size for n in compared if (size := _step_size(params, got, expected, n)) is not None]
-    wrong += [f"one step leaves {n} unchanged{_why_still(have, n)}" for n in still]
+    others = [text for text, reason in wrong if reason == "settings"]
+    wrong = [(text, reason) for text, reason in wrong if reason != "settings"]
+    wrong += [
+        (f"one step leaves {n} unchanged{_why_still(have, n)}", _still_reason(have, n))
+        for n in still
+    ]
     if wrong:
         more = f" ({plural(len(wrong), 'tensor')} affected)" if len(wrong) > 1 else ""
-        return Verdict(False, wrong[0] + more)
+        return Verdict(False, wrong[0][0] + more, frozenset(reason for _, reason in wrong))
     lrs = sorted({lr for n in wanted if (lr := want.lr_by_param().get(n)) is not None})
+    if others:
+        return Verdict(
+            True,
+            "learning rate " + ", ".join(f"{lr:g}" for lr in lrs) + " as expected; another "
+            "setting changes the size of the step (see the update check)",
+        )
     return Verdict(
         True,
         "learning rate "
@@ -631,20 +713,35 @@ def _judge_lr_values(params: Params, have: Facts, want: Facts) -> Verdict:
     note = f" (compared by value: a {have.class_name} steps differently from a {want.class_name})"
     held = [n for n in want_lr if n in have_lr]
     if not held:
-        return Verdict(
-            False,
+        return Verdict.fail(
             "the optimizer updates none of the expected parameters, so no learning rate applies to them",
+            "left-out",
         )
     for name in held:
         got_lr, lr = have_lr[name], want_lr[name]
         if got_lr is None:
-            return Verdict(False, f"the learning rate for {name} is not a plain number")
+            return Verdict.fail(
+                f"the learning rate for {name} is not a plain number", "unobservable"
+            )
         if lr is None or not math.isclose(got_lr, lr, rel_tol=params.rel_tol, abs_tol=1e-12):
-            return Verdict(
-                False, f"the learning rate for {name} is {got_lr:g}, expected {lr}{note}"
+            return Verdict.fail(
+                f"the learning rate for {name} is {got_lr:g}, expected {lr}{note}",
+                _compared(got_lr, lr),
             )
     lrs = sorted({lr for n in held if (lr := want_lr[n]) is not None})
     return Verdict(True, "learning rate " + ", ".join(f"{lr:g}" for lr in lrs) + note)
+
+
+def _steps(params: Params) -> str:
+    return "one step" if params.steps == 1 else f"{params.steps} steps"
+
+
+def _unlike(have: Facts, want: Facts, name: str) -> str:
+    """How the steps of `name` differ, when its first step from zero is the reference's."""
+    mine, theirs = have.hyper_by_param().get(name, {}), want.hyper_by_param().get(name, {})
+    if mine.get("weight_decay") != theirs.get("weight_decay"):
+        return f"the change of {name} depends on its value, not only on its gradient"
+    return f"the second step of {name} differs from the reference's: the optimizer carries a state from one step to the next"
 
 
 def _union(a: list[str], b: list[str]) -> list[str]:
@@ -661,15 +758,35 @@ def _why_still(have: Facts, name: str) -> str:
     return f": its step does not move it (learning rate {lr:g})" if lr is not None else ""
 
 
-def _step_size(params: Params, got: Observed, expected: Observed, name: str) -> str | None:
-    """How the step from zero of `name` differs from the reference's (None: it does not)."""
+def _compared(got: float, want: float | None) -> str:
+    if want is None:
+        return "step-differs"
+    if got == 0:
+        return "lr-zero"
+    if got < 0:
+        return "ascent"
+    return "lr-above" if got > want else "lr-below"
+
+
+def _still_reason(have: Facts, name: str) -> str:
+    held = _holdings(have).get(name)
+    return "lr-zero" if held is not None and held[1] else "left-out"
+
+
+def _step_size(
+    params: Params, got: Observed, expected: Observed, name: str
+) -> tuple[str, str] | None:
+    """How the step from zero of `name` differs from the reference's, and the reason that
+    names it (None: it does not differ)."""
     if _same(params, got, expected, name, "zero"):
         return None
     have, want = got.facts, expected.facts
     factor = _factor(got, expected, name)
     if factor is None:
-        return f"the step of {name} is not a multiple of the reference's" + _differences(
-            have, want, name, lr=True
+        text = f"the step of {name} is not a multiple of the reference's"
+        other = have.class_name != want.class_name
+        return text + _differences(have, want, name, lr=True), (
+            "other-class" if other else "not-a-multiple"
         )
     lr = want.lr_by_param().get(name)
     times, once = have.changes[name].held, want.changes[name].held
@@ -684,10 +801,22 @@ def _step_size(params: Params, got: Observed, expected: Observed, name: str) -> 
             f"the step of {name} goes along its gradient instead of against it: gradient ascent"
             + (" (maximize=True)" if maximize else "")
         )
-        return ascent if math.isclose(size, 1, rel_tol=MULTIPLE_TOL) else f"{ascent}, and {text}"
+        if math.isclose(size, 1, rel_tol=MULTIPLE_TOL):
+            return ascent, "ascent"
+        return f"{ascent}, and {text}", "ascent"
     if times != once and math.isclose(size, times / once, rel_tol=MULTIPLE_TOL):
-        return f"{text}: it is held {plural(times, 'time')}, so each step updates it {plural(times, 'time')}"
-    return text + _differences(have, want, name, lr=False)
+        held = (
+            f"it is held {plural(times, 'time')}, so each step updates it {plural(times, 'time')}"
+        )
+        return f"{text}: {held}", "held-twice"
+    set_lr = have.lr_by_param().get(name)
+    if lr is not None and set_lr is not None and math.isclose(set_lr, lr, rel_tol=1e-9):
+        text = (
+            f"the step of {name} is {size:.3g} times the reference's, with the learning rate "
+            f"{lr:g} as expected"
+        )
+        return text + _differences(have, want, name, lr=False), "settings"
+    return text + _differences(have, want, name, lr=False), "lr-above" if size > 1 else "lr-below"
 
 
 def _differences(have: Facts, want: Facts, name: str, lr: bool) -> str:

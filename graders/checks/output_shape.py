@@ -40,6 +40,22 @@ EXECUTES_ANSWER = True  # it calls the module's forward, which the answer may ha
 MAX_INPUT_ELEMENTS = 4_000_000
 MAX_FEATURE_ELEMENTS = 1_000_000
 
+REASONS: dict[str, str] = {
+    "raised": "the module's forward raised an exception on the seeded input",
+    "too-many-outputs": "the output has the reference's leading dimensions but more outputs "
+    "per sample (its last dimension: the classes, for a classifier)",
+    "too-few-outputs": "the output has the reference's leading dimensions but fewer outputs "
+    "per sample (at least one)",
+    "no-outputs": "the output's last dimension is 0 where the reference's is not",
+    "other-shape": "the output's rank or leading dimensions differ from the reference's",
+    "not-called": "the forward never calls the module at `features_at`",
+    "features-not-tensor": "what the forward passes to the module at `features_at` is not a "
+    "plain tensor",
+    "features-reshaped": "the features reaching the module at `features_at` have another shape",
+    "features-differ": "the features reaching the module at `features_at` differ in value "
+    "(the layers before it compute something else)",
+}
+
 # The probe's forward, compiled into a namespace of its own: the answer's forward can reach
 # the probe (it is where the submodule was), and from it only the list it appends to and
 # the submodule it wraps.
@@ -169,43 +185,59 @@ def _judge_features(params: Params, got: Observed, expected: Observed) -> Verdic
     have, want = got.facts.features, expected.facts.features
     assert want is not None and want.shape is not None, "the reference's features were not read"
     if have is None or not have.found:
-        return Verdict(False, f"{target} does not exist, so no features reach it")
+        return Verdict.fail(f"{target} does not exist, so no features reach it", "missing")
     if have.calls == 0:
-        return Verdict(
-            False, f"the model's forward never calls {target}: the features do not reach it"
+        return Verdict.fail(
+            f"the model's forward never calls {target}: the features do not reach it",
+            "not-called",
         )
     if have.shape is None:
-        return Verdict(False, f"what the model's forward passes to {target} is not a tensor")
+        return Verdict.fail(
+            f"what the model's forward passes to {target} is not a tensor", "features-not-tensor"
+        )
     if have.shape != want.shape:
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"the features reaching {target} have shape {have.shape}, expected {want.shape}: "
             "the layers before it changed",
+            "features-reshaped",
         )
     mine, theirs = got.tensors.get("features"), expected.tensors.get("features")
     if mine is None or theirs is None or mine.shape != theirs.shape:
-        return Verdict(False, f"the features reaching {target} could not be compared")
+        return Verdict.fail(f"the features reaching {target} could not be compared", "unobservable")
     if not np.allclose(mine, theirs, rtol=params.rtol, atol=params.atol, equal_nan=True):
         diff = float(np.nanmax(np.abs(mine.astype(np.float64) - theirs)))
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"the features reaching {target} differ from the reference's (largest "
             f"difference {diff:.3g}): the layers before it compute something else",
+            "features-differ",
         )
     return None
+
+
+def _shape_reason(have: list[int] | None, want: list[int] | None) -> str:
+    """How the output's shape differs: in the outputs per sample (its last dimension), or else."""
+    if not have or not want or len(have) != len(want) or have[:-1] != want[:-1]:
+        return "other-shape"
+    if have[-1] == 0:
+        return "no-outputs"
+    return "too-many-outputs" if have[-1] > want[-1] else "too-few-outputs"
 
 
 def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     assert expected is not None
     where = params.variable + (f".{params.module}" if params.module else "")
     if got.facts.error:
-        return Verdict(False, got.facts.error)
+        return Verdict.fail(got.facts.error, "raised")
     want = expected.facts.shape
     if got.facts.shape != want:
-        return Verdict(
-            False,
+        # What reached the head is a fact of the same forward, whatever the output's shape.
+        read = expected.facts.features is not None and expected.facts.features.shape is not None
+        features = _judge_features(params, got, expected) if params.features_at and read else None
+        return Verdict.fail(
             f"`{where}` gives an output of shape {got.facts.shape} on an input of shape "
             f"{params.input_shape}, expected {want}",
+            _shape_reason(got.facts.shape, want),
+            *(features.reasons if features is not None else ()),
         )
     message = f"`{where}` gives shape {want} on an input of shape {params.input_shape}"
     if params.features_at:

@@ -17,6 +17,11 @@ from graders.checks.base import CheckBase, FactsBase, Observed, Verdict
 TYPE = "python"
 EXECUTES_ANSWER = True  # the assertions touch the answer's objects, whose methods are its code
 
+REASONS: dict[str, str] = {
+    "assertion-failed": "an instructor's assertion did not hold",
+    "raised": "the assertions raised an exception other than AssertionError",
+}
+
 
 class Params(CheckBase):
     type: Literal["python"]
@@ -28,6 +33,7 @@ class Params(CheckBase):
 class Facts(FactsBase):
     passed: bool
     message: str = Field("", max_length=2000)
+    raised: bool = Field(False, description="An exception other than AssertionError ended them.")
 
 
 def observe(ctx, params: Params) -> dict:
@@ -38,11 +44,11 @@ def observe(ctx, params: Params) -> dict:
     except ctx.ti.AnswerRaised as exc:
         if exc.assertion:
             return {"passed": False, "message": exc.text[:2000] or "an assertion failed"}
-        return {"passed": False, "message": f"{exc.kind}: {exc.text}"[:2000]}
+        return {"passed": False, "message": f"{exc.kind}: {exc.text}"[:2000], "raised": True}
     return {"passed": True}
 
 
 def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     if got.facts.passed:
         return Verdict(True, "the instructor's assertions hold")
-    return Verdict(False, got.facts.message)
+    return Verdict.fail(got.facts.message, "raised" if got.facts.raised else "assertion-failed")

@@ -3,10 +3,14 @@
 Before the student's code, `prepare` snapshots the data loader's batches, the model's
 buffers and the optimizer's parameters, measures the loss on the batches, and instruments
 three things: the data loader's iterator (each batch handed out), autograd's backward
-(whether the optimizer's gradients were clean when it started) and the optimizer's step
-hook (whether there were gradients to apply). An iteration is a batch followed by a
-backward and a step: batches taken without a step (a peek, an evaluation pass) are not
-iterations, and not faults. Aspects, one per check:
+(whether the optimizer's gradients were clean when it started, whether it raised, whether
+it left the optimizer's parameters without gradients) and the optimizer's step hook
+(whether there were gradients to apply). An iteration is a batch followed by a backward and
+a step; a batch that feeds backward and step again (after a complete backward-then-step)
+makes one more iteration of that batch. Batches taken without a step (a peek, an evaluation
+pass) are not iterations, and not faults. The instrumentation sees which batches were
+handed out, not which tensors fed a forward: a batch kept from a peek and trained on in
+place of the loop's own is not told apart. Aspects, one per check:
 
 - `final_weights`, the decisive one: the model's state after the epoch equals one correct
   epoch from the same start over the same batches, within a tolerance;
@@ -22,6 +26,12 @@ weights are right. Every aspect's facts carry the final-weights comparison's inp
 state's summaries and the compared heads' values, up to `MAX_SHARED_VALUES`), and a
 diagnostic aspect passes whenever that comparison, as the task's `final_weights` check
 makes it, holds.
+
+A failing verdict's reasons (`REASONS`) name what the facts show, one code per finding:
+what the event log shows for `batches` and `order` (every iteration's finding, the message
+naming the first), how the loss moved for `loss_decrease`, and for `final_weights` that the
+weights differ and what else the facts show about them (the optimizer's settings, how far
+its parameters moved, whether the running statistics moved).
 """
 
 from __future__ import annotations
@@ -54,6 +64,62 @@ MAX_EVENTS = 20_000
 MAX_BATCHES = 1_000
 MAX_SHARED_VALUES = 1_000_000  # head values copied into each diagnostic aspect's facts
 BACKWARD, STEP = "wW", "se"
+MOVED_LOW, MOVED_HIGH = 0.9, 1.1  # how far the parameters moved, as a correct epoch's share
+
+# What a failing verdict found (mistake triggers name them as `check-name:code`).
+REASONS: dict[str, str] = {
+    # batches and order: the event log
+    "optimizer-replaced": "`optimizer` is another object than the optimizer the task gave",
+    "model-replaced": "`model` is another object than the model the task gave",
+    "no-batch": "no batch was taken from the data loader",
+    "loader-unused": "optimizer.step() ran, but no batch was taken from the given data loader",
+    "backward-raised": "loss.backward() was called but raised, so no gradients were computed",
+    "no-gradients-reached": "backward() left no gradients on any of the optimizer's parameters, "
+    "so the step had none to apply",
+    "optimizer-not-model": "the optimizer holds parameters that are no longer the model's (a "
+    "layer was replaced after the optimizer was made): the gradients went to the new layer",
+    "no-training": "batches were taken, but neither backward() nor step() ran after any of them",
+    "no-step": "backward() ran, but optimizer.step() never did",
+    "no-backward": "in an iteration, optimizer.step() ran without a backward() before or after it",
+    "step-before-backward": "in an iteration, optimizer.step() ran before loss.backward()",
+    "backward-repeated": "in an iteration, backward() ran more than once before optimizer.step()",
+    "step-repeated": "in an iteration, optimizer.step() ran more than once on one batch",
+    "stale-gradients": "backward() ran while gradients of an earlier backward() were still "
+    "there (not cleared since), so they accumulated",
+    "gradients-cleared": "the gradients were cleared between backward() and optimizer.step(), "
+    "so the step had none to apply",
+    "none-trained": "no batch was followed by both backward() and optimizer.step()",
+    "batches-skipped": "some batches of the epoch never fed a backward() and a step()",
+    "batches-repeated": "one or more batches fed more than one backward() and step()",
+    "batch-reused": "one batch, taken once from the data loader, fed backward() and step() "
+    "again and again",
+    "every-batch-repeated": "every batch fed the same number (more than one) of backward() and "
+    "step(): more than one epoch",
+    "iterator-restarted": "the data loader was iterated afresh during the epoch and its first "
+    "batch trained again, while not every batch trained as often",
+    # loss_decrease
+    "loss-not-decreased": "the loss on the epoch's data did not fall (it stayed or rose)",
+    "loss-decreased-too-little": "the loss fell by less than the task's share of one correct "
+    "epoch's fall",
+    "diverged": "the loss after the epoch is not finite",
+    # final_weights
+    "layers-changed": "the model's parameters or buffers are not the ones it had (added, "
+    "removed or reshaped)",
+    "weights-differ": "the parameters after the epoch differ from one correct epoch's",
+    "statistics-differ": "the parameters equal one correct epoch's, the running statistics "
+    "(buffers) do not",
+    "statistics-unchanged": "the running statistics did not change during the epoch, where a "
+    "correct epoch moves them",
+    "trained-in-eval-mode": "backward() ran during the epoch but the running statistics did not "
+    "move: the forward passes ran in eval mode",
+    "not-moved": "the optimizer's parameters did not change at all during the epoch",
+    "moved-too-far": f"the optimizer's parameters moved more than {MOVED_HIGH:g} times as far "
+    "as in one correct epoch",
+    "moved-too-little": f"the optimizer's parameters moved less than {MOVED_LOW:g} times as far "
+    "as in one correct epoch",
+    "hyper-changed": "the optimizer's hyper-parameters (lr, momentum, ...) after the epoch "
+    "differ from a correct epoch's",
+}
 
 
 class Params(CheckBase):
@@ -80,7 +146,7 @@ class Decisive(FactsBase):
     atol: float = Field(ge=0, le=1)
 
 
-Event = Annotated[str, Field(pattern=r"^(b[0-9]{1,9}|[wWse])$")]
+Event = Annotated[str, Field(pattern=r"^(b[0-9]{1,9}|[wWsern])$")]
 Summary = Annotated[list[float], Field(min_length=3, max_length=3)]
 
 
@@ -89,7 +155,8 @@ class Facts(FactsBase):
     events: list[Event] = Field(
         max_length=MAX_EVENTS,
         description="b<i>: batch i of an iterator (i restarts for each one); w/W: backward "
-        "on clean/stale gradients; s/e: step with gradients to apply/with none.",
+        "on clean/stale gradients; r: that backward raised; n: it returned leaving none of the "
+        "optimizer's parameters with gradients; s/e: step with gradients to apply/with none.",
     )
     loss_before: float | None
     loss_after: float | None
@@ -106,6 +173,12 @@ class Facts(FactsBase):
         max_length=64, description="The optimizer's numeric hyper-parameters, per param group."
     )
     optimizer_replaced: bool
+    foreign_parameters: int = Field(
+        0,
+        ge=0,
+        description="How many of the optimizer's parameters are not the model's after "
+        "the epoch (a layer replaced after the optimizer was made).",
+    )
     decisive: Decisive | None = Field(
         description="What final_weights compares; its head values are this check's tensors."
     )
@@ -132,7 +205,14 @@ def has_gradients():
 
 def logged_backward(*args, **kwargs):
     log("W" if has_gradients() else "w")
-    return original_backward(*args, **kwargs)
+    try:
+        out = original_backward(*args, **kwargs)
+    except:
+        log("r")
+        raise
+    if not has_gradients():
+        log("n")
+    return out
 
 
 def logged_step(*_):
@@ -323,7 +403,8 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
     model = ti.lookup(ctx.scope, params.model)
     if not ti.same_object(model, recorder.model):
         raise ObservationError(
-            f"`{params.model}` was replaced by another object: train the model you were given"
+            f"`{params.model}` was replaced by another object: train the model you were given",
+            "model-replaced",
         )
     heads: dict = {}
     for path in sorted(recorder.heads):
@@ -355,6 +436,7 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
         "moved": _moved(ti, recorder),
         "hyper": hyper,
         "optimizer_replaced": replaced,
+        "foreign_parameters": _foreign(ti, model, recorder),
         "decisive": decisive,
     }
     # Last: it runs the model's forward.
@@ -373,6 +455,11 @@ def _moved(ti, recorder: _Recorder) -> float | None:
     except ObservationError:
         return None
     return math.sqrt(total)
+
+
+def _foreign(ti, model, recorder: _Recorder) -> int:
+    ids = {ti._id(t) for _, t in ti.named_parameters(model)}
+    return sum(ti._id(p) not in ids for p in recorder.trainable)
 
 
 def _optimizer_now(ctx, params: Params, recorder: _Recorder) -> tuple[bool, list[dict]]:
@@ -405,73 +492,174 @@ def _has(ev: list[str], kinds: str) -> bool:
     return any(e in kinds for e in ev)
 
 
+def _trained(ev: list[str]) -> bool:
+    """Whether `ev` holds a backward and, after it, a step."""
+    first = next((k for k, e in enumerate(ev) if e in STEP), None)
+    return first is not None and _has(ev[:first], BACKWARD)
+
+
+def _units(ev: list[str]) -> list[list[str]]:
+    """A batch's events, split where a backward follows a complete backward-then-step: the
+    same batch trained again (one unit per iteration on it)."""
+    units: list[list[str]] = [[]]
+    for e in ev:
+        if e in BACKWARD and _trained(units[-1]):
+            units.append([])
+        units[-1].append(e)
+    return units
+
+
+def _iterations(events: list[str]) -> list[tuple[int, list[str]]]:
+    """(batch, events) of every iteration: a unit of a batch's events with a step."""
+    return [(b, u) for b, ev in _segments(events) for u in _units(ev) if _has(u, STEP)]
+
+
+def _unused_loader(params: Params, events: list[str]) -> Verdict | None:
+    """When steps ran but no batch was taken from the data loader: its verdict."""
+    steps = sum(e in STEP for e in events)
+    if _segments(events) or not steps:
+        return None
+    return Verdict.fail(
+        f"optimizer.step() ran {plural(steps, 'time')}, but no batch was taken from "
+        f"`{params.dataloader}`: train on the batches of the data loader you were given "
+        "(another DataLoader's batches are not the epoch's)",
+        "loader-unused",
+    )
+
+
 def _replaced(params: Params) -> Verdict:
-    return Verdict(
-        False,
+    return Verdict.fail(
         f"`{params.optimizer}` was replaced by another object, so the steps of the optimizer "
         "you were given could not be followed: train with it",
+        "optimizer-replaced",
     )
+
+
+def _iteration_fault(i: int, ev: list[str], foreign: int = 0) -> tuple[str, str] | None:
+    """What is wrong with iteration `i` (events from its batch to the next, with a step):
+    (its message, its reason), or None. `foreign`: how many of the optimizer's parameters
+    are not the model's. A batch that fed several rounds of backward-then-step (each with
+    its own step) is one iteration trained again, not a repeated step."""
+    rounds = [u for u in _units(ev) if _has(u, STEP)]
+    if len(rounds) > 1:
+        for unit in rounds:
+            if fault := _round_fault(i, unit, foreign):
+                return fault
+        return (
+            f"in iteration {i}, its batch fed {len(rounds)} rounds of loss.backward() and "
+            f"optimizer.step(), each in order: the same batch was trained on {len(rounds)} "
+            "times; take a new batch from the loop over the data loader for each step",
+            "batch-reused",
+        )
+    return _round_fault(i, ev, foreign)
+
+
+def _round_fault(i: int, ev: list[str], foreign: int) -> tuple[str, str] | None:
+    """What is wrong with one round of iteration `i` (a backward-then-step of its batch)."""
+    first = next(k for k, e in enumerate(ev) if e in STEP)
+    backwards = [e for e in ev[:first] if e in BACKWARD]
+    if not backwards:
+        if _has(ev[first:], BACKWARD):
+            return (
+                f"in iteration {i}, optimizer.step() ran before loss.backward()",
+                "step-before-backward",
+            )
+        applied = (
+            "there were no gradients for it to apply"
+            if ev[first] == "e"
+            else "it applied the gradients an earlier backward left"
+        )
+        return (
+            f"in iteration {i}, optimizer.step() ran without loss.backward() before it: {applied}",
+            "no-backward",
+        )
+    if len(backwards) > 1:
+        return (
+            f"in iteration {i}, loss.backward() ran {len(backwards)} times before "
+            "optimizer.step(): one backward per batch",
+            "backward-repeated",
+        )
+    if backwards[0] == "W":
+        return (
+            f"in iteration {i}, gradients from an earlier batch were still there when backward() ran: "
+            "call optimizer.zero_grad() once per iteration, before loss.backward()",
+            "stale-gradients",
+        )
+    if ev[first] == "e" and "r" in ev[:first]:
+        return (
+            f"in iteration {i}, loss.backward() raised, so optimizer.step() had no gradients "
+            "to apply",
+            "backward-raised",
+        )
+    if ev[first] == "e" and "n" in ev[:first]:
+        if foreign:
+            return (
+                f"in iteration {i}, loss.backward() left no gradients on the optimizer's "
+                f"parameters, so step() had nothing to apply: {plural(foreign, 'parameter')} "
+                "the optimizer holds are no longer the model's (a layer replaced after the "
+                "optimizer was made); the gradients went to the model's new parameters, which "
+                "the optimizer does not hold",
+                "optimizer-not-model",
+            )
+        return (
+            f"in iteration {i}, loss.backward() left no gradients on the optimizer's "
+            "parameters, so step() had nothing to apply",
+            "no-gradients-reached",
+        )
+    if ev[first] == "e":
+        return (
+            f"in iteration {i}, the gradients were cleared after loss.backward() and before "
+            "optimizer.step(), so step() had nothing to apply: call optimizer.zero_grad() "
+            "before loss.backward() (or after step()), never between them",
+            "gradients-cleared",
+        )
+    steps = sum(e in STEP for e in ev)
+    if steps > 1:
+        return (
+            f"in iteration {i}, optimizer.step() ran {steps} times on one batch: one step per batch",
+            "step-repeated",
+        )
+    return None
 
 
 def _judge_order(params: Params, have: Facts) -> Verdict:
     if have.optimizer_replaced:
         return _replaced(params)
+    unused = _unused_loader(params, have.events)
+    if unused is not None:
+        return unused
     segments = _segments(have.events)
     iterations = [ev for _, ev in segments if _has(ev, STEP)]
     if not iterations:
         if not segments:
-            return Verdict(
-                False, "no batch was taken from the data loader, so no training step ran"
+            return Verdict.fail(
+                "no batch was taken from the data loader, so no training step ran", "no-batch"
+            )
+        after = [e for _, ev in segments for e in ev]
+        if _has(after, BACKWARD) and sum(e in BACKWARD for e in after) == after.count("r"):
+            return Verdict.fail(
+                "loss.backward() was called but raised, so no gradients were computed and "
+                "optimizer.step() was never called",
+                "backward-raised",
             )
         if any(_has(ev, BACKWARD) for _, ev in segments):
-            return Verdict(
-                False,
+            return Verdict.fail(
                 "loss.backward() ran but optimizer.step() was never called: the gradients were "
                 "computed and never applied to the weights",
+                "no-step",
             )
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"neither loss.backward() nor optimizer.step() was called for the "
             f"{_count(len(segments))} taken from the data loader: nothing was trained",
+            "no-training",
         )
-    for i, ev in enumerate(iterations, start=1):
-        first = next(k for k, e in enumerate(ev) if e in STEP)
-        backwards = [e for e in ev[:first] if e in BACKWARD]
-        if not backwards:
-            if _has(ev[first:], BACKWARD):
-                return Verdict(
-                    False, f"in iteration {i}, optimizer.step() ran before loss.backward()"
-                )
-            return Verdict(
-                False,
-                f"in iteration {i}, optimizer.step() ran without loss.backward() before it: "
-                "there were no gradients for it to apply",
-            )
-        if len(backwards) > 1:
-            return Verdict(
-                False,
-                f"in iteration {i}, loss.backward() ran {len(backwards)} times before "
-                "optimizer.step(): one backward per batch",
-            )
-        if backwards[0] == "W":
-            return Verdict(
-                False,
-                f"in iteration {i}, gradients from an earlier batch were still there when backward() ran: "
-                "call optimizer.zero_grad() once per iteration, before loss.backward()",
-            )
-        if ev[first] == "e":
-            return Verdict(
-                False,
-                f"in iteration {i}, the gradients were cleared after loss.backward() and before "
-                "optimizer.step(), so step() had nothing to apply: call optimizer.zero_grad() "
-                "before loss.backward() (or after step()), never between them",
-            )
-        steps = sum(e in STEP for e in ev)
-        if steps > 1:
-            return Verdict(
-                False,
-                f"in iteration {i}, optimizer.step() ran {steps} times on one batch: one step per batch",
-            )
+    # The message names the first faulty iteration; the reasons, what every iteration shows.
+    foreign = have.foreign_parameters
+    faults = [
+        f for i, ev in enumerate(iterations, start=1) if (f := _iteration_fault(i, ev, foreign))
+    ]
+    if faults:
+        return Verdict.fail(faults[0][0], *{reason for _, reason in faults})
     n = len(iterations)
     where = "the one iteration" if n == 1 else f"all {n} iterations"
     return Verdict(True, f"zero_grad, backward and step in order in {where}")
@@ -488,67 +676,87 @@ def _numbers(batches: list[int]) -> str:
 def _judge_batches(params: Params, have: Facts) -> Verdict:
     if have.optimizer_replaced:
         return _replaced(params)
+    unused = _unused_loader(params, have.events)
+    if unused is not None:
+        return unused
     n = have.batches_total
     segments = _segments(have.events)
-    trained = Counter(b for b, ev in segments if _has(ev, BACKWARD) and _has(ev, STEP))
+    trained = Counter(b for b, ev in _iterations(have.events) if _has(ev, BACKWARD))
+    reused = sorted({b for b, ev in segments if sum(_trained(u) for u in _units(ev)) > 1})
     if trained == Counter(range(n)):
         return Verdict(True, f"each of the {n} batches fed one backward and one step")
     if not trained:
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"no batch was followed by both loss.backward() and optimizer.step() "
             f"({_count(len(segments))} taken from the data loader): one epoch "
             f"trains on each of the {n} batches once",
+            "none-trained",
         )
     total = sum(trained.values())
     missing = [b for b in range(n) if b not in trained]
     repeated = sorted(b for b, count in trained.items() if count > 1)
     if not repeated:
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"training consumed {total} of {n} batches: {_numbers(missing)} never fed a "
             "backward and a step; one epoch trains on every batch once",
+            "batches-skipped",
         )
     counts = set(trained.values())
-    if not missing and len(counts) == 1:
-        return Verdict(
-            False,
+    if not missing and len(counts) == 1 and not reused:
+        return Verdict.fail(
             f"training consumed {total} batches: each of the {n} batches fed {counts.pop()} "
             "training steps; one epoch trains on every batch once",
+            "batches-repeated",
+            "every-batch-repeated",
         )
+    reasons = {"batches-repeated"} | ({"batches-skipped"} if missing else set())
     found = ", ".join(f"batch {b + 1} fed {trained[b]} steps" for b in repeated[:3])
+    done = f"ran {total} steps on" if reused else f"consumed {total} batches but"
     message = (
-        f"training consumed {total} batches but only {len(trained)} of the {n} distinct ones "
+        f"training {done} only {len(trained)} of the {n} distinct ones "
         f"({found}{f', {_numbers(missing)} none' if missing else ''}): one epoch trains on "
         "every batch once"
     )
+    if reused:
+        message += (
+            f"; {_numbers(reused)} {'was' if len(reused) == 1 else 'were'} taken from the data "
+            "loader once and trained on again and again: train on each batch the loop over the "
+            "data loader yields, once"
+        )
+        reasons.add("batch-reused")
     if 0 in repeated and sum(e == "b0" for e in have.events) > 1:
         message += (
             "; each iter(dataloader) starts again from the first batch, so take the batches "
             "from one loop over the data loader"
         )
-    return Verdict(False, message)
+        reasons.add("iterator-restarted")
+    return Verdict.fail(message, *reasons)
 
 
 def _judge_loss(params: Params, have: Facts, want: Facts) -> Verdict:
     if have.loss_after is None and have.loss_error:
-        return Verdict(False, f"the loss after the epoch could not be measured: {have.loss_error}")
+        return Verdict.fail(
+            f"the loss after the epoch could not be measured: {have.loss_error}", "unobservable"
+        )
     if (
         have.loss_before is None
         or have.loss_after is None
         or want.loss_before is None
         or want.loss_after is None
     ):
-        return Verdict(False, "the loss could not be measured on the epoch's data")
+        return Verdict.fail("the loss could not be measured on the epoch's data", "unobservable")
     gained, target = have.loss_before - have.loss_after, want.loss_before - want.loss_after
     summary = (
         f"the loss on the epoch's data went from {have.loss_before:.4f} to {have.loss_after:.4f}"
     )
     if not np.isfinite(have.loss_after):
-        return Verdict(False, summary + ": training diverged")
+        return Verdict.fail(summary + ": training diverged", "diverged")
     if gained > 0 and gained >= params.min_decrease_ratio * target:
         return Verdict(True, summary)
-    return Verdict(False, summary + f"; one correct epoch brings it to {want.loss_after:.4f}")
+    return Verdict.fail(
+        summary + f"; one correct epoch brings it to {want.loss_after:.4f}",
+        "loss-decreased-too-little" if gained > 0 else "loss-not-decreased",
+    )
 
 
 def _differ(n: int, what: str) -> str:
@@ -559,34 +767,52 @@ def _differing(have: dict, want: dict, rtol: float, atol: float) -> list[str]:
     return [n for n in want if not np.allclose(have[n], want[n], rtol=rtol, atol=atol)]
 
 
-def _causes(params: Params, have: Facts, want: Facts) -> str:
-    """What else the facts show about weights that differ, as clauses to append."""
-    out = []
+def _causes(params: Params, have: Facts, want: Facts) -> tuple[str, set[str]]:
+    """What else the facts show about weights that differ: clauses to append (the first
+    three) and the reasons of every one."""
+    out: list[tuple[str, str]] = []
     if have.optimizer_replaced:
-        out.append(f"`{params.optimizer}` was replaced by another optimizer")
+        out.append(
+            (f"`{params.optimizer}` was replaced by another optimizer", "optimizer-replaced")
+        )
     for group, (mine, theirs) in enumerate(zip(have.hyper, want.hyper, strict=False)):
         for key in sorted(theirs):
             if key in mine and not np.isclose(mine[key], theirs[key], rtol=1e-6, atol=0):
                 where = f" (param group {group + 1})" if len(want.hyper) > 1 else ""
                 out.append(
-                    f"the optimizer's {key}{where} is {mine[key]:g} after the epoch, where a "
-                    f"correct epoch leaves it at {theirs[key]:g}"
+                    (
+                        f"the optimizer's {key}{where} is {mine[key]:g} after the epoch, where "
+                        f"a correct epoch leaves it at {theirs[key]:g}",
+                        "hyper-changed",
+                    )
                 )
     if have.moved is not None and want.moved:
         ratio = have.moved / want.moved
         if have.moved == 0:
-            out.append("the optimizer's parameters did not change at all during the epoch")
-        elif not 0.9 <= ratio <= 1.1:
             out.append(
-                f"the optimizer's parameters moved {ratio:.3g} times as far from their start "
-                "as in one correct epoch"
+                ("the optimizer's parameters did not change at all during the epoch", "not-moved")
+            )
+        elif not MOVED_LOW <= ratio <= MOVED_HIGH:
+            out.append(
+                (
+                    f"the optimizer's parameters moved {ratio:.3g} times as far from their start "
+                    "as in one correct epoch",
+                    "moved-too-far" if ratio > MOVED_HIGH else "moved-too-little",
+                )
             )
     if have.buffers_moved == 0 and want.buffers_moved > 0:
         out.append(
-            "the running statistics did not change during the epoch, as they do when the "
-            "model trains in train mode (model.train())"
+            (
+                "the running statistics did not change during the epoch, as they do when the "
+                "model trains in train mode (model.train())",
+                "statistics-unchanged",
+            )
         )
-    return "".join(f"; {clause}" for clause in out[:3])
+    reasons = {reason for _, reason in out}
+    if "statistics-unchanged" in reasons and any(e in BACKWARD for e in have.events):
+        # A backward follows a forward pass with gradients: forward passes ran, in eval mode.
+        reasons.add("trained-in-eval-mode")
+    return "".join(f"; {clause}" for clause, _ in out[:3]), reasons
 
 
 def _judge_weights(
@@ -597,32 +823,38 @@ def _judge_weights(
         set(have.buffers) ^ set(want.buffers)
     )
     if changed:
-        return Verdict(False, f"the model's layers changed ({preview(changed)})")
+        return Verdict.fail(f"the model's layers changed ({preview(changed)})", "layers-changed")
     for name, values in expected.tensors.items():
         mine = got.tensors.get(name)
         if mine is None or mine.shape != values.shape:
-            return Verdict(False, f"{name} is missing or has another shape after the epoch")
+            return Verdict.fail(
+                f"{name} is missing or has another shape after the epoch", "layers-changed"
+            )
         if not np.allclose(mine, values, rtol=rtol, atol=atol):
             diff = float(np.max(np.abs(mine.astype(np.float64) - values)))
-            return Verdict(
-                False,
+            causes, reasons = _causes(params, have, want)
+            return Verdict.fail(
                 f"after the epoch, {name} differs from one correct epoch from the same start and batches "
-                f"(largest difference {diff:.3g}){_causes(params, have, want)}",
+                f"(largest difference {diff:.3g}){causes}",
+                "weights-differ",
+                *reasons,
             )
     off = _differing(have.parameters, want.parameters, rtol * 10, atol * 10)
     if off:
-        return Verdict(
-            False,
+        causes, reasons = _causes(params, have, want)
+        return Verdict.fail(
             f"after the epoch, {_differ(len(off), 'parameter')} from one correct epoch "
-            f"({preview(off)}){_causes(params, have, want)}",
+            f"({preview(off)}){causes}",
+            "weights-differ",
+            *reasons,
         )
     off = _differing(have.buffers, want.buffers, rtol * 10, atol * 10)
     if off:
-        return Verdict(
-            False,
+        return Verdict.fail(
             f"the parameters after the epoch equal one correct epoch's, but "
             f"{_differ(len(off), 'buffer')} ({preview(off)}): running statistics move with every forward pass in "
             "train mode, so evaluate (or measure a loss) in model.eval() mode",
+            "statistics-differ",
         )
     return Verdict(True, "the weights after the epoch equal one correct epoch from the same start")
 

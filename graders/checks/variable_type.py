@@ -10,6 +10,10 @@ from graders.checks.base import VARIABLE_PATTERN, CheckBase, FactsBase, Observed
 
 TYPE = "variable_type"
 
+REASONS: dict[str, str] = {
+    "wrong-type": "the variable exists but is not an instance of the expected type",
+}
+
 
 class Params(CheckBase):
     type: Literal["variable_type"]
@@ -37,10 +41,12 @@ def observe(ctx, params: Params) -> dict:
 def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     facts = got.facts
     if not facts.exists:
-        return Verdict(False, f"no variable named `{params.variable}` exists after your code ran")
+        return Verdict.fail(
+            f"no variable named `{params.variable}` exists after your code ran", "missing"
+        )
     if params.expected_type in facts.lineage:
         return Verdict(True, f"`{params.variable}` is a {facts.lineage[0]}")
-    return Verdict(
-        False,
+    return Verdict.fail(
         f"`{params.variable}` is a {facts.lineage[0] if facts.lineage else '?'}, expected a {params.expected_type}",
+        "wrong-type",
     )

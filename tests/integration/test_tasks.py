@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.results import failed_check, full_marks
+
 pytestmark = pytest.mark.slow
-
-
-def full_marks(result) -> bool:
-    return result.outcome == "passed" and result.score == result.max_score
-
-
-def failed_check(result, name: str):
-    return next(c for c in result.checks if c.name == name and not c.passed)
 
 
 # --- finetune-load-pretrained ------------------------------------------------------

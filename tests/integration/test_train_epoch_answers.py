@@ -1,8 +1,10 @@
 """Free-form answers to finetune-train-epoch, graded end to end (the real harness, the
 process backend). A correct epoch written in a style the reference does not use gets full
 marks, harmless extra work included (a peek at a batch, a printed loss, an evaluation in
-eval mode, batches fetched ahead); each natural mistake fails the checks its facts show,
-with a message that names it.
+eval mode, batches fetched ahead), and is told no mistake; each natural mistake fails the
+checks its facts show, with a message that names it, and is told exactly the task's
+mistakes it made (a mistake's message is told when its trigger's facts hold: the feedback
+is mapped back to the ids of the task's `mistakes`).
 
 Decisions: an evaluation pass in train mode is wrong (it moves the batch-norm running
 statistics, so the model is not what one epoch leaves); so is a summed loss (the task's
@@ -12,8 +14,11 @@ criterion averages, and summing takes steps 8 times as large); training with
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
+from core.settings import get_settings
 from services.taskbank import get_task
 
 pytestmark = pytest.mark.slow
@@ -133,6 +138,17 @@ def messages(result) -> dict[str, str]:
     return {c.name: ("PASS " if c.passed else "FAIL ") + c.message for c in result.checks}
 
 
+@functools.cache
+def mistake_ids() -> dict[str, str]:
+    """The task's mistakes, message to id."""
+    return {m.message: m.id for m in get_task(get_settings().tasks_dir, TASK).mistakes}
+
+
+def told(result) -> set[str]:
+    """The ids of the task's mistakes the result's feedback tells ("?" for another text)."""
+    return {mistake_ids().get(text, f"?{text[:60]}") for text in result.feedback}
+
+
 @pytest.mark.parametrize("code", list(CORRECT.values()), ids=list(CORRECT))
 def test_a_correct_epoch_in_another_style_gets_full_marks(grade_fast, code):
     result = grade_fast(TASK, code)
@@ -140,6 +156,7 @@ def test_a_correct_epoch_in_another_style_gets_full_marks(grade_fast, code):
         result.error,
         messages(result),
     )
+    assert result.feedback == [], result.feedback
 
 
 BATCHES, ORDER, LOSS, WEIGHTS = "all-batches", "step-order", "loss-decreases", "final-weights"
@@ -149,20 +166,20 @@ WRONG = [
     pytest.param(
         "model.train()\nfor x, y in dataloader:\n    loss = criterion(model(x), y)\n"
         "    loss.backward()\n    optimizer.step()\n",
-        {ORDER, LOSS, WEIGHTS}, {ORDER: f"in iteration 2, {STALE}"}, "loop-order",
+        {ORDER, LOSS, WEIGHTS}, {ORDER: f"in iteration 2, {STALE}"}, {"gradients-accumulate"},
         id="no-zero-grad",
     ),
     pytest.param(
         "model.train()\noptimizer.zero_grad()\nfor x, y in dataloader:\n"
         "    criterion(model(x), y).backward()\n    optimizer.step()\n",
-        {ORDER, LOSS, WEIGHTS}, {ORDER: STALE}, "loop-order",
+        {ORDER, LOSS, WEIGHTS}, {ORDER: STALE}, {"gradients-accumulate"},
         id="zero-grad-once-before-the-loop",
     ),
     pytest.param(
         "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
         "    loss = criterion(model(x), y)\n    optimizer.step()\n    loss.backward()\n",
         {ORDER, LOSS, WEIGHTS}, {ORDER: "in iteration 1, optimizer.step() ran before loss.backward()"},
-        "loop-order", id="step-before-backward",
+        {"step-before-backward"}, id="step-before-backward",
     ),
     pytest.param(
         "model.train()\nfor x, y in dataloader:\n    loss = criterion(model(x), y)\n"
@@ -173,12 +190,12 @@ WRONG = [
             "so step() had nothing to apply",
             WEIGHTS: "the optimizer's parameters did not change at all during the epoch",
         },
-        "loop-order", id="zero-grad-between-backward-and-step",
+        {"zero-grad-between-backward-and-step"}, id="zero-grad-between-backward-and-step",
     ),
     pytest.param(
         EPOCH + "    break\n", {BATCHES, LOSS, WEIGHTS},
         {BATCHES: "training consumed 1 of 8 batches: batches 2, 3, 4, 5, ... (+3 more) never fed"},
-        "whole-epoch", id="only-one-batch",
+        {"batches-skipped"}, id="only-one-batch",
     ),
     pytest.param(
         "model.train()\nfor epoch in range(2):\n    for x, y in dataloader:\n"
@@ -189,7 +206,7 @@ WRONG = [
             BATCHES: "training consumed 16 batches: each of the 8 batches fed 2 training steps",
             WEIGHTS: "moved 2.31 times as far from their start as in one correct epoch",
         },
-        "whole-epoch", id="two-epochs",
+        {"more-than-one-epoch"}, id="two-epochs",
     ),
     pytest.param(
         "model.train()\nfor _ in range(len(dataloader)):\n    x, y = next(iter(dataloader))\n"
@@ -197,14 +214,14 @@ WRONG = [
         {BATCHES, LOSS, WEIGHTS},
         {BATCHES: "batch 1 fed 8 steps, batches 2, 3, 4, 5, ... (+3 more) none): one epoch trains "
          "on every batch once; each iter(dataloader) starts again from the first batch"},
-        "whole-epoch", id="the-first-batch-eight-times",
+        {"fresh-iterator", "batches-skipped"}, id="the-first-batch-eight-times",
     ),
     pytest.param(
         "model.train()\nfor x, y in dataloader:\n    x, y = next(iter(dataloader))\n"
         "    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n    optimizer.step()\n",
         {BATCHES, LOSS, WEIGHTS},
         {BATCHES: "each iter(dataloader) starts again from the first batch"},
-        "whole-epoch", id="a-fresh-iterator-inside-the-loop",
+        {"fresh-iterator", "batches-skipped"}, id="a-fresh-iterator-inside-the-loop",
     ),
     pytest.param(
         "model.train()\nfor i, (x, y) in enumerate(dataloader):\n    if i % 2 == 1:\n"
@@ -212,7 +229,7 @@ WRONG = [
         "    optimizer.step()\n",
         {BATCHES, WEIGHTS},
         {BATCHES: "training consumed 4 of 8 batches: batches 2, 4, 6, 8 never fed a backward and a step"},
-        "whole-epoch", id="half-the-batches",
+        {"batches-skipped"}, id="half-the-batches",
     ),
     pytest.param(
         "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
@@ -222,14 +239,14 @@ WRONG = [
             ORDER: "loss.backward() ran but optimizer.step() was never called",
             LOSS: "went from 2.8146 to 2.8146",
         },
-        "loop-order", id="no-step",
+        {"no-step"}, id="no-step",
     ),
     pytest.param(
         "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
         "    loss = criterion(model(x), y)\n    optimizer.step()\n",
         {BATCHES, ORDER, LOSS, WEIGHTS},
         {ORDER: "in iteration 1, optimizer.step() ran without loss.backward() before it"},
-        "loop-order", id="no-backward",
+        {"no-backward"}, id="no-backward",
     ),
     pytest.param(
         "model.eval()\nwith torch.no_grad():\n    for x, y in dataloader:\n"
@@ -239,7 +256,7 @@ WRONG = [
             ORDER: "neither loss.backward() nor optimizer.step() was called for the 8 batches",
             BATCHES: "no batch was followed by both loss.backward() and optimizer.step()",
         },
-        "loop-order", id="forward-in-eval-mode-only",
+        {"nothing-trained"}, id="forward-in-eval-mode-only",
     ),
     pytest.param(
         "import torch.nn.functional as F\nmodel.train()\nfor x, y in dataloader:\n"
@@ -247,13 +264,13 @@ WRONG = [
         "    optimizer.step()\n",
         {LOSS, WEIGHTS},
         {WEIGHTS: "the optimizer's parameters moved 10.7 times as far from their start as in one correct epoch"},
-        None, id="summed-loss",
+        set(), id="summed-loss",
     ),
     pytest.param(
         "for group in optimizer.param_groups:\n    group['lr'] = 0.1\n" + EPOCH,
         {LOSS, WEIGHTS},
         {WEIGHTS: "the optimizer's lr is 0.1 after the epoch, where a correct epoch leaves it at 0.01"},
-        None, id="lr-changed",
+        {"optimizer-settings-changed"}, id="lr-changed",
     ),
     pytest.param(
         "optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.1)\n" + EPOCH,
@@ -262,21 +279,21 @@ WRONG = [
             ORDER: "`optimizer` was replaced by another object",
             WEIGHTS: "`optimizer` was replaced by another optimizer; the optimizer's lr is 0.1",
         },
-        "loop-order", id="a-new-optimizer",
+        {"new-optimizer", "optimizer-settings-changed"}, id="a-new-optimizer",
     ),
     pytest.param(
         EPOCH + "with torch.no_grad():\n    print(sum(criterion(model(x), y).item() for x, y in dataloader))\n",
         {WEIGHTS},
         {WEIGHTS: "the parameters after the epoch equal one correct epoch's, but 60 buffers differ "
          "(bn1.running_mean, bn1.running_var, bn1.num_batches_tracked"},
-        None, id="evaluation-in-train-mode",
+        {"forward-in-train-mode-outside-training"}, id="evaluation-in-train-mode",
     ),
     pytest.param(
         EPOCH.replace("model.train()", "model.eval()"),
         {LOSS, WEIGHTS},
         {WEIGHTS: "the running statistics did not change during the epoch, as they do when the "
          "model trains in train mode (model.train())"},
-        None, id="training-in-eval-mode",
+        {"trained-in-eval-mode"}, id="training-in-eval-mode",
     ),
     pytest.param(
         "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
@@ -284,12 +301,12 @@ WRONG = [
         "    loss.backward()\n    optimizer.step()\n",
         {ORDER, LOSS, WEIGHTS},
         {ORDER: "in iteration 1, loss.backward() ran 2 times before optimizer.step()"},
-        "loop-order", id="backward-twice",
+        {"backward-twice"}, id="backward-twice",
     ),
     pytest.param(
         EPOCH + "    optimizer.step()\n", {ORDER, LOSS, WEIGHTS},
         {ORDER: "in iteration 1, optimizer.step() ran 2 times on one batch"},
-        "loop-order", id="step-twice",
+        {"step-twice"}, id="step-twice",
     ),
     pytest.param(
         "model.train()\nfor i, (x, y) in enumerate(dataloader):\n"
@@ -297,14 +314,39 @@ WRONG = [
         "        optimizer.zero_grad()\n",
         {BATCHES, ORDER, WEIGHTS},
         {ORDER: f"in iteration 1, {STALE}", BATCHES: "training consumed 4 of 8 batches"},
-        "loop-order", id="gradients-accumulated-over-two-batches",
+        {"gradients-accumulate", "batches-skipped"}, id="gradients-accumulated-over-two-batches",
+    ),
+    pytest.param(
+        "model.fc = nn.Linear(512, 10)\n" + EPOCH, {ORDER, LOSS, WEIGHTS},
+        {ORDER: "in iteration 1, loss.backward() left no gradients on the optimizer's parameters, "
+         "so step() had nothing to apply: 2 parameters the optimizer holds are no longer the model's"},
+        {"optimizer-not-model"}, id="head-replaced-after-the-optimizer",
+    ),
+    pytest.param(
+        "model.train()\ninputs, labels = next(iter(dataloader))\nfor _ in range(len(dataloader)):\n"
+        "    optimizer.zero_grad()\n    criterion(model(inputs), labels).backward()\n"
+        "    optimizer.step()\n",
+        {BATCHES, ORDER, LOSS, WEIGHTS},
+        {
+            ORDER: "in iteration 1, its batch fed 8 rounds of loss.backward() and optimizer.step(), "
+            "each in order",
+            BATCHES: "batch 1 was taken from the data loader once and trained on again and again",
+        },
+        {"same-batch-reused", "batches-skipped"}, id="one-batch-taken-once-trained-eight-times",
+    ),
+    pytest.param(
+        "model.train()\nfor x, y in DataLoader(dataloader.dataset, batch_size=16):\n"
+        "    optimizer.zero_grad()\n    criterion(model(x), y).backward()\n    optimizer.step()\n",
+        {BATCHES, ORDER, WEIGHTS},
+        {ORDER: "optimizer.step() ran 4 times, but no batch was taken from `dataloader`"},
+        {"dataloader-not-used"}, id="a-new-data-loader",
     ),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("code", "failing", "fragments", "mistake"), WRONG)
+@pytest.mark.parametrize(("code", "failing", "fragments", "mistakes"), WRONG)
 def test_a_mistake_fails_the_checks_its_facts_show_and_is_named(
-    grade_fast, settings, code, failing, fragments, mistake
+    grade_fast, code, failing, fragments, mistakes
 ):
     result = grade_fast(TASK, code)
     seen = messages(result)
@@ -312,10 +354,7 @@ def test_a_mistake_fails_the_checks_its_facts_show_and_is_named(
     assert {name for name, m in seen.items() if m.startswith("FAIL")} == failing, seen
     for name, fragment in fragments.items():
         assert fragment in seen[name], seen[name]
-    if mistake is not None:
-        spec = get_task(settings.tasks_dir, TASK)
-        wanted = next(m.message for m in spec.mistakes if m.id == mistake)
-        assert wanted in result.feedback, result.feedback
+    assert told(result) == mistakes, ({c.name: c.reasons for c in result.checks}, seen)
 
 
 def test_labels_and_inputs_swapped_is_a_runtime_error_named_by_its_mistake(grade_fast):
@@ -327,3 +366,45 @@ def test_labels_and_inputs_swapped_is_a_runtime_error_named_by_its_mistake(grade
     assert result.outcome == "runtime_error" and result.score == 0
     assert result.error and "line 4" in result.error
     assert any("Passing labels to model instead of inputs" in f for f in result.feedback)
+    assert told(result) == {"labels-to-model"}, result.feedback
+
+
+# An answer stopped by its exception: the mistakes its exception shows, and those the facts
+# show that an early stop cannot produce; none of those a stop alone produces (batches left
+# out, no step yet, nothing trained).
+RAISING = [
+    pytest.param(None, {1: "B", 2: "B", 3: "C"}, {"labels-to-model"}, id="seed-labels-to-model"),
+    pytest.param(None, {1: "A", 2: "B", 3: "D"}, {"forward-on-loss"}, id="seed-loss-forward"),
+    pytest.param(None, {1: "A", 2: "A", 3: "C"}, {"inputs-as-target"}, id="seed-inputs-as-target"),
+    pytest.param(
+        "model.train()\nfor i, (x, y) in enumerate(dataloader):\n    if i == 3:\n"
+        "        raise RuntimeError('stop')\n    optimizer.zero_grad()\n"
+        "    criterion(model(x), y).backward()\n    optimizer.step()\n",
+        None, set(), id="stopped-after-three-batches",
+    ),
+    pytest.param(
+        "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
+        "    criterion(model(x), y).backward()\n    print(undefined_name)\n    optimizer.step()\n",
+        None, set(), id="stopped-between-backward-and-step",
+    ),
+    pytest.param(
+        "model.train()\nfor x, y in dataloader:\n    criterion(model(x), y).backward()\n"
+        "    optimizer.step()\nprint(undefined_name)\n",
+        None, {"gradients-accumulate"}, id="no-zero-grad-then-stopped",
+    ),
+    pytest.param(
+        "model.train()\nwith torch.no_grad():\n    for x, y in dataloader:\n"
+        "        optimizer.zero_grad()\n        criterion(model(x), y).backward()\n"
+        "        optimizer.step()\n",
+        None, {"backward-without-graph"}, id="training-under-no-grad",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("code", "blanks", "mistakes"), RAISING)
+def test_an_answer_that_raises_is_told_the_mistakes_its_run_shows(
+    grade_fast, code, blanks, mistakes
+):
+    result = grade_fast(TASK, code, blanks=blanks)
+    assert result.outcome == "runtime_error" and result.score < result.max_score, messages(result)
+    assert told(result) == mistakes, ({c.name: c.reasons for c in result.checks}, result.error)

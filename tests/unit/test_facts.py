@@ -330,3 +330,11 @@ def test_the_baseline_rule_spares_answers_that_pass_a_task_check():
     result = judged(observations)
     assert result.score == 4.0
     assert not any("no points" in note for note in result.notes)
+
+
+def test_an_answer_that_raised_earns_nothing_though_its_state_is_reported():
+    error = {"message": "RuntimeError: not finished", "traceback": "RuntimeError: not finished"}
+    result = judged(status="runtime_error", error=error)
+    assert (result.outcome, result.score) == ("runtime_error", 0.0)
+    assert all(c.passed and c.points == 0 for c in result.checks)
+    assert all("raised an exception before it finished" in c.message for c in result.checks)

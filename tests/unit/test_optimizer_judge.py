@@ -26,16 +26,25 @@ def summary(values: np.ndarray) -> list[float]:
     return [float(v.sum()), float(np.abs(v).sum()), float(v @ v)]
 
 
-def sgd_step(start: np.ndarray, grad: np.ndarray, hyper: dict, times: int) -> np.ndarray:
-    p = start.copy()
-    for _ in range(times):
+def sgd_step(
+    start: np.ndarray, grad: np.ndarray, hyper: dict, times: int, steps: int = 1
+) -> np.ndarray:
+    """torch's SGD: `steps` steps (here from one gradient; the probe gives each its own),
+    a tensor held `times` times updated once per holding."""
+    p, buf = start.copy(), None
+    momentum, dampening = hyper.get("momentum", 0.0), hyper.get("dampening", 0.0)
+    for _ in range(steps * times):
         g = -grad if hyper.get("maximize") else grad
-        p -= hyper["lr"] * (g + hyper.get("weight_decay", 0.0) * p)
+        d = g + hyper.get("weight_decay", 0.0) * p
+        if momentum:
+            buf = d.copy() if buf is None else momentum * buf + (1 - dampening) * d
+            d = d + momentum * buf if hyper.get("nesterov") else buf
+        p -= hyper["lr"] * d
     return p - start
 
 
-def adam_step(start: np.ndarray, grad: np.ndarray, hyper: dict, times: int) -> np.ndarray:
-    return -hyper["lr"] * times * grad / (np.abs(grad) + 1e-8)
+def adam_step(start: np.ndarray, grad: np.ndarray, hyper: dict, times: int, steps: int = 1):
+    return -hyper["lr"] * times * steps * grad / (np.abs(grad) + 1e-8)
 
 
 def observed(
@@ -46,6 +55,7 @@ def observed(
     rule=sgd_step,
     tensors: bool = True,
     probe_error: str | None = None,
+    steps: int = 1,
 ) -> Observed:
     """Facts as the observer would report them for an optimizer with these groups."""
     groups = groups if groups is not None else [(list(HEAD), SGD_HYPER)]
@@ -59,8 +69,13 @@ def observed(
         grad = GRADS.get(name, np.ones(3))
         start = VALUES.get(name, np.zeros(3))
         record = {"held": count, "trainable": name in trainable, "in_model": name in VALUES}
-        for probe, along, base in (("step", "along", start), ("zero", "zero_along", 0 * start)):
-            delta = rule(base, grad, hyper_of[name], count) if name in trainable else 0 * start
+        for probe, along, base, taken in (
+            ("step", "along", start, steps),
+            ("zero", "zero_along", 0 * start, 1),
+        ):
+            delta = (
+                rule(base, grad, hyper_of[name], count, taken) if name in trainable else 0 * start
+            )
             record[probe] = summary(delta)
             record[along] = float(delta.reshape(-1) @ grad.reshape(-1) / (grad.reshape(-1) @ grad.reshape(-1))) if name in trainable else 0.0  # fmt: skip
             if tensors and name in trainable and np.abs(delta).sum() != 0:
@@ -79,8 +94,8 @@ def observed(
 REFERENCE = observed()
 
 
-def judge(got: Observed, aspect: str, expected: Observed = REFERENCE):
-    check = optimizer.Params(name="opt", type="optimizer", aspect=aspect)
+def judge(got: Observed, aspect: str, expected: Observed = REFERENCE, steps: int = 1):
+    check = optimizer.Params(name="opt", type="optimizer", aspect=aspect, steps=steps)
     return optimizer.judge(check, got, expected)
 
 
@@ -93,7 +108,7 @@ ASPECTS = ("type", "params", "lr", "update")
 # fmt: off
 CASES = [
     ("the reference itself", REFERENCE, {}),
-    ("momentum: the first step is the same", observed([(HEAD, hyper(momentum=0.9))]), {}),
+    ("momentum: the first step is plain SGD's", observed([(HEAD, hyper(momentum=0.9))]), {}),
     ("two groups of the same settings", observed([(["fc.weight"], SGD_HYPER), (["fc.bias"], SGD_HYPER)]), {}),
     ("summaries only", observed(tensors=False), {}),
     (
@@ -139,9 +154,9 @@ CASES = [
     ),
     (
         "nesterov momentum",
-        observed([(HEAD, hyper(momentum=0.9, nesterov=True))], rule=lambda s, g, h, t: -0.0019 * g),
-        {"lr": "is 0.0019, expected 0.001: its settings differ: momentum=0.9 (expected 0), nesterov=True",
-         "update": "nesterov=True (expected False)"},
+        observed([(HEAD, hyper(momentum=0.9, nesterov=True))]),
+        {"update": "the step of fc.weight is 1.9 times the reference's, with the learning rate 0.001 "
+                   "as expected: its settings differ: momentum=0.9 (expected 0), nesterov=True"},
     ),
     (
         "Adam",
@@ -236,3 +251,44 @@ def test_facts_with_unknown_fields_are_refused():
     facts["changes"]["fc.weight"]["forged"] = True
     with pytest.raises(ValueError):
         optimizer.Facts.model_validate(facts)
+
+
+# (facts, aspect, the reasons its failure names): what mistake triggers see
+REASONS = [
+    (observed([(HEAD, hyper(lr=0.01))]), "lr", {"lr-above"}),
+    (observed([(HEAD, hyper(lr=0.0001))]), "lr", {"lr-below"}),
+    (observed([(HEAD, hyper(lr=0.0))]), "lr", {"lr-zero"}),
+    (observed([(HEAD, hyper(lr=0.0))]), "params", {"lr-zero"}),
+    (observed([(HEAD, hyper(maximize=True))]), "lr", {"ascent"}),
+    (observed([(HEAD + HEAD, SGD_HYPER)]), "lr", {"held-twice"}),
+    (observed([(HEAD + HEAD, SGD_HYPER)]), "params", {"held-twice"}),
+    (observed([(HEAD, hyper(weight_decay=0.01))]), "update", {"settings", "step-differs"}),
+    (observed([(HEAD, hyper(momentum=0.9, nesterov=True))]), "update", {"settings", "step-differs"}),
+    (observed([(["fc.weight"], SGD_HYPER)]), "params", {"left-out"}),
+    (observed([([*HEAD, "conv1.weight"], SGD_HYPER)], frozen=("conv1.weight",)), "params", {"frozen-held"}),
+    (observed(class_name=ADAM, rule=adam_step), "type", {"other-class"}),
+    (observed(class_name=ADAM, rule=adam_step), "update", {"other-class", "step-differs"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("got", "aspect", "reasons"), REASONS)
+def test_a_failure_names_what_was_measured(got, aspect, reasons):
+    verdict = judge(got, aspect)
+    assert not verdict.passed
+    assert verdict.reasons == reasons, verdict.message
+    assert reasons <= optimizer.REASONS.keys()
+
+
+def test_a_probe_refused_because_torch_changed_is_tampered():
+    got = observed(probe_error="your code changed torch itself (x)")
+    facts = got.facts.model_copy(update={"probe_reason": "tampered"})
+    assert judge(Observed(facts), "update").reasons == {"tampered"}
+
+
+def test_a_check_of_two_steps_tells_momentum_apart():
+    two = observed(steps=2)
+    verdict = judge(observed([(HEAD, hyper(momentum=0.9))], steps=2), "update", two, steps=2)
+    assert not verdict.passed and verdict.reasons == {"settings", "step-differs"}
+    assert verdict.message.startswith("after 2 steps from the same gradients, the second step")
+    assert "momentum=0.9 (expected 0)" in verdict.message
+    assert judge(observed(steps=2), "update", two, steps=2).passed

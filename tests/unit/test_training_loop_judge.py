@@ -9,13 +9,14 @@ The observer that produces these facts is run at the end on a small in-process m
 from __future__ import annotations
 
 import gc
+import re
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from graders.checks import training_loop
-from graders.checks.base import Observed
+from graders.checks.base import COMMON_REASONS, REASON_PATTERN, Observed
 from graders.checks.training_loop import Facts, Params
 
 
@@ -273,6 +274,180 @@ def test_a_loss_its_forward_kept_from_being_measured_is_settled_by_the_weights()
     )
 
 
+# --- reasons: what a failing verdict found, for the task's mistake triggers -----------
+
+SGD_01 = [{"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0}]
+RESTARTED = [e for i in range(8) for e in (f"b{i}", "b0", "w", "s")]
+
+
+@pytest.mark.parametrize(
+    ("aspect", "have", "tensors", "reasons"),
+    [
+        ("order", batches(0) + batches(*range(1, 8), then=("W", "s")), None, {"stale-gradients"}),
+        ("order", batches(*range(8), then=("e", "w")), None, {"step-before-backward"}),
+        ("order", batches(*range(8), then=("w", "e")), None, {"gradients-cleared"}),
+        ("order", batches(*range(8), then=("w",)), None, {"no-step"}),
+        ("order", batches(*range(8), then=("e",)), None, {"no-backward"}),
+        ("order", [f"b{i}" for i in range(8)], None, {"no-training"}),
+        ("order", [], None, {"no-batch"}),
+        ("order", batches(*range(8), then=("w", "W", "s")), None, {"backward-repeated"}),
+        ("order", batches(*range(8), then=("w", "s", "s")), None, {"step-repeated"}),
+        # every iteration's finding, though the message names the first
+        ("order", batches(0, then=("w", "W", "s")) + batches(*range(1, 8), then=("W", "s")), None,
+         {"backward-repeated", "stale-gradients"}),
+        ("batches", batches(0), None, {"batches-skipped"}),
+        ("batches", EPOCH + EPOCH, None, {"batches-repeated", "every-batch-repeated"}),
+        ("batches", batches(*[0] * 8), None, {"batches-skipped", "batches-repeated", "iterator-restarted"}),
+        ("batches", RESTARTED, None, {"batches-skipped", "batches-repeated", "iterator-restarted"}),
+        ("batches", EPOCH + batches(3), None, {"batches-repeated"}),
+        ("batches", batches(*range(8), then=("w",)), None, {"none-trained"}),
+        ("loss_decrease", {"loss_after": 2.70}, None, {"loss-decreased-too-little"}),
+        ("loss_decrease", {"loss_after": 2.8146}, None, {"loss-not-decreased"}),
+        ("loss_decrease", {"loss_after": 47.1}, None, {"loss-not-decreased"}),
+        ("loss_decrease", {"loss_after": float("nan")}, None, {"diverged"}),
+        ("loss_decrease", {"loss_after": None, "loss_error": "the model's forward raised X"}, None, {"unobservable"}),
+        ("final_weights", {"moved": 0.5}, OTHER_HEAD, {"weights-differ"}),
+        ("final_weights", {}, OTHER_HEAD, {"weights-differ", "moved-too-far"}),
+        ("final_weights", {"moved": 0.2}, HEAD, {"weights-differ", "moved-too-little"}),
+        ("final_weights", {"hyper": SGD_01, "moved": 6.7}, OTHER_HEAD, {"weights-differ", "hyper-changed", "moved-too-far"}),
+        ("final_weights", {"moved": 0.0}, OTHER_HEAD, {"weights-differ", "not-moved"}),
+        ("final_weights", {"buffers_moved": 0, "moved": 0.5}, OTHER_HEAD,
+         {"weights-differ", "statistics-unchanged", "trained-in-eval-mode"}),
+        # no backward ran: the statistics did not move, but no forward pass shows eval mode
+        ("final_weights", {"buffers_moved": 0, "moved": 0.0, "events": [f"b{i}" for i in range(8)]}, OTHER_HEAD,
+         {"weights-differ", "statistics-unchanged", "not-moved"}),
+        ("final_weights", {"optimizer_replaced": True, "moved": 0.5}, OTHER_HEAD, {"weights-differ", "optimizer-replaced"}),
+    ],
+    ids=[
+        "stale", "step-first", "cleared", "no-step", "no-backward", "no-training", "no-batch",
+        "backward-twice", "step-twice", "several-findings", "one-batch", "two-epochs",
+        "first-batch-8-times", "fresh-iterator-inside", "one-batch-twice", "none-trained",
+        "too-little", "unchanged", "rose", "diverged", "unmeasured", "head", "moved-far",
+        "moved-little", "lr", "not-moved", "eval-mode", "no-forward", "replaced",
+    ],
+)  # fmt: skip
+def test_a_failing_verdict_names_what_its_facts_show(aspect, have, tensors, reasons):
+    facts_ = wrong_weights(events=have) if isinstance(have, list) else wrong_weights(**have)
+    verdict = judge(aspect, facts_, tensors, head="fc")
+    assert not verdict.passed and verdict.reasons == reasons, (verdict.reasons, verdict.message)
+    assert verdict.reasons <= training_loop.REASONS.keys() | COMMON_REASONS.keys()
+
+
+@pytest.mark.parametrize(
+    ("have", "tensors", "reasons"),
+    [
+        (facts(buffers={"bn.running_mean": [0.3, 0.5, 0.08], "bn.num_batches_tracked": [9, 9, 81]}), HEAD,
+         {"statistics-differ"}),
+        (facts(parameters=facts()["parameters"] | {"fc.extra": [0.0, 0.0, 0.0]}), HEAD, {"layers-changed"}),
+        (facts(), {"fc.weight": HEAD["fc.weight"]}, {"layers-changed"}),
+    ],
+    ids=["buffers", "layers", "head-missing"],
+)  # fmt: skip
+def test_final_weights_names_a_changed_state(have, tensors, reasons):
+    verdict = judge("final_weights", have, tensors, head="fc")
+    assert not verdict.passed and verdict.reasons == reasons, verdict.message
+
+
+def test_a_step_without_backward_says_whether_it_had_gradients_to_apply():
+    """A step with gradients left from an earlier backward is no step without gradients."""
+    verdict = judge("order", wrong_weights(events=batches(0) + batches(1, then=("s",))))
+    assert verdict.reasons == {"no-backward"}
+    assert verdict.message == (
+        "in iteration 2, optimizer.step() ran without loss.backward() before it: "
+        "it applied the gradients an earlier backward left"
+    )
+    verdict = judge("order", wrong_weights(events=batches(*range(8), then=("e",))))
+    assert verdict.message.endswith("there were no gradients for it to apply")
+
+
+def test_a_replaced_optimizer_is_a_reason_of_every_aspect_that_follows_its_steps():
+    for aspect in ("batches", "order"):
+        have = wrong_weights(events=batches(*range(8), then=("w",)), optimizer_replaced=True)
+        assert judge(aspect, have).reasons == {"optimizer-replaced"}
+
+
+# --- what the log shows beyond the order of backward and step -----------------------
+
+
+def test_a_step_on_parameters_the_model_no_longer_holds_is_not_cleared_gradients():
+    """`model.fc = nn.Linear(...)` after the optimizer was made: backward fills the new
+    head's gradients, the step finds none on the parameters it holds."""
+    events = batches(*range(8), then=("w", "n", "e"))
+    verdict = judge("order", wrong_weights(events=events, foreign_parameters=2))
+    assert verdict.reasons == {"optimizer-not-model"}, verdict.message
+    assert "cleared" not in verdict.message
+    assert verdict.message.startswith(
+        "in iteration 1, loss.backward() left no gradients on the optimizer's parameters"
+    )
+    assert "2 parameters the optimizer holds are no longer the model's" in verdict.message
+    verdict = judge("order", wrong_weights(events=events))  # the model's own, no gradients
+    assert verdict.reasons == {"no-gradients-reached"} and "cleared" not in verdict.message
+    # gradients computed, then cleared before the step: still cleared
+    verdict = judge("order", wrong_weights(events=batches(*range(8), then=("w", "e"))))
+    assert verdict.reasons == {"gradients-cleared"}
+
+
+ONE_BATCH_REUSED = ["b0", *["w", "s"] * 8]  # next(iter(dataloader)), then 8 steps on it
+
+
+def test_one_batch_trained_again_and_again_is_a_batches_mistake_not_a_repeated_step():
+    verdict = judge("order", wrong_weights(events=ONE_BATCH_REUSED))
+    assert not verdict.passed and verdict.reasons == {"batch-reused"}, verdict.message
+    assert "ran 8 times on one batch" not in verdict.message
+    assert "its batch fed 8 rounds of loss.backward() and optimizer.step()" in verdict.message
+    verdict = judge("batches", wrong_weights(events=ONE_BATCH_REUSED))
+    assert verdict.reasons == {"batches-repeated", "batches-skipped", "batch-reused"}
+    assert "training ran 8 steps on only 1 of the 8 distinct ones" in verdict.message
+    assert "batch 1 was taken from the data loader once and trained on again" in verdict.message
+    # a round of its own with a fault is named by that fault
+    stale = judge("order", wrong_weights(events=["b0", "w", "s", "W", "s"]))
+    assert stale.reasons == {"stale-gradients"}
+    twice = judge("order", wrong_weights(events=["b0", "w", "s", "s"]))  # no backward between
+    assert twice.reasons == {"step-repeated"}
+    # every batch trained twice in place is no second epoch
+    verdict = judge("batches", wrong_weights(events=batches(*range(8), then=("w", "s") * 2)))
+    assert verdict.reasons == {"batches-repeated", "batch-reused"}, verdict.message
+
+
+def test_steps_on_another_data_loader_are_not_nothing_trained():
+    for aspect in ("order", "batches"):
+        verdict = judge(aspect, wrong_weights(events=["w", "s"] * 4))
+        assert not verdict.passed and verdict.reasons == {"loader-unused"}, verdict.message
+        assert "optimizer.step() ran 4 times, but no batch was taken from `dataloader`" in (
+            verdict.message
+        )
+        assert "no training step ran" not in verdict.message
+    verdict = judge("order", wrong_weights(events=[]))  # nothing at all: still no-batch
+    assert verdict.reasons == {"no-batch"}
+
+
+def test_a_backward_that_raised_is_not_said_to_have_run():
+    verdict = judge("order", wrong_weights(events=["b0", "w", "r"]))
+    assert verdict.reasons == {"backward-raised"}, verdict.message
+    assert "ran but" not in verdict.message and "raised" in verdict.message
+    # one completed, one raised: the completed one is a backward without a step
+    verdict = judge("order", wrong_weights(events=["b0", "w", "b1", "w", "r"]))
+    assert verdict.reasons == {"no-step"}
+    # a raised backward caught by the answer, then a step with nothing to apply
+    verdict = judge("order", wrong_weights(events=batches(*range(8), then=("w", "r", "e"))))
+    assert verdict.reasons == {"backward-raised"} and "cleared" not in verdict.message
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order", "loss_decrease", "final_weights"])
+def test_a_passing_verdict_carries_no_reason(aspect):
+    verdict = judge(aspect, facts(), HEAD, head="fc")
+    assert verdict.passed and verdict.reasons == frozenset()
+    if aspect != "final_weights":  # settled by the weights, whatever the diagnostic found
+        verdict = judge(aspect, facts(events=ODD, loss_after=2.9), HEAD)
+        assert verdict.passed and verdict.reasons == frozenset()
+
+
+def test_the_declared_reasons_are_kebab_case_and_their_own():
+    assert training_loop.REASONS and not training_loop.REASONS.keys() & COMMON_REASONS.keys()
+    for code, meaning in training_loop.REASONS.items():
+        assert re.fullmatch(REASON_PATTERN, code) and meaning, code
+
+
 # --- the facts' schema -------------------------------------------------------------
 
 
@@ -431,3 +606,31 @@ def test_steps_without_gradients_and_stale_backwards_are_logged(torch_env):
     )
     facts_ = observe_all(ti, code, small_scope(torch))[0]["order"][0]
     assert facts_.events == batches(0, 1, 2, 3, then=("w", "e")) + ["b0", "w", "W"]
+
+
+def test_a_replaced_model_fails_every_aspect_with_its_reason(torch_env):
+    torch, ti = torch_env
+    code = "model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))\n"
+    with pytest.raises(training_loop.ObservationError, match="was replaced") as raised:
+        observe_all(ti, code, small_scope(torch))
+    assert raised.value.reason == "model-replaced"
+    assert raised.value.reason in training_loop.REASONS
+
+
+def test_backwards_that_raise_or_miss_the_optimizer_and_other_loaders_are_logged(torch_env):
+    torch, ti = torch_env
+    replaced = "model.fc = torch.nn.Linear(4, 3)\n" + EPOCH_CODE
+    facts_ = observe_all(ti, replaced, small_scope(torch))[0]["order"][0]
+    assert facts_.events == batches(0, 1, 2, 3, then=("w", "n", "e"))
+    assert facts_.foreign_parameters == 2
+    no_grad = (
+        "try:\n    with torch.no_grad():\n        for x, y in dataloader:\n"
+        "            criterion(model(x), y).backward()\nexcept RuntimeError:\n    pass\n"
+    )
+    facts_ = observe_all(ti, no_grad, small_scope(torch))[0]["order"][0]
+    assert facts_.events == ["b0", "w", "r"] and facts_.foreign_parameters == 0
+    other = EPOCH_CODE.replace(
+        "in dataloader", "in torch.utils.data.DataLoader(dataloader.dataset, batch_size=8)"
+    )
+    facts_ = observe_all(ti, other, small_scope(torch))[0]["order"][0]
+    assert facts_.events == ["w", "s"] * 2
