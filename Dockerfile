@@ -14,6 +14,7 @@ COPY graders graders
 COPY sandbox sandbox
 COPY services services
 COPY taskbank taskbank
+COPY usecases usecases
 COPY worker worker
 RUN pip install . && useradd --system --uid 10001 grader && mkdir /data && chown grader /data
 ENV GRADER_DATA_DIR=/data

@@ -1,27 +1,19 @@
-"""Typed dependencies: settings, a database session per request, the calling principal."""
+"""Typed dependencies: the use cases' context (the settings with it), the calling principal."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.orm import Session
 
-from api.errors import Unauthorized
-from core.settings import Settings
-from db.session import session_scope
-from services.errors import Forbidden
-from services.keys import Principal, authenticate
+from services.errors import Unauthorized
+from services.keys import Principal
+from usecases import keys
+from usecases.unit_of_work import Context
 
 
-async def get_settings(request: Request) -> Settings:  # async: no thread for a lookup
-    return request.app.state.settings
-
-
-def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:
-    with session_scope(settings.effective_database_url) as session:
-        yield session
+async def get_context(request: Request) -> Context:  # async: no thread for a lookup
+    return request.app.state.context
 
 
 def api_key_of(authorization: str | None, x_api_key: str | None) -> str:
@@ -36,33 +28,13 @@ def api_key_of(authorization: str | None, x_api_key: str | None) -> str:
     return key
 
 
-def principal_of(session: Session, key: str) -> Principal:
-    principal = authenticate(session, key)
-    if principal is None:
-        raise Unauthorized("unknown or revoked API key")
-    return principal
-
-
 def get_principal(
-    session: Annotated[Session, Depends(get_session)],
+    ctx: Annotated[Context, Depends(get_context)],
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    return principal_of(session, api_key_of(authorization, x_api_key))
+    return keys.authenticate(ctx, api_key_of(authorization, x_api_key))
 
 
-def require_roles(*roles: str):
-    def check(who: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if who.role not in roles:
-            raise Forbidden(
-                f"this needs one of the roles {', '.join(roles)}; your key is {who.role}"
-            )
-        return who
-
-    return check
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+ContextDep = Annotated[Context, Depends(get_context)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-StaffDep = Annotated[Principal, Depends(require_roles("admin", "instructor"))]

@@ -18,6 +18,7 @@ from services.errors import (
     NotFound,
     ServiceError,
     TooLarge,
+    Unauthorized,
     Unavailable,
 )
 
@@ -32,10 +33,6 @@ STATUS = {
     Unavailable: (503, "unavailable"),
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 422: "invalid_input"}
-
-
-class Unauthorized(Exception):
-    """No key, or a key that does not authenticate."""
 
 
 def _body(code: str, message: str) -> dict:

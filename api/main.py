@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.intake import Intake
 from api.responses import PrintableJSONResponse
 from api.routers import health, submissions, tasks
+from api.schemas import parse_submission
 from core.settings import Settings, get_settings
-from services.bootstrap import prepare
+from usecases.group_commit import GroupCommit
+from usecases.startup import prepare
+from usecases.unit_of_work import Context
 
 
 class BodyLimit:
@@ -52,11 +54,12 @@ class BodyLimit:
 
 def create_app(settings: Settings | None = None, *, prepare_on_start: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    context = Context.of(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if prepare_on_start:
-            prepare(settings)
+            prepare(context)
         # What start-up made (modules, the app, caches: some 200,000 objects) lives as long
         # as the process; left to the collector, each full collection walked all of it, a
         # pause of 100-200 ms under load on two cores, felt by every request in flight.
@@ -71,8 +74,8 @@ def create_app(settings: Settings | None = None, *, prepare_on_start: bool = Tru
         description="Grades PyTorch answers by behaviour.",
         default_response_class=PrintableJSONResponse,
     )
-    app.state.settings = settings
-    app.state.intake = Intake(settings)
+    app.state.context = context
+    app.state.group_commit = GroupCommit(context, parse_submission)
     errors.install(app)
 
     app.add_middleware(BodyLimit, limit_bytes=settings.max_request_bytes)

@@ -1,7 +1,7 @@
 """`gradectl`: grade answers, validate specs and inspect the task bank from a shell.
 
 gradectl tasks                          list the bundled tasks
-gradectl schema                         print the spec JSON Schema
+gradectl schema [--reasons]             print the spec JSON Schema (or the trigger reasons)
 gradectl validate SPEC... | --all       self-test specs (reference full marks, known-wrong less)
 gradectl grade TASK FILE [--blanks JSON] [--choice X] [--json] [--backend B]
 gradectl examples                       grade every bundled example answer, print a table
@@ -59,8 +59,9 @@ def _print_result(result: GradeResult, as_json: bool) -> None:
         f"{result.task_id}: {result.outcome}  {result.score:g}/{result.max_score:g}  ({result.duration_s:.2f} s, {result.backend})"
     )
     for c in result.checks:
+        found = f" [{', '.join(c.reasons)}]" if c.reasons else ""
         print(
-            f"  [{'x' if c.passed else ' '}] {c.name} ({c.points:g}/{c.max_points:g}): {c.message}"
+            f"  [{'x' if c.passed else ' '}] {c.name} ({c.points:g}/{c.max_points:g}){found}: {c.message}"
         )
     for line in result.feedback:
         print(f"  feedback: {line}")
@@ -77,7 +78,14 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
-    print(json.dumps(json_schema(), indent=2))
+    schema = json_schema()
+    if not args.reasons:
+        print(json.dumps(schema, indent=2))
+        return 0
+    for check_type, reasons in schema["x-reasons"].items():
+        print(check_type)
+        for code, meaning in reasons.items():
+            print(f"  {code:24} {meaning}")
     return 0
 
 
@@ -188,10 +196,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run a Celery worker on the given queues, with the reaper's schedule when --beat is given."""
-    from services.bootstrap import prepare
-    from worker.celery_app import app
+    from usecases.startup import prepare
+    from worker.celery_app import app, context
 
-    prepare(settings)
+    prepare(context)
     argv = [
         "worker",
         "--loglevel",
@@ -210,37 +218,38 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    from db.session import migrate, session_scope
-    from services import keys
+    from db.session import migrate
+    from usecases import keys
+    from usecases.unit_of_work import Context
 
+    ctx = Context.of(settings)
     migrate(settings.effective_database_url)
-    with session_scope(settings.effective_database_url) as session:
-        if args.action == "create":
-            row, plaintext = keys.create_key(
-                session, name=args.name, role=args.role, course=args.course, student_id=args.student
+    if args.action == "create":
+        row, plaintext = keys.create_key(
+            ctx, name=args.name, role=args.role, course=args.course, student_id=args.student
+        )
+        print(
+            json.dumps(
+                {
+                    "id": row.id,
+                    "key": plaintext,
+                    "role": row.role,
+                    "course": row.course,
+                    "student_id": row.student_id,
+                    "webhook_secret": row.webhook_secret,
+                },
+                indent=2,
             )
+        )
+    elif args.action == "list":
+        for row in keys.list_keys(ctx):
+            state = "revoked" if row.revoked_at else "active"
             print(
-                json.dumps(
-                    {
-                        "id": row.id,
-                        "key": plaintext,
-                        "role": row.role,
-                        "course": row.course,
-                        "student_id": row.student_id,
-                        "webhook_secret": row.webhook_secret,
-                    },
-                    indent=2,
-                )
+                f"{row.id}  {row.prefix}...  {row.role:10} {row.course or '*':12} {row.student_id or '':12} {state:8} {row.name}"
             )
-        elif args.action == "list":
-            for row in keys.list_keys(session):
-                state = "revoked" if row.revoked_at else "active"
-                print(
-                    f"{row.id}  {row.prefix}...  {row.role:10} {row.course or '*':12} {row.student_id or '':12} {state:8} {row.name}"
-                )
-        else:
-            keys.revoke_key(session, args.id)
-            print(f"revoked {args.id}")
+    else:
+        keys.revoke_key(ctx, args.id)
+        print(f"revoked {args.id}")
     return 0
 
 
@@ -251,7 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the grader does")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list the bundled tasks").set_defaults(func=cmd_tasks)
-    sub.add_parser("schema", help="print the spec JSON Schema").set_defaults(func=cmd_schema)
+    p = sub.add_parser("schema", help="print the spec JSON Schema")
+    p.add_argument(
+        "--reasons", action="store_true", help="list what each check type's triggers can name"
+    )
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("validate", help="self-test specs in the sandbox")
     p.add_argument("specs", nargs="*", help="spec files (YAML or JSON)")

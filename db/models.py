@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
@@ -17,8 +18,38 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Role(StrEnum):
+    """What an API key may do (usecases/access.py decides); stored as its value."""
+
+    ADMIN = "admin"
+    INSTRUCTOR = "instructor"
+    LMS = "lms"
+    STUDENT = "student"
+
+
+class SubmissionStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+
+
+class VersionStatus(StrEnum):
+    """A task version's self-test state: only a `ready` version takes submissions."""
+
+    VALIDATING = "validating"
+    READY = "ready"
+    INVALID = "invalid"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
 
 
 def now() -> datetime:
@@ -45,7 +76,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(16), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    role: Mapped[str] = mapped_column(String(16))  # admin | instructor | lms | student
+    role: Mapped[str] = mapped_column(String(16))  # a Role
     course: Mapped[str | None] = mapped_column(
         String(100), nullable=True
     )  # None: every course (admin)
@@ -91,13 +122,14 @@ class TaskVersion(Base):
     number: Mapped[int] = mapped_column(Integer)
     digest: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(
-        String(16), default="validating"
-    )  # validating | ready | invalid
+    status: Mapped[str] = mapped_column(String(16), default=VersionStatus.VALIDATING)
     report: Mapped[str] = mapped_column(Text, default="")
     expected_manifest: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     expected_tensors: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     baseline_passing: Mapped[list] = mapped_column(JSON, default=list)
+    # its setup is the service's own (byte for byte a bundled task's): a fork server may run
+    # it once in a zygote and fork many jobs from it; any other runs in each job's process
+    shared_setup: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     # when its self-test was last sent: the reaper sends one again only long after that
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -143,9 +175,7 @@ class Submission(Base):
     blanks: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     choice: Mapped[str | None] = mapped_column(String(16), nullable=True)
     callback_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
-    status: Mapped[str] = mapped_column(
-        String(16), default="queued"
-    )  # queued | running | completed
+    status: Mapped[str] = mapped_column(String(16), default=SubmissionStatus.QUEUED)
     attempt_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     tries: Mapped[int] = mapped_column(Integer, default=0)
     charged: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -171,9 +201,7 @@ class WebhookDelivery(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id"), index=True)
     url: Mapped[str] = mapped_column(String(2000))
-    status: Mapped[str] = mapped_column(
-        String(16), default="pending"
-    )  # pending | delivered | failed
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

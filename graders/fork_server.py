@@ -51,11 +51,9 @@ import stat
 import sys
 import time
 
+from graders.fork_wire import MAX_REQUEST_LINE, end_line, parse_request_header
 from graders.job import MAX_JOB_BYTES
 
-END_MAGIC = b"GRADER-JOB-END"
-REQUEST_MAGIC = b"JOB"
-MAX_REQUEST_LINE = 128
 SCRATCH = "/tmp"
 SHARED_DIRS = ("/dev/shm", "/dev/mqueue")
 SYSV_IPC = ("/proc/sysvipc/shm", "/proc/sysvipc/msg", "/proc/sysvipc/sem")
@@ -68,30 +66,6 @@ PR_SET_DUMPABLE = 4
 KILL_ROUNDS = 1000  # with 2 ms between rounds: 2 s or more
 IPC_RMID = 0  # <sys/ipc.h>
 SharedObjects = frozenset[tuple[str, str, str]]  # see "Shared objects" below
-
-
-def end_prefix(token: str) -> bytes:
-    """What the host looks for on stdout: only this server knows the token."""
-    return b"\n" + END_MAGIC + f" {token} ".encode()
-
-
-def end_line(token: str, fields: dict[str, int]) -> bytes:
-    body = " ".join(f"{key}={value}" for key, value in fields.items())
-    return end_prefix(token) + f"{body}\n".encode()
-
-
-def parse_end_fields(line: bytes) -> dict[str, int]:
-    fields = {}
-    for word in line.decode("ascii", errors="replace").split():
-        key, _, value = word.partition("=")
-        with contextlib.suppress(ValueError):
-            fields[key] = int(value)
-    return fields
-
-
-def request_header(length: int, token: str, shared_length: int = 0) -> bytes:
-    """`JOB <length> <token> <shared length>`: the shared setup's bytes, then the job's."""
-    return REQUEST_MAGIC + f" {length} {token} {shared_length}\n".encode()
 
 
 def _read_line(fd: int) -> bytes | None:
@@ -129,16 +103,14 @@ def _read_request(fd: int) -> tuple[str, bytes, bytearray] | None:
     """The next request: its token, the setup it may share (or b""), and its job, read
     byte-exact; None at the end or on a malformed request."""
     line = _read_line(fd)
-    parts = line.decode("ascii", errors="replace").split() if line is not None else []
-    if len(parts) != 4 or parts[0].encode() != REQUEST_MAGIC:
+    header = parse_request_header(line) if line is not None else None
+    if header is None:
         return None
-    _, length, token, shared_length = parts
-    if not (length.isdigit() and shared_length.isdigit()) or len(token) != 32:
+    length, token, shared_length = header
+    if length > MAX_JOB_BYTES or shared_length > MAX_JOB_BYTES:
         return None
-    if int(length) > MAX_JOB_BYTES or int(shared_length) > MAX_JOB_BYTES:
-        return None
-    shared = _read_exact(fd, int(shared_length))
-    job = _read_exact(fd, int(length)) if shared is not None else None
+    shared = _read_exact(fd, shared_length)
+    job = _read_exact(fd, length) if shared is not None else None
     return (token, bytes(shared), job) if shared is not None and job is not None else None
 
 

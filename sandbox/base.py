@@ -1,4 +1,5 @@
-"""The contract every sandbox backend implements, and the values that cross it."""
+"""The contract every sandbox backend implements, the values that cross it, and what every
+sandbox gets whichever backend starts it (its paths, its uid, its environment)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 MIB = 1024 * 1024
+# Where an isolating backend puts the harness package and the stand-in checkpoints, and the
+# uid the harness runs as there (a fork server gives each job a uid of its own instead).
+SANDBOX_LIB = "/sandbox/lib"
+SANDBOX_TORCH_HOME = "/sandbox/torch_home"
+NOBODY = 65534
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,28 @@ class RunResult:
     oom_killed: bool = False
     channel_overflow: bool = False
     notes: list[str] = field(default_factory=list)
+
+
+def harness_env(limits: Limits, *, pythonpath: str, torch_home: str, tmpdir: str) -> dict[str, str]:
+    """The whole environment a sandbox gets: an allow-list, never the service's own."""
+    threads = str(max(1, int(limits.cpus)))
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": tmpdir,
+        "TMPDIR": tmpdir,
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": pythonpath,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "PYTHONNOUSERSITE": "1",
+        "TORCH_HOME": torch_home,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+        # torch backs allocations of 2 MiB and more with huge pages (madvise): a job's
+        # model and checkpoint cost a tenth of the page faults, and its exit less to unmap
+        "THP_MEM_ALLOC_ENABLE": "1",
+    }
 
 
 class SandboxBackend(Protocol):

@@ -9,7 +9,9 @@ an allow-listed environment and no logs kept by the engine. The job goes in on s
 and the facts come back on stdout, both over the attach stream, read with a cap;
 nothing is shared through a writable mount.
 The fast path's containers (`start(..., jobs=N)`) differ only where their fork server
-needs it: see `container_config` and `sandbox/fork_sandbox.py`.
+needs it: see `container_config` and `sandbox/fork_sandbox.py`. A started container is
+supervised by `sandbox/docker_sandbox.py` (one job) or the fork sandbox, both through the
+engine plumbing of `sandbox/docker_engine.py`.
 
 Two kinds of image work: the production image (sandbox/Dockerfile) holds Python, torch
 and the harness; the registry-free image from `sandbox.local_image` holds nothing, and
@@ -22,37 +24,43 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
-from docker.utils import kwargs_from_env
 
 from core.settings import PROJECT_ROOT, Settings
-from sandbox.base import Limits, RunRequest, RunResult
-from sandbox.errors import BackendUnavailable, SandboxError
+from sandbox.base import (
+    NOBODY,
+    SANDBOX_LIB,
+    SANDBOX_TORCH_HOME,
+    Limits,
+    RunRequest,
+    RunResult,
+    harness_env,
+)
+from sandbox.docker_engine import (
+    ENGINE_ERRORS,
+    ENGINE_TIMEOUT_S,
+    EXPIRY_GRACE_S,
+    connect,
+    engine_call,
+)
+from sandbox.docker_sandbox import DockerSandbox
+from sandbox.errors import BackendUnavailable
+from sandbox.fork_sandbox import DockerForkSandbox
 from sandbox.local_image import HOST_RUNTIME, MERGED_USR_LINKS, RUNTIME_LABEL
-from sandbox.process_backend import NOBODY, SANDBOX_LIB, SANDBOX_TORCH_HOME, harness_env
-from sandbox.streams import pump, wait_two_phase
 
 log = logging.getLogger(__name__)
 
 SANDBOX_LABEL = "grader.sandbox"
 BACKEND_LABEL = "grader.backend"
 EXPIRES_LABEL = "grader.expires"  # unix time after which a sweep may kill the container
-EXPIRY_GRACE_S = 60.0
-ENGINE_TIMEOUT_S = 30
 GPU_SHM_BYTES = 1024 * 1024 * 1024  # data loaders' workers share batches through /dev/shm
-STDOUT_STREAM, STDERR_STREAM = 1, 2
-ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 HOST_FILES = ("/etc/ld.so.cache", "/etc/alternatives")
 # The fast path's server: what it needs to give each job's child a uid and /tmp of its own.
 SERVER_CAPABILITIES = ("CHOWN", "SETUID", "SETGID")
@@ -87,75 +95,13 @@ def ipc_sysctls(memory_bytes: int) -> dict[str, str]:
 def engine_answers(timeout_s: float = 2.0) -> bool:
     """True when a Docker engine answers a ping within `timeout_s`."""
     try:
-        client = _client(timeout_s)
+        client = connect(timeout_s)
         try:
             return bool(client.ping())
         finally:
             client.close()
     except ENGINE_ERRORS:
         return False
-
-
-def _client(timeout_s: float) -> docker.APIClient:
-    """A low-level client for the engine DOCKER_HOST names (TLS settings included), else the local one."""
-    return docker.APIClient(timeout=timeout_s, version="auto", **kwargs_from_env())
-
-
-@contextlib.contextmanager
-def _engine(doing: str) -> Iterator[None]:
-    """Translate docker-py's and requests' errors into the sandbox's own, once, here."""
-    try:
-        yield
-    except docker.errors.ImageNotFound as exc:
-        raise SandboxError(
-            f"{doing}: the sandbox image is missing (build it with scripts/ensure_docker.sh): {exc}"
-        ) from exc
-    except ENGINE_ERRORS as exc:
-        raise SandboxError(f"{doing}: {exc}") from exc
-
-
-class _Demux:
-    """Reads Docker's multiplexed attach stream: returns stdout bytes, keeps stderr up to a cap.
-
-    Each frame is an 8-byte header (stream id, three zero bytes, big-endian length) and
-    its payload; payloads are passed on in pieces, so a huge frame is never buffered.
-    """
-
-    def __init__(self, sock: socket.socket, stderr_cap_bytes: int) -> None:
-        self.sock = sock
-        self.stderr = bytearray()
-        self.stderr_cap_bytes = stderr_cap_bytes
-        self.stream = 0
-        self.remaining = 0
-
-    def _header(self) -> bytes:
-        header = b""
-        while len(header) < 8:
-            chunk = self.sock.recv(8 - len(header))
-            if not chunk:
-                return b""
-            header += chunk
-        return header
-
-    def read(self, size: int) -> bytes:
-        with contextlib.suppress(OSError):
-            while True:
-                if not self.remaining:
-                    header = self._header()
-                    if not header:
-                        return b""
-                    self.stream, self.remaining = header[0], int.from_bytes(header[4:8], "big")
-                    continue
-                chunk = self.sock.recv(min(size, self.remaining))
-                if not chunk:
-                    return b""
-                self.remaining -= len(chunk)
-                if self.stream == STDOUT_STREAM:
-                    return chunk
-                room = self.stderr_cap_bytes - len(self.stderr)
-                if self.stream == STDERR_STREAM and room > 0:
-                    self.stderr += chunk[:room]
-        return b""
 
 
 class DockerBackend:
@@ -176,7 +122,7 @@ class DockerBackend:
         self.image = image
         self.zygotes = zygotes  # a fork server's shared setups (graders/fork_server.py)
         self.instance_id = uuid.uuid4().hex[:16]
-        with _engine("inspecting the Docker engine"):
+        with engine_call("inspecting the Docker engine"):
             try:
                 labels = client.inspect_image(image)["Config"].get("Labels") or {}
             except docker.errors.ImageNotFound as exc:
@@ -199,7 +145,7 @@ class DockerBackend:
     @classmethod
     def from_settings(cls, settings: Settings) -> DockerBackend:
         try:
-            client = _client(ENGINE_TIMEOUT_S)
+            client = connect(ENGINE_TIMEOUT_S)
         except ENGINE_ERRORS as exc:
             where = os.environ.get("DOCKER_HOST", "the local socket")
             raise BackendUnavailable(f"no Docker engine answers at {where}: {exc}") from exc
@@ -226,7 +172,7 @@ class DockerBackend:
         """Remove sandbox containers past their expiry: left by a worker that died mid-job."""
         now = time.time()
         removed = 0
-        with _engine("listing sandbox containers"):
+        with engine_call("listing sandbox containers"):
             found = self.client.containers(all=True, filters={"label": f"{SANDBOX_LABEL}=1"})
         for container in found:
             try:
@@ -343,157 +289,25 @@ class DockerBackend:
         time, each in a child of its own (the fast path).
         """
         template = RunRequest(stdin=b"", limits=limits, labels=labels or {})
-        with _engine("creating the sandbox container"):
+        with engine_call("creating the sandbox container"):
             container = self.client.create_container(
                 **self.container_config(template, idle_s=idle_s, jobs=jobs)
             )["Id"]
         if jobs > 1:
-            from sandbox.fork_sandbox import DockerForkSandbox
-
             sandbox: DockerSandbox = DockerForkSandbox(self.client, container, limits, jobs)
         else:
             sandbox = DockerSandbox(self.client, container, limits)
         try:
-            with _engine("attaching to the sandbox container"):
+            with engine_call("attaching to the sandbox container"):
                 sandbox.attached = self.client.attach_socket(
                     container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
                 )
-            with _engine("starting the sandbox container"):
+            with engine_call("starting the sandbox container"):
                 self.client.start(container)
         except BaseException:
             sandbox.discard()
             raise
         return sandbox
-
-
-def raw_socket(attached) -> socket.socket:
-    """The socket under docker-py's attach stream (a wrapper on some platforms, not all)."""
-    return getattr(attached, "_sock", attached)
-
-
-class DockerSandbox:
-    """One started container, blocked on reading its job: it runs one job, then is removed."""
-
-    def __init__(self, client: docker.APIClient, container: str, limits: Limits) -> None:
-        self.client = client
-        self.container = container
-        self.limits = limits
-        self.started_at = time.monotonic()
-        self.attached = None
-        self.used = False
-
-    def reusable(self) -> bool:
-        """A one-job container is removed after its job."""
-        return False
-
-    def alive(self) -> bool:
-        """True while the container runs: one that died waiting must not be handed a job."""
-        try:
-            return bool(self.client.inspect_container(self.container)["State"].get("Running"))
-        except ENGINE_ERRORS:
-            return False
-
-    def run(self, request: RunRequest) -> RunResult:
-        if self.used or request.limits != self.limits:
-            raise SandboxError("a sandbox runs one job, under the limits it was started with")
-        self.used = True
-        sock = raw_socket(self.attached)
-        try:
-            return self._supervise(sock, request, time.monotonic())
-        finally:
-            self.discard()
-
-    def discard(self) -> None:
-        """Close the attach stream and remove the container, whatever state it is in."""
-        attached, self.attached = self.attached, None
-        if attached is not None:
-            sock = raw_socket(attached)
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            # docker-py keeps the hijacked HTTP response on the socket object: close it first
-            response = getattr(attached, "_response", None)
-            if response is not None:
-                response.close()
-            attached.close()
-            sock.close()
-        with _engine("removing the sandbox container"), contextlib.suppress(docker.errors.NotFound):
-            self.client.remove_container(self.container, force=True)
-
-    def _supervise(self, sock: socket.socket, request: RunRequest, started: float) -> RunResult:
-        container = self.container
-        limits = request.limits
-        demux = _Demux(sock, limits.max_log_bytes)
-        out = bytearray()
-        overflow, ready, exited = threading.Event(), threading.Event(), threading.Event()
-
-        def kill() -> None:
-            with contextlib.suppress(*ENGINE_ERRORS):
-                self.client.kill(container)
-
-        def kill_from_reader() -> None:
-            # The engine finishes a kill only once the container's output is drained, and
-            # the reader is what drains it: it must not wait for the kill itself.
-            threading.Thread(target=kill, daemon=True).start()
-
-        def feed_stdin() -> None:
-            with contextlib.suppress(OSError):
-                sock.sendall(request.stdin)
-                sock.shutdown(socket.SHUT_WR)
-
-        def wait_exit() -> None:
-            with contextlib.suppress(*ENGINE_ERRORS):
-                self.client.wait(
-                    container, timeout=limits.startup_timeout_s + limits.timeout_s + EXPIRY_GRACE_S
-                )
-            exited.set()
-
-        reader = threading.Thread(
-            target=pump,
-            args=(
-                demux.read,
-                limits.max_channel_bytes,
-                out,
-                overflow,
-                kill_from_reader,
-                request.ready_marker,
-                ready,
-            ),
-            daemon=True,
-        )
-        threads = [
-            reader,
-            threading.Thread(target=feed_stdin, daemon=True),
-            threading.Thread(target=wait_exit, daemon=True),
-        ]
-        for thread in threads:
-            thread.start()
-        if not request.ready_marker:
-            ready.set()
-        timed_out = wait_two_phase(exited.is_set, ready, limits)
-        if timed_out:
-            kill()
-        exited.wait(timeout=ENGINE_TIMEOUT_S)
-        reader.join(timeout=5)
-        duration = time.monotonic() - started
-        return self._stopped_result(out, demux.stderr, duration, timed_out, overflow.is_set())
-
-    def _stopped_result(
-        self, out: bytearray, err: bytearray, duration: float, timed_out: bool, overflow: bool
-    ) -> RunResult:
-        """The result of a run whose container has stopped: exit code and OOM from the engine."""
-        with _engine("inspecting the stopped sandbox container"):
-            state = self.client.inspect_container(self.container)["State"]
-        if state.get("Running"):
-            raise SandboxError(f"sandbox container {self.container[:12]} did not stop after a kill")
-        return RunResult(
-            exit_code=state.get("ExitCode"),
-            stdout=bytes(out),
-            stderr=bytes(err),
-            duration_s=duration,
-            timed_out=timed_out,
-            oom_killed=bool(state.get("OOMKilled")),
-            channel_overflow=overflow,
-        )
 
 
 def host_runtime_mounts(graders_dir: Path, torch_home: Path) -> list[Mount]:

@@ -2,22 +2,23 @@
 
 The container runs `graders.fork_server` (see there for what happens inside). The host
 keeps the attach stream open and, per job, writes `JOB <length> <token> <shared length>`,
-the setup it may share (`RunRequest.shared_setup`) and the job, then reads the job's output up to the end line that carries the token, which only the
-server learns, after the job's child was forked. The job's answer clock starts at the
-harness's ready marker, as in a one-job sandbox.
+the setup it may share (`RunRequest.shared_setup`) and the job, then reads the job's
+output up to the end line that carries the token, which only the server learns, after
+the job's child was forked. The job's answer clock starts at the harness's ready marker,
+as in a one-job sandbox. Both lines' format is graders/fork_wire.py's, which the server
+uses too.
 
 The container is removed, and a fresh one started by the pool, after its last job and
 after any job that hit a limit or did not end cleanly: a deadline (the container is
 killed), an output overflow (killed too), an out-of-memory kill, a child killed by a
 signal, or anything left behind that the server could not remove (a process of the
 job's uid, a file, a System V IPC object or POSIX queue that was not there before). The
-security argument and the trade-off are in the README's architecture section.
+security argument and the trade-off are in docs/sandbox.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 import select
 import socket
 import threading
@@ -25,15 +26,10 @@ import time
 
 import docker
 
-from graders.fork_server import end_prefix, parse_end_fields, request_header
+from graders.fork_wire import end_prefix, new_token, parse_end_fields, request_header
 from sandbox.base import Limits, RunRequest, RunResult
-from sandbox.docker_backend import (
-    ENGINE_ERRORS,
-    ENGINE_TIMEOUT_S,
-    DockerSandbox,
-    _Demux,
-    raw_socket,
-)
+from sandbox.docker_engine import ENGINE_ERRORS, ENGINE_TIMEOUT_S, Demux, raw_socket
+from sandbox.docker_sandbox import DockerSandbox
 from sandbox.errors import SandboxError
 from sandbox.streams import pump_until, wait_two_phase
 
@@ -45,7 +41,7 @@ class DockerForkSandbox(DockerSandbox):
         super().__init__(client, container, limits)
         self.jobs_left = jobs
         self.healthy = True
-        self.demux: _Demux | None = None
+        self.demux: Demux | None = None
 
     def reusable(self) -> bool:
         """True while the server may take another job: nothing went wrong and jobs remain."""
@@ -70,7 +66,7 @@ class DockerForkSandbox(DockerSandbox):
         self.jobs_left -= 1
         sock = raw_socket(self.attached)
         if self.demux is None:
-            self.demux = _Demux(sock, request.limits.max_log_bytes)
+            self.demux = Demux(sock, request.limits.max_log_bytes)
         self.demux.stderr = bytearray()
         try:
             result, fields = self._supervise_job(sock, request)
@@ -90,7 +86,7 @@ class DockerForkSandbox(DockerSandbox):
         self, sock: socket.socket, request: RunRequest
     ) -> tuple[RunResult, dict[str, int]]:
         limits = request.limits
-        token = secrets.token_hex(16)
+        token = new_token()
         out = bytearray()
         overflow, ready, ended = threading.Event(), threading.Event(), threading.Event()
         trailer: list[bytes | None] = [None]

@@ -31,36 +31,19 @@ import threading
 import time
 from pathlib import Path
 
-from sandbox.base import MIB, Limits, RunRequest, RunResult
+from sandbox.base import (
+    MIB,
+    NOBODY,
+    SANDBOX_LIB,
+    SANDBOX_TORCH_HOME,
+    Limits,
+    RunRequest,
+    RunResult,
+    harness_env,
+)
 from sandbox.cgroup import PidsCgroup
 from sandbox.errors import SandboxError
 from sandbox.streams import pump, wait_two_phase
-
-SANDBOX_LIB = "/sandbox/lib"
-SANDBOX_TORCH_HOME = "/sandbox/torch_home"
-NOBODY = 65534
-
-
-def harness_env(limits: Limits, *, pythonpath: str, torch_home: str, tmpdir: str) -> dict[str, str]:
-    """The whole environment a sandbox gets: an allow-list, never the service's own."""
-    threads = str(max(1, int(limits.cpus)))
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": tmpdir,
-        "TMPDIR": tmpdir,
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": pythonpath,
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-        "PYTHONNOUSERSITE": "1",
-        "TORCH_HOME": torch_home,
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "OPENBLAS_NUM_THREADS": threads,
-        # torch backs allocations of 2 MiB and more with huge pages (madvise): a job's
-        # model and checkpoint cost a tenth of the page faults, and its exit less to unmap
-        "THP_MEM_ALLOC_ENABLE": "1",
-    }
 
 
 class ProcessBackend:

@@ -5,6 +5,10 @@ class ServiceError(Exception):
     """Root of every refusal the service layer makes; the message is shown to the client."""
 
 
+class Unauthorized(ServiceError):
+    """No key, or a key that does not authenticate."""
+
+
 class NotFound(ServiceError):
     pass
 

@@ -17,7 +17,7 @@ from graders.spec import Limits as TaskLimits
 from sandbox.base import Limits, RunRequest, SandboxBackend
 from sandbox.errors import BackendUnavailable, SandboxError
 from services.answers import Answer, code_for
-from services.taskbank import shipped_setups
+from services.taskbank import is_shipped_setup
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,21 @@ def choose_device(spec: CodeTask, backend: SandboxBackend) -> tuple[str, list[st
 
 
 def run_code(
-    spec: CodeTask, code: str, backend: SandboxBackend, settings: Settings
+    spec: CodeTask,
+    code: str,
+    backend: SandboxBackend,
+    settings: Settings,
+    *,
+    shared_setup: bool | None = None,
 ) -> tuple[RunSummary, Facts | None]:
     """One sandbox run of `code` after the task's setup, observed by the task's checks.
 
-    A setup the task bank ships may be run once by a fork server for many jobs (a zygote,
-    which prepares the checks after it too); any other setup runs in each job's own
-    process, at the answer's privileges."""
+    A setup the service ships (`shared_setup`: what the task's stored version records) may
+    be run once by a fork server for many jobs (a zygote, which prepares the checks after it
+    too); any other setup runs in each job's own process, at the answer's privileges. None,
+    for a spec with no stored version: whether the bundled bank has the setup (read once)."""
+    if shared_setup is None:
+        shared_setup = is_shipped_setup(spec, settings.tasks_dir)
     device, notes = choose_device(spec, backend)
     nonce = secrets.token_hex(16)
     job = Job(
@@ -64,7 +72,7 @@ def run_code(
         seed=spec.seed, max_output_bytes=spec.limits.max_output_bytes, device=device,
     )  # fmt: skip
     shared = b""
-    if device == "cpu" and spec.setup.strip() and spec.setup in shipped_setups(settings.tasks_dir):
+    if shared_setup and device == "cpu" and spec.setup.strip():
         checks = [check.model_dump(mode="json") for check in job.checks]
         shared = json.dumps(
             {"setup": spec.setup, "seed": spec.seed, "device": device, "checks": checks}
@@ -122,8 +130,10 @@ def grade(
     backend: SandboxBackend,
     expected: Expected | None,
     settings: Settings,
+    shared_setup: bool | None = None,
 ) -> GradeResult:
-    """The result for one answer. Student mistakes are results; only a broken grader raises."""
+    """The result for one answer. Student mistakes are results; only a broken grader raises.
+    `shared_setup`: see `run_code`."""
     version = spec_digest(spec)
     if isinstance(spec, ChoiceTask):
         if answer.choice is None:
@@ -136,7 +146,7 @@ def grade(
     except AnswerError as exc:
         return refused(spec, str(exc))
     try:
-        summary, facts = run_code(spec, code, backend, settings)
+        summary, facts = run_code(spec, code, backend, settings, shared_setup=shared_setup)
     except SandboxError as exc:
         log.warning("sandbox failed for %s: %s", spec.id, exc)
         return internal_error(

@@ -6,16 +6,13 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from db.models import ApiKey, now
+from db.models import ApiKey, Role, now
 from services.errors import InvalidInput, NotFound
 
-Role = Literal["admin", "instructor", "lms", "student"]
-ROLES: tuple[str, ...] = ("admin", "instructor", "lms", "student")
 KEY_PREFIX = "grk_"
 
 
@@ -25,16 +22,13 @@ def hash_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id, role and scope."""
+    """Who is calling: the key's id, role and scope (what it may do: usecases/access.py)."""
 
     key_id: str
-    role: str
+    role: Role
     course: str | None
     student_id: str | None
     webhook_secret: str
-
-    def sees_course(self, course: str | None) -> bool:
-        return self.role == "admin" or course is None or course == self.course
 
 
 def create_key(
@@ -47,16 +41,16 @@ def create_key(
     key: str | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key; returns the row and the plaintext key, which is never stored."""
-    if role not in ROLES:
-        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
-    if role != "admin" and not course:
+    if role not in tuple(Role):
+        raise InvalidInput(f"role must be one of {', '.join(Role)}")
+    if role != Role.ADMIN and not course:
         raise InvalidInput(f"a {role} key needs a course")
-    if role == "student" and not student_id:
+    if role == Role.STUDENT and not student_id:
         raise InvalidInput("a student key needs the student's id")
     plaintext = key or KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(
         name=name, prefix=plaintext[:12], key_hash=hash_key(plaintext), role=role,
-        course=course if role != "admin" else None, student_id=student_id if role == "student" else None,
+        course=course if role != Role.ADMIN else None, student_id=student_id if role == Role.STUDENT else None,
         webhook_secret=secrets.token_hex(32),
     )  # fmt: skip
     session.add(row)
@@ -77,7 +71,10 @@ def authenticate_many(session: Session, keys: Iterable[str]) -> dict[str, Princi
     """The principal of each key that is known and not revoked, in one query."""
     by_hash = {hash_key(key): key for key in keys}
     rows = session.connection().execute(_PRINCIPALS, {"hashes": list(by_hash)})
-    return {by_hash[digest]: Principal(*rest) for digest, *rest in rows}
+    return {
+        by_hash[digest]: Principal(key_id, Role(role), course, student_id, secret)
+        for digest, key_id, role, course, student_id, secret in rows
+    }
 
 
 def list_keys(session: Session) -> list[ApiKey]:

@@ -1,7 +1,9 @@
 """Sending work to the Celery workers by task name: the API needs no worker code to enqueue.
 
 Messages carry ids only. If the broker is down the row stays `queued` in the database and
-the reaper sends it again later, so accepting a submission never depends on Redis.
+the reaper sends it again later, so accepting a submission never depends on Redis. The use
+cases send through a `Broker` (`RedisBroker` here), only after their transaction committed
+(usecases/unit_of_work.py).
 
 A message is a Celery task message (protocol 2, built by Celery's own `as_task_v2`) in the
 envelope kombu's Redis transport reads, pushed onto the queue's list; many go in one
@@ -16,8 +18,10 @@ import base64
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import redis
 from celery import Celery
@@ -105,24 +109,16 @@ def send_many(settings: Settings, messages: list[Message]) -> bool:
         return False
 
 
-def send(
-    settings: Settings, name: str, args: list, queue: str, countdown: float | None = None
-) -> bool:
-    return send_many(settings, [Message(name, args, queue, countdown)])
+def grading(submission_id: str, queue: str, countdown: float | None = None) -> Message:
+    return Message(GRADE, [submission_id], queue, countdown)
 
 
-def grade(
-    settings: Settings, submission_id: str, queue: str, countdown: float | None = None
-) -> bool:
-    return send(settings, GRADE, [submission_id], queue, countdown)
+def self_test(version_id: str) -> Message:
+    return Message(VALIDATE, [version_id], "cpu")
 
 
-def validate(settings: Settings, version_id: str) -> bool:
-    return send(settings, VALIDATE, [version_id], "cpu")
-
-
-def deliver(settings: Settings, delivery_id: str, countdown: float | None = None) -> bool:
-    return send(settings, DELIVER, [delivery_id], "webhooks", countdown)
+def delivery(delivery_id: str, countdown: float | None = None) -> Message:
+    return Message(DELIVER, [delivery_id], "webhooks", countdown)
 
 
 def broker_depth(settings: Settings) -> dict[str, int] | None:
@@ -132,3 +128,26 @@ def broker_depth(settings: Settings) -> dict[str, int] | None:
         return {q: int(r.llen(q)) for q in QUEUES}
     except redis.RedisError:
         return None
+
+
+class Broker(Protocol):
+    """Where the use cases' messages go (usecases/unit_of_work.py sends them after commit)."""
+
+    def send(self, messages: Sequence[Message]) -> bool:
+        """Enqueue all; False when they could not be (the reaper sends them again)."""
+
+    def depth(self) -> dict[str, int] | None:
+        """Messages waiting per queue, or None when the broker does not answer."""
+
+
+class RedisBroker:
+    """The deployment's broker: Celery task messages pushed onto Redis lists."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def send(self, messages: Sequence[Message]) -> bool:
+        return send_many(self.settings, list(messages))
+
+    def depth(self) -> dict[str, int] | None:
+        return broker_depth(self.settings)

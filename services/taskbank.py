@@ -31,20 +31,27 @@ def load_tasks(tasks_dir: Path) -> dict[str, CodeTask | ChoiceTask]:
     return tasks
 
 
+@lru_cache(maxsize=8)
 def shipped_setups(tasks_dir: Path) -> frozenset[str]:
     """The setup code of every task in the bank: the service's own code, which a fork
     server may run once and fork many jobs from (an instructor's setup runs in each job).
-    Read once per process; a bank that cannot be read shares nothing, until it can be."""
+    Read once per process; a bank that cannot be read shares nothing."""
     try:
-        return _shipped_setups(tasks_dir)
+        tasks = load_tasks(tasks_dir)
     except (OSError, SpecError):
         return frozenset()
-
-
-@lru_cache(maxsize=8)
-def _shipped_setups(tasks_dir: Path) -> frozenset[str]:
-    tasks = load_tasks(tasks_dir)
     return frozenset(spec.setup for spec in tasks.values() if isinstance(spec, CodeTask))
+
+
+def is_shipped_setup(spec: CodeTask | ChoiceTask, tasks_dir: Path) -> bool:
+    """Whether `spec`'s setup is byte for byte a bundled task's (and not empty): the same
+    trusted code, whoever posted it. What a version records when it is stored; for a spec
+    with no stored version (gradectl, tests) the answer itself."""
+    return (
+        isinstance(spec, CodeTask)
+        and bool(spec.setup.strip())
+        and spec.setup in shipped_setups(tasks_dir)
+    )
 
 
 def get_task(tasks_dir: Path, task_id: str) -> CodeTask | ChoiceTask:

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
-from db.models import ApiKey, Submission, WebhookDelivery, aware, now
+from db.models import ApiKey, DeliveryStatus, Submission, WebhookDelivery, aware, now
 from services.errors import InvalidInput
 
 MAX_URL = 2000
@@ -107,7 +107,7 @@ def attempt(session: Session, delivery_id: str, settings: Settings) -> float | N
     """Try one delivery. Returns the delay before the next try, or None when done (delivered,
     failed, or not due yet: a message for the due try is already on its way)."""
     delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
-    if delivery is None or delivery.status != "pending":
+    if delivery is None or delivery.status != DeliveryStatus.PENDING:
         return None
     due = aware(delivery.next_attempt_at)
     if due is not None and due > now() + timedelta(seconds=1):
@@ -129,16 +129,16 @@ def attempt(session: Session, delivery_id: str, settings: Settings) -> float | N
         )  # fmt: skip
         delivery.last_status_code, delivery.last_error = status_code, None
         if 200 <= status_code < 300:
-            delivery.status, delivery.delivered_at = "delivered", now()
+            delivery.status, delivery.delivered_at = DeliveryStatus.DELIVERED, now()
             return None
         delivery.last_error = f"HTTP {status_code}"
     except InvalidInput as exc:
-        delivery.status, delivery.last_error = "failed", str(exc)
+        delivery.status, delivery.last_error = DeliveryStatus.FAILED, str(exc)
         return None
     except httpx.HTTPError as exc:
         delivery.last_error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
     if delivery.attempts >= settings.webhook_max_attempts:
-        delivery.status = "failed"
+        delivery.status = DeliveryStatus.FAILED
         return None
     delay = settings.webhook_backoff_s * 2 ** (delivery.attempts - 1)
     delivery.next_attempt_at = now() + timedelta(seconds=delay)
@@ -151,7 +151,7 @@ def overdue(session: Session, settings: Settings) -> list[str]:
     found = session.scalars(
         select(WebhookDelivery)
         .where(
-            WebhookDelivery.status == "pending",
+            WebhookDelivery.status == DeliveryStatus.PENDING,
             func.coalesce(WebhookDelivery.next_attempt_at, WebhookDelivery.created_at) < limit,
         )
         .with_for_update(skip_locked=True)
@@ -169,11 +169,3 @@ def deliveries_of(session: Session, submission_id: str) -> list[WebhookDelivery]
             .order_by(WebhookDelivery.created_at)
         )
     )
-
-
-def public(delivery: WebhookDelivery) -> dict:
-    return {
-        "id": delivery.id, "url": delivery.url, "status": delivery.status, "attempts": delivery.attempts,
-        "last_status_code": delivery.last_status_code, "last_error": delivery.last_error,
-        "delivered_at": aware(delivery.delivered_at).isoformat() if delivery.delivered_at else None,
-    }  # fmt: skip

@@ -12,8 +12,10 @@ from kombu import Queue
 
 from core.settings import get_settings
 from services.queue import QUEUES, REAP
+from usecases.unit_of_work import Context
 
 settings = get_settings()
+context = Context.of(settings)  # what the tasks' use cases act on
 
 app = Celery("grader", broker=settings.redis_url, include=["worker.tasks"])
 app.conf.update(

@@ -1,4 +1,5 @@
-"""Celery tasks: thin wrappers that take an id and call services.jobs; only infrastructure errors retry."""
+"""Celery tasks: thin wrappers that take an id and call a use case (usecases/worker.py);
+only infrastructure errors retry."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ from celery.signals import worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
 from sandbox.errors import SandboxError
-from services import jobs
 from services.queue import DELIVER, GRADE, REAP, VALIDATE
-from worker.celery_app import app, settings
+from services.sandboxes import close_backends
+from usecases import worker
+from worker.celery_app import app, context
 
 INFRA_ERRORS = (OperationalError, ConnectionError)
 
 
 @app.task(name=GRADE, autoretry_for=INFRA_ERRORS, retry_backoff=True, max_retries=20)
 def grade_submission(submission_id: str) -> str:
-    return jobs.grade_submission(settings, submission_id)
+    return worker.grade_submission(context, submission_id)
 
 
 # A self-test's sandbox failure that is not the version's own (services/validation.py) is
@@ -28,19 +30,19 @@ def grade_submission(submission_id: str) -> str:
     max_retries=20,
 )
 def validate_version(version_id: str) -> str:
-    return jobs.validate_version(settings, version_id)
+    return worker.validate_version(context, version_id)
 
 
 @app.task(name=DELIVER, autoretry_for=INFRA_ERRORS, retry_backoff=True, max_retries=20)
 def deliver_webhook(delivery_id: str) -> str:
-    return jobs.deliver_webhook(settings, delivery_id)
+    return worker.deliver_webhook(context, delivery_id)
 
 
 @app.task(name=REAP)
 def reap() -> dict[str, int]:
-    return jobs.reap(settings)
+    return worker.reap(context)
 
 
 @worker_process_shutdown.connect
 def close_sandboxes(**_) -> None:
-    jobs.close_backends()
+    close_backends()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import PrincipalDep, SessionDep, SettingsDep, StaffDep
-from services import catalog, queue, submissions
-from services.errors import InvalidInput
+from api.deps import ContextDep, PrincipalDep
+from usecases import tasks
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -24,93 +24,44 @@ CourseParam = Annotated[
 
 @router.post("", status_code=202)
 async def post_task(
-    request: Request,
-    response: Response,
-    who: StaffDep,
-    session: SessionDep,
-    settings: SettingsDep,
+    request: Request, response: Response, who: PrincipalDep, ctx: ContextDep,
     course: CourseParam = None,
-) -> dict:
+) -> dict:  # fmt: skip
     """Post a spec as JSON or YAML. It is stored as a new version and self-tested in the background.
 
     The id is the course's own (an instructor's course, or an admin's `course`; no course: the
     shared bank). 409 when a course's new task would take an id the shared bank has."""
-    raw = await request.body()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("the spec must be UTF-8 text (JSON or YAML)") from None
-    spec = catalog.parse_posted_spec(text, settings)
-    owner = who.course if who.role == "instructor" else (course or None)
-    version, created = catalog.add_version(session, spec, course=owner)
-    session.commit()
-    if created and version.status == "validating":
-        queue.validate(settings, version.id)
-    response.status_code = 202 if created else 200
-    return {
-        "id": spec.id,
-        "version": version.number,
-        "status": version.status,
-        "digest": version.digest,
-        "created": created,
-    }
+    posted = await run_in_threadpool(tasks.post_spec, ctx, who, await request.body(), course)
+    response.status_code = 202 if posted["created"] else 200
+    return posted
 
 
 @router.get("")
-def list_tasks(
-    who: PrincipalDep, session: SessionDep, include_archived: bool = False
-) -> list[dict]:
-    return [
-        catalog.public_view(
-            t, catalog.current_version(session, t) or catalog.latest_version(session, t)
-        )
-        for t in catalog.list_tasks(session, who, include_archived)
-    ]
+def list_tasks(who: PrincipalDep, ctx: ContextDep, include_archived: bool = False) -> list[dict]:
+    return tasks.list_tasks(ctx, who, include_archived)
 
 
 @router.get("/{task_id}")
-def get_task(
-    task_id: str, who: PrincipalDep, session: SessionDep, course: CourseParam = None
-) -> dict:
-    task = catalog.get_task(session, task_id, who, course)
-    version = catalog.current_version(session, task) or catalog.latest_version(session, task)
-    if catalog.is_staff_for(who, task.course):
-        return catalog.staff_view(task, version)
-    return catalog.public_view(task, version)
+def get_task(task_id: str, who: PrincipalDep, ctx: ContextDep, course: CourseParam = None) -> dict:
+    return tasks.get_task(ctx, who, task_id, course)
 
 
 @router.get("/{task_id}/versions/{number}")
 def get_version(
-    task_id: str, number: int, who: StaffDep, session: SessionDep, course: CourseParam = None
+    task_id: str, number: int, who: PrincipalDep, ctx: ContextDep, course: CourseParam = None
 ) -> dict:
-    task = catalog.get_task(session, task_id, who, course)
-    catalog.require_staff(who, task.course)
-    return catalog.staff_view(task, catalog.version_by_number(session, task, number))
+    return tasks.get_version(ctx, who, task_id, number, course)
 
 
 @router.post("/{task_id}/archive")
 def archive_task(
-    task_id: str, who: StaffDep, session: SessionDep, course: CourseParam = None
+    task_id: str, who: PrincipalDep, ctx: ContextDep, course: CourseParam = None
 ) -> dict:
-    task = catalog.get_task(session, task_id, who, course)
-    catalog.archive(session, task, who)
-    session.commit()
-    return {"id": task.id, "archived": True}
+    return tasks.archive(ctx, who, task_id, course)
 
 
 @router.post("/{task_id}/versions/{number}/regrade", status_code=202)
 def regrade_version(
-    task_id: str,
-    number: int,
-    who: StaffDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    course: CourseParam = None,
+    task_id: str, number: int, who: PrincipalDep, ctx: ContextDep, course: CourseParam = None
 ) -> dict:
-    task = catalog.get_task(session, task_id, who, course)
-    version = catalog.version_by_number(session, task, number)
-    rows = submissions.regrade_version(session, who, version)
-    session.commit()
-    for row in rows:
-        queue.grade(settings, row.id, row.queue)
-    return {"task_id": task.id, "version": number, "regrading": len(rows)}
+    return tasks.regrade_version(ctx, who, task_id, number, course)

@@ -1,7 +1,7 @@
-"""Submissions stored as a group (api/intake.py): each is judged as if it had come alone,
-whatever else is in its group, on PostgreSQL and on SQLite. Counted from the database and
-the broker: one row and one queue message per accepted submission, attempt counters equal
-to the rows, nothing stored for a refused one."""
+"""Submissions stored as a group (usecases/submitting.py, usecases/group_commit.py): each
+is judged as if it had come alone, whatever else is in its group, on PostgreSQL and on
+SQLite. Counted from the database and the broker: one row and one queue message per
+accepted submission, attempt counters equal to the rows, nothing stored for a refused one."""
 
 from __future__ import annotations
 
@@ -18,16 +18,19 @@ import redis
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 
-from api.errors import Unauthorized
-from api.intake import Intake, Posted, accept_group
+from api.schemas import parse_submission
 from core.settings import Settings
 from db.models import AttemptCounter, Submission
 from db.session import migrate, session_scope
 from graders.spec import parse_spec
-from services import catalog, intake, keys, queue
-from services.errors import Conflict, Forbidden, NotFound, Unavailable
-from services.intake import Accepted
+from services import catalog, keys, queue
+from services.errors import Conflict, Forbidden, NotFound, Unauthorized, Unavailable
 from tests.e2e.conftest import choice_spec, fresh_database
+from usecases import admission, submitting
+from usecases.admission import Accepted
+from usecases.group_commit import GroupCommit
+from usecases.submitting import Posted
+from usecases.unit_of_work import Context
 
 ONCE, TWICE, OPEN = "intake-once", "intake-twice", "intake-open"  # 1, 2, unlimited attempts
 # A Redis DB of these tests' own (one per test process): no worker of the e2e stacks reads it.
@@ -46,6 +49,7 @@ def world(request, broker_url, tmp_path_factory) -> Iterator[dict]:
     def make(url: str) -> dict:
         migrate(url)
         settings = Settings(database_url=url, redis_url=broker_url, max_queue_length=10_000)
+        ctx = Context.of(settings)
         with session_scope(url) as session:
             for task_id, limit in ((ONCE, 1), (TWICE, 2)):
                 catalog.add_version(session, parse_spec(choice_spec(task_id, limit)), course="c1")
@@ -58,7 +62,7 @@ def world(request, broker_url, tmp_path_factory) -> Iterator[dict]:
                     session, name="s", role="student", course="c1", student_id="ann"
                 )[1],
             }
-        return {"settings": settings, "keys": made}
+        return {"settings": settings, "ctx": ctx, "keys": made}
 
     if request.param == "sqlite":
         yield make(f"sqlite:///{tmp_path_factory.mktemp('intake')}/grader.db")
@@ -73,6 +77,11 @@ def empty_queue(broker_url) -> Iterator[redis.Redis]:
     broker.flushdb()
     yield broker
     broker.flushdb()
+
+
+def accept_group(settings: Settings, group: list[Posted]) -> list:
+    """Store `group` as the REST API's group commit does: one transaction, then the queue."""
+    return submitting.submit_group(Context.of(settings), group, parse_submission)
 
 
 def post(key: str, idempotency_key: str | None = None, **body) -> Posted:
@@ -174,9 +183,8 @@ def test_a_group_that_loses_an_idempotency_race_is_stored_one_by_one(world, empt
     outcomes: list = []
     with session_scope(url) as other:
         who = keys.authenticate(other, k["lms"])
-        theirs = intake.create(
-            other, who, intake.NewSubmission(OPEN, ann, choice="A"), key, settings
-        )
+        new = admission.NewSubmission(OPEN, ann, choice="A")
+        [theirs] = admission.admit(other, [admission.Entry(who, new, key)], settings)
         racing = threading.Thread(target=lambda: outcomes.extend(accept_group(settings, group)))
         racing.start()
         time.sleep(1.0)
@@ -204,24 +212,26 @@ def test_the_queue_limit_holds_within_a_group(world, empty_queue):
 
 
 def test_concurrent_posts_are_stored_in_groups_each_with_its_answer(world, empty_queue):
-    """Through the API's intake: 40 posts at once form groups of at most 8 (one lane), and
+    """Through the API's group commit: 40 posts at once form groups of at most 8 (one lane), and
     each post gets its own outcome: 20 students with one attempt each, every one twice."""
     settings, k = world["settings"], world["keys"]
-    intake = Intake(settings, lanes=1, max_group=8)
+    group_commit = GroupCommit(world["ctx"], parse_submission, lanes=1, max_group=8)
     sizes: list[int] = []
-    real = accept_group
+    real = submitting.submit_group
 
-    def counting(settings_, group):
+    def counting(ctx, group, parse):
         sizes.append(len(group))
-        return real(settings_, group)
+        return real(ctx, group, parse)
 
     students = [student() for _ in range(20)]
     posts = [post(k["lms"], task_id=ONCE, student_id=s, choice="A") for s in students * 2]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("api.intake.accept_group", counting)
+        patch.setattr("usecases.group_commit.submit_group", counting)
 
         async def all_at_once() -> list:
-            return await asyncio.gather(*(intake.accept(p) for p in posts), return_exceptions=True)
+            return await asyncio.gather(
+                *(group_commit.submit(p) for p in posts), return_exceptions=True
+            )
 
         results = asyncio.run(all_at_once())
     assert sizes == [8] * 5
@@ -241,7 +251,7 @@ def test_messages_are_what_celery_itself_sends(broker_url, empty_queue):
     Celery("reference", broker=broker_url).send_task(
         queue.GRADE, args=["a" * 32], queue="gpu", countdown=5, retry=False
     )
-    assert queue.grade(settings, "a" * 32, "gpu", countdown=5)
+    assert queue.send_many(settings, [queue.grading("a" * 32, "gpu", countdown=5)])
     theirs, ours = (json.loads(m) for m in reversed(empty_queue.lrange("gpu", 0, -1)))
 
     def without_ids(message: dict) -> dict:

@@ -53,7 +53,7 @@ def test_worker_killed_mid_grading_is_graded_once_by_another(stack, wait_until):
 
 def test_same_message_twice_gives_one_grading(stack, wait_until):
     sent = stack.submit(task_id=CODE_TASK, student_id="twice", code=SLEEPY)
-    assert queue.grade(Settings(redis_url=stack.broker.url), sent["id"], "cpu")
+    assert queue.send_many(Settings(redis_url=stack.broker.url), [queue.grading(sent["id"], "cpu")])
     body = stack.result(sent["id"])
     assert body["outcome"] == "passed", body
     wait_until(lambda: stack.broker.client().llen("cpu") == 0, 30, "the copy to be consumed")

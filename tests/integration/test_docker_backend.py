@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from core.settings import PROJECT_ROOT
-from sandbox.base import MIB, Limits, RunRequest
+from sandbox.base import MIB, Limits, RunRequest, harness_env
 from sandbox.docker_backend import (
     BACKEND_LABEL,
     EXPIRES_LABEL,
@@ -27,7 +27,6 @@ from sandbox.docker_backend import (
 )
 from sandbox.errors import BackendUnavailable, SandboxError
 from sandbox.local_image import HOST_RUNTIME, RUNTIME_LABEL
-from sandbox.process_backend import harness_env
 from services.grading import sandbox_limits
 from services.taskbank import get_task
 from tests.conftest import gradectl, require_or_skip

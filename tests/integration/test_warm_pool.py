@@ -19,7 +19,8 @@ import pytest
 
 from graders.result import GradeResult
 from sandbox.base import RunRequest
-from sandbox.docker_backend import BACKEND_LABEL, DockerBackend, DockerSandbox, engine_answers
+from sandbox.docker_backend import BACKEND_LABEL, DockerBackend, engine_answers
+from sandbox.docker_sandbox import DockerSandbox
 from sandbox.errors import SandboxError
 from sandbox.pool import WARM_LABEL, WarmPool
 from sandbox.process_backend import ProcessSandbox

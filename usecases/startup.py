@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy import select
 
-from core.settings import Settings
-from db.models import ApiKey
-from db.session import migrate, serialize, session_scope
+from db.models import ApiKey, Role, VersionStatus
+from db.session import migrate, serialize
 from services import catalog, keys, queue
-from services.taskbank import load_tasks
+from services.taskbank import is_shipped_setup, load_tasks
+from usecases.unit_of_work import Context
 
-log = logging.getLogger(__name__)
 BOOTSTRAP_LOCK = 0x626F6F74
 
 
-def prepare(settings: Settings) -> list[str]:
+def prepare(ctx: Context) -> list[str]:
     """Migrate the database, load the bundled task bank, create the bootstrap admin key.
 
     Returns the ids of task versions that need a self-test (already enqueued when the
     broker answers; the reaper enqueues them otherwise).
     """
-    url = settings.effective_database_url
-    migrate(url)
+    settings = ctx.settings
+    migrate(settings.effective_database_url)
     pending: list[str] = []
-    with session_scope(url) as session:
+    with ctx.unit_of_work() as work:
+        session = work.session
         serialize(session, BOOTSTRAP_LOCK)  # the API and each worker start up at once
         if settings.load_task_bank:
             for spec in load_tasks(settings.tasks_dir).values():
-                version, created = catalog.add_version(session, spec, course=None)
-                if created and version.status == "validating":
+                version, created = catalog.add_version(
+                    session, spec, course=None,
+                    shared_setup=is_shipped_setup(spec, settings.tasks_dir),
+                )  # fmt: skip
+                if created and version.status == VersionStatus.VALIDATING:
                     pending.append(version.id)
         if (
             settings.bootstrap_admin_key
@@ -42,10 +43,9 @@ def prepare(settings: Settings) -> list[str]:
             keys.create_key(
                 session,
                 name="bootstrap admin",
-                role="admin",
+                role=Role.ADMIN,
                 course=None,
                 key=settings.bootstrap_admin_key,
             )
-    for version_id in pending:
-        queue.validate(settings, version_id)
+        work.enqueue(*(queue.self_test(version_id) for version_id in pending))
     return pending
