@@ -210,7 +210,6 @@ def judge_run(
     score = sum(r.points for r in results)
     notes = common.pop("notes")
     if expected is not None and passed and passed <= expected.baseline_passing and failed:
-        score = 0.0
         notes.append(
             "no points: every check your answer passes also passes without any answer "
             f"({', '.join(sorted(passed))}); the task's own checks all failed"
@@ -219,19 +218,14 @@ def judge_run(
             " (0 points: an empty answer passes this check too, and every check that needs "
             f"your work failed: {', '.join(sorted(failed))})"
         )
-        results = [
-            r.model_copy(update={"points": 0.0, "message": r.message + (why if r.passed else "")})
-            for r in results
-        ]
+        score, results = 0.0, _no_points(results, why)
     if m.status == "runtime_error" and score:
         # An answer that raised did not run to its end: what it left behind is reported
         # check by check, but it earns nothing (the state at a crash is not an answer).
-        score = 0.0
-        why = " (0 points: your code raised an exception before it finished)"
-        results = [
-            r.model_copy(update={"points": 0.0, "message": r.message + (why if r.passed else "")})
-            for r in results
-        ]
+        score, results = (
+            0.0,
+            _no_points(results, " (0 points: your code raised an exception before it finished)"),
+        )
     outcome: Outcome = (
         "runtime_error" if m.status == "runtime_error" else ("passed" if not failed else "failed")
     )
@@ -241,6 +235,14 @@ def judge_run(
         outcome=outcome, score=round(score, 6), max_score=spec.max_score, checks=results,
         feedback=_feedback(spec, outcome, results, error_line), error=error, notes=notes, **common,
     )  # fmt: skip
+
+
+def _no_points(results: list[CheckResult], why: str) -> list[CheckResult]:
+    """The checks with no points, each passed one saying `why` in its own line."""
+    return [
+        r.model_copy(update={"points": 0.0, "message": r.message + (why if r.passed else "")})
+        for r in results
+    ]
 
 
 def judge_choice(spec: ChoiceTask, task_version: str, choice: str) -> GradeResult:
