@@ -46,6 +46,7 @@ _Module = torch.nn.Module
 _Optimizer = torch.optim.Optimizer
 _requires_grad = _TensorBase.requires_grad.__get__
 _grad = _TensorBase.grad.__get__
+_version = _TensorBase._version.__get__
 _shape = _TensorBase.shape.__get__
 _dtype = _TensorBase.dtype.__get__
 _device = _TensorBase.device.__get__
@@ -356,6 +357,13 @@ def dtype_name(tensor: Any) -> str:
 def numel(tensor: Any) -> int:
     with _no_torch_function():
         return _int(_numel(_plain_tensor(tensor)))
+
+
+def write_count(tensor: Any) -> int:
+    """How many times the tensor's memory was written in place (its version counter, which
+    every in-place operator bumps and nothing else sets)."""
+    with _no_torch_function():
+        return _int(_version(_plain_tensor(tensor)))
 
 
 def same_object(a: Any, b: Any) -> bool:

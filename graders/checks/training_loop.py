@@ -97,6 +97,9 @@ REASONS: dict[str, str] = {
     "step(): more than one epoch",
     "iterator-restarted": "the data loader was iterated afresh during the epoch and its first "
     "batch trained again, while not every batch trained as often",
+    "record-forged": "the record of the loop shows optimizer steps with gradients that did not "
+    "write (or, at a learning rate above zero, move) the optimizer's parameters: the answer "
+    "wrote the grader's record",
     # loss_decrease
     "loss-not-decreased": "the loss on the epoch's data did not fall (it stayed or rose)",
     "loss-decreased-too-little": "the loss fell by less than the task's share of one correct "
@@ -168,6 +171,11 @@ class Facts(FactsBase):
     buffers_moved: int = Field(ge=0, description="How many buffers changed during the epoch.")
     moved: float | None = Field(
         ge=0, description="How far (L2) the optimizer's parameters moved during the epoch."
+    )
+    parameter_writes: int | None = Field(
+        ge=0,
+        description="How many in-place writes the optimizer's parameters took during the "
+        "epoch (their version counters); None when one could not be read.",
     )
     hyper: list[dict[str, float]] = Field(
         max_length=64, description="The optimizer's numeric hyper-parameters, per param group."
@@ -254,6 +262,7 @@ class _Recorder:
         _, groups = ti.optimizer_of(self.optimizer, params.optimizer)
         self.trainable = tuple(p for g in groups for p in g.params)
         self.start = [ti.snapshot(p) for p in self.trainable]
+        self.writes = [ti.write_count(p) for p in self.trainable]
         self.initial = {name: ti.copy_of(t) for name, t in _buffers(ti, self.model)}
         # The setup's data loader, before the answer runs: trusted code and objects.
         loader = ti.lookup(ctx.scope, params.dataloader)
@@ -434,6 +443,7 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
         "buffers": buffers,
         "buffers_moved": buffers_moved,
         "moved": _moved(ti, recorder),
+        "parameter_writes": _writes(ti, recorder),
         "hyper": hyper,
         "optimizer_replaced": replaced,
         "foreign_parameters": _foreign(ti, model, recorder),
@@ -455,6 +465,16 @@ def _moved(ti, recorder: _Recorder) -> float | None:
     except ObservationError:
         return None
     return math.sqrt(total)
+
+
+def _writes(ti, recorder: _Recorder) -> int | None:
+    """How many in-place writes the optimizer's parameters took during the epoch (their
+    version counters, which the answer's code cannot lower), or None if one cannot be read."""
+    try:
+        now = [ti.write_count(p) for p in recorder.trainable]
+    except ObservationError:
+        return None
+    return sum(max(0, after - before) for after, before in zip(now, recorder.writes, strict=True))
 
 
 def _foreign(ti, model, recorder: _Recorder) -> int:
@@ -859,6 +879,36 @@ def _judge_weights(
     return Verdict(True, "the weights after the epoch equal one correct epoch from the same start")
 
 
+def _forged_record(have: Facts) -> Verdict | None:
+    """When the event log is not what the loop did: its verdict. The log is written by the
+    instrumentation the answer's loop calls, so the answer's code can reach it; every step
+    with gradients it records is a real `optimizer.step()` only if it wrote at least one of
+    the optimizer's parameters in place, which the version counters (that no code lowers)
+    count, and, at a learning rate above zero, moved it."""
+    steps = have.events.count("s")
+    if not steps:
+        return None
+    if have.parameter_writes is None:
+        return Verdict.fail(
+            "the optimizer's parameters could not be read after the epoch, so the steps "
+            "recorded could not be verified",
+            "tampered",
+        )
+    recorded = f"the record of the loop shows {plural(steps, 'optimizer step')} with gradients"
+    if steps > have.parameter_writes:
+        found = f"the optimizer's parameters were written {plural(have.parameter_writes, 'time')}"
+    elif have.moved == 0 and have.hyper and all(g.get("lr", 0) > 0 for g in have.hyper):
+        found = "the optimizer's parameters did not move, at a learning rate above zero"
+    else:
+        return None
+    return Verdict.fail(
+        f"{recorded}, but {found}: the record was written by the answer, not by "
+        "optimizer.step(), so the loop's steps cannot be judged",
+        "tampered",
+        "record-forged",
+    )
+
+
 _SETTLED = {
     "batches": "every batch was trained on once: the weights after the epoch equal one correct epoch's",
     "order": "the steps trained as a correct loop's do: the weights after the epoch equal one correct epoch's",
@@ -871,7 +921,9 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     have, want = got.facts, expected.facts
     if params.aspect == "final_weights":
         return _judge_weights(params.rtol, params.atol, params, got, expected)
-    if params.aspect == "batches":
+    if params.aspect in ("batches", "order") and (forged := _forged_record(have)) is not None:
+        verdict = forged
+    elif params.aspect == "batches":
         verdict = _judge_batches(params, have)
     elif params.aspect == "order":
         verdict = _judge_order(params, have)

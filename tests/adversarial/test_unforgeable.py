@@ -369,3 +369,37 @@ def test_rebinding_what_the_observers_call_in_a_library_is_found(grade_answer, t
     assert "REACHED THE OBSERVER" not in result.stdout, result.stdout
     assert result.score == 0, result.model_dump_json(indent=2)
     assert "changed the grader's own code" in result.checks[0].message, result.checks[0]
+
+
+FORGED_RECORD = {
+    # The instrumentation's own log, written directly: a perfect epoch on paper.
+    "log-written": """
+log = __import__('torch').autograd.backward.__globals__['log']
+for i in range(8):
+    log('b%d' % i); log('w'); log('s')
+""",
+    # The real loader and the optimizer's own step hook, called by hand: no backward, no step.
+    "hooks-called": """
+import torch
+hooks = list(optimizer._optimizer_step_pre_hooks.values())
+log = torch.autograd.backward.__globals__['log']
+for p in optimizer.param_groups[0]['params']:
+    p.grad = torch.ones_like(p)
+for inputs, labels in dataloader:
+    log('w')
+    for hook in hooks:
+        hook(optimizer, (), {})
+""",
+}
+
+
+@pytest.mark.parametrize("code", FORGED_RECORD.values(), ids=FORGED_RECORD.keys())
+def test_a_record_of_the_loop_written_by_the_answer_earns_nothing(grade_answer, code):
+    """The event log is within the answer's reach: a log that records steps which wrote
+    none of the optimizer's parameters is told as forged, and no check passes."""
+    result = grade_answer("finetune-train-epoch", code)
+    verdicts = {c.name: c for c in result.checks}
+    assert result.score == 0, result.model_dump_json(indent=2)
+    for name in ("all-batches", "step-order"):
+        assert "record-forged" in verdicts[name].reasons, verdicts[name]
+        assert "written by the answer" in verdicts[name].message

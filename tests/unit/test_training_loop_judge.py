@@ -53,7 +53,10 @@ def facts(**changes) -> dict:
         "optimizer_replaced": False,
         "decisive": {"heads": ["fc"], "rtol": 1e-4, "atol": 1e-5},
     }
-    return base | changes
+    out = base | changes
+    # Every real step with gradients writes the head's two parameters in place.
+    out.setdefault("parameter_writes", 2 * out["events"].count("s"))
+    return out
 
 
 def wrong_weights(**changes) -> dict:
@@ -635,3 +638,58 @@ def test_backwards_that_raise_or_miss_the_optimizer_and_other_loaders_are_logged
     )
     facts_ = observe_all(ti, other, small_scope(torch))[0]["order"][0]
     assert facts_.events == ["w", "s"] * 2
+
+
+# --- a record the answer wrote ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order"])
+def test_a_record_of_steps_that_wrote_no_parameter_is_forged(aspect):
+    """Every step with gradients the log records must have written the optimizer's
+    parameters: a correct-looking log over untouched parameters earns nothing."""
+    verdict = judge(aspect, wrong_weights(parameter_writes=0, moved=0.0))
+    assert not verdict.passed
+    assert verdict.reasons == {"tampered", "record-forged"}
+    assert "8 optimizer steps" in verdict.message and "written 0 times" in verdict.message
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order"])
+def test_fewer_writes_than_recorded_steps_is_forged(aspect):
+    verdict = judge(aspect, wrong_weights(parameter_writes=7))
+    assert not verdict.passed and "record-forged" in verdict.reasons
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order"])
+def test_parameters_that_cannot_be_read_leave_the_steps_unverified(aspect):
+    verdict = judge(aspect, wrong_weights(parameter_writes=None))
+    assert not verdict.passed and verdict.reasons == {"tampered"}
+
+
+def test_as_many_writes_as_steps_is_a_real_record():
+    """One write per step with gradients is the least a real step makes (one parameter)."""
+    assert judge("batches", wrong_weights(parameter_writes=8)).passed
+    assert judge("order", wrong_weights(parameter_writes=8)).passed
+
+
+def test_a_loop_without_steps_needs_no_writes():
+    have = wrong_weights(events=batches(*range(8), then=("w",)), parameter_writes=0)
+    verdict = judge("order", have)
+    assert not verdict.passed and verdict.reasons == {"no-step"}
+
+
+def test_right_weights_settle_a_record_the_answer_also_wrote():
+    """The weights decide: a correct epoch that also wrote the log loses nothing to it."""
+    verdict = judge("batches", facts(parameter_writes=0), tensors=HEAD)
+    assert verdict.passed
+
+
+def test_recorded_steps_that_moved_nothing_at_a_positive_rate_are_forged():
+    """Writes alone do not make a step: one with gradients at lr > 0 moves its parameters."""
+    verdict = judge("order", wrong_weights(moved=0.0))
+    assert not verdict.passed and verdict.reasons == {"tampered", "record-forged"}
+    assert "did not move" in verdict.message
+
+
+def test_steps_at_a_zero_learning_rate_may_move_nothing():
+    have = wrong_weights(moved=0.0, hyper=[{"lr": 0.0, "momentum": 0.9}])
+    assert judge("order", have).passed
