@@ -87,11 +87,12 @@ def _judged(check, facts: Facts, expected: Facts | None) -> Verdict:
         )
 
 
-def _feedback(
+def _told(
     spec: CodeTask, outcome: Outcome, results: list[CheckResult], error_line: str | None
-) -> list[str]:
-    """The mistakes whose every condition holds: an outcome, a failed check, a reason a
-    failed check found ("check:reason"), the answer's exception."""
+) -> dict[str, list[str]]:
+    """The mistakes whose every condition holds (an outcome, a failed check, a reason a
+    failed check found ("check:reason"), the answer's exception), as the result's
+    `feedback` (their messages) and `mistakes` (their ids), in the task's order."""
     failed = {r.name for r in results if not r.passed}
     found = {f"{r.name}:{code}" for r in results if not r.passed for code in r.reasons}
     out = []
@@ -105,14 +106,14 @@ def _feedback(
             continue
         if when.error_matches and not (error_line and re.search(when.error_matches, error_line)):
             continue
-        out.append(mistake.message)
-    return out
+        out.append(mistake)
+    return {"feedback": [m.message for m in out], "mistakes": [m.id for m in out]}
 
 
 def _limit_result(spec: CodeTask, outcome: Outcome, message: str, **common) -> GradeResult:
     return GradeResult(
         outcome=outcome, score=0.0, max_score=spec.max_score, error=message,
-        feedback=_feedback(spec, outcome, [], message), **common,
+        **_told(spec, outcome, [], message), **common,
     )  # fmt: skip
 
 
@@ -233,7 +234,7 @@ def judge_run(
     error_line = m.error.message if m.error else None
     return GradeResult(
         outcome=outcome, score=round(score, 6), max_score=spec.max_score, checks=results,
-        feedback=_feedback(spec, outcome, results, error_line), error=error, notes=notes, **common,
+        **_told(spec, outcome, results, error_line), error=error, notes=notes, **common,
     )  # fmt: skip
 
 

@@ -92,6 +92,10 @@ class GradeResult(BaseModel):
     feedback: list[Text] = Field(
         default_factory=list, description="Common-mistake feedback the answer's behaviour matched."
     )
+    mistakes: list[Text] = Field(
+        default_factory=list,
+        description="The ids of the task's mistakes that `feedback` tells, in the same order.",
+    )
     error: Text | None = Field(None, description="Compile or runtime error, trimmed to the answer.")
     stdout: Text = ""
     stderr: Text = ""

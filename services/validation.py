@@ -172,7 +172,6 @@ def _self_test(
     answers += [
         (kw.name, Answer(code=kw.code, blanks=kw.blanks), kw.intended) for kw in spec.known_wrong
     ]
-    ids = {m.message: m.id for m in spec.mistakes}
 
     def run_one(item: tuple[str, Answer, tuple[str, ...]]):
         return run(code_for(spec, item[1], settings.max_code_bytes))
@@ -187,7 +186,7 @@ def _self_test(
     for (name, _, intended), run in zip(answers[1:], runs[1:], strict=True):
         result = judge_run(spec, report.version, *run, expected)
         failing = ", ".join(c.name for c in result.checks if not c.passed) or "no check"
-        told = [ids.get(text, "?") for text in result.feedback]
+        told = result.mistakes
         line = f"known-wrong {name!r} scored {_score(result)}, fails {failing}; " + (
             f"told {', '.join(told)}" if told else "told no mistake"
         )

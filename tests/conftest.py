@@ -91,17 +91,6 @@ def grade_fast(grade_answer, fast_backend):
 
 
 @pytest.fixture(scope="session")
-def told(settings):
-    """The ids of the task's mistakes a result's feedback reports, in the task's order."""
-
-    def ids(task_id: str, result: GradeResult) -> list[str]:
-        spec = get_task(settings.tasks_dir, task_id)
-        return [m.id for m in spec.mistakes if m.message in result.feedback]
-
-    return ids
-
-
-@pytest.fixture(scope="session")
 def grade_answer(settings, process_backend, expected_for):
     """Grade code (or blanks, or a choice) for a bundled task on the process backend."""
 

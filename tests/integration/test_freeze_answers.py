@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.results import failed_check, full_marks
+from tests.results import assert_fails, assert_full_marks
 
 pytestmark = pytest.mark.slow
 
@@ -164,16 +164,12 @@ WRONG = {
 
 @pytest.mark.parametrize("code", CORRECT.values(), ids=CORRECT.keys())
 def test_a_full_freeze_in_any_style_gets_full_marks(grade_fast, code):
-    result = grade_fast(TASK, code + "\n")
-    assert full_marks(result), [(c.name, c.message) for c in result.checks if not c.passed]
+    assert_full_marks(grade_fast(TASK, code + "\n"))
 
 
 @pytest.mark.parametrize(("code", "check", "fragment"), WRONG.values(), ids=WRONG.keys())
 def test_a_mistake_fails_the_check_that_names_it(grade_fast, code, check, fragment):
-    result = grade_fast(TASK, code + "\n")
-    assert result.outcome != "passed" and result.score < result.max_score, result.model_dump()
-    message = failed_check(result, check).message
-    assert fragment in message, message
+    assert_fails(grade_fast(TASK, code + "\n"), check, fragment)
 
 
 def test_mistakes_get_the_feedback_that_fits_them(grade_fast):

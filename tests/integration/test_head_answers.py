@@ -1,39 +1,19 @@
 """Replacing a pre-trained model's head, graded on free-form answers in the real harness
 (process backend): correct answers in styles the reference does not use get full marks
 and no mistake feedback; each wrong answer fails the checks its mistake breaks, with
-messages that name it, and is told exactly the task's mistakes it made (their ids, mapped
-from the feedback through the task's spec), no other: an answer that makes none of them
+messages that name it, and is told exactly the task's mistakes it made (their ids), no other: an answer that makes none of them
 is told only the checks' own messages."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.results import assert_full_marks, assert_wrong
+
 pytestmark = pytest.mark.slow
 
 RESNET = "finetune-replace-head"
 MOBILENET = "mobilenet-replace-classifier"
-
-
-def assert_full_marks(result, told: list[str]) -> None:
-    assert (result.outcome, result.score) == ("passed", result.max_score), [
-        (c.name, c.message) for c in result.checks if not c.passed
-    ]
-    assert result.feedback == [] and told == [], result.feedback
-
-
-def assert_wrong(result, told: list[str], failing, messages, mistakes) -> None:
-    """Exactly `failing` fail, each named check's message holds its fragment, and the
-    answer is told exactly the mistakes named (every feedback line is one of the task's
-    mistakes)."""
-    failed = {c.name: c.message for c in result.checks if not c.passed}
-    assert set(failed) == failing, failed
-    for name, fragment in messages.items():
-        assert fragment in failed[name], (name, failed[name])
-    reasons = {c.name: c.reasons for c in result.checks if not c.passed}
-    assert len(told) == len(result.feedback), result.feedback
-    assert sorted(told) == sorted(mistakes), (told, reasons)
-    assert result.score < result.max_score
 
 
 # --- finetune-replace-head: ResNet-18, 10 classes, head `fc` ----------------------
@@ -97,9 +77,8 @@ RESNET_CORRECT = {
 
 
 @pytest.mark.parametrize("code", RESNET_CORRECT.values(), ids=RESNET_CORRECT.keys())
-def test_resnet_correct_heads_get_full_marks(grade_fast, told, code):
-    result = grade_fast(RESNET, code)
-    assert_full_marks(result, told(RESNET, result))
+def test_resnet_correct_heads_get_full_marks(grade_fast, code):
+    assert_full_marks(grade_fast(RESNET, code))
 
 
 RESNET_WRONG = {
@@ -263,9 +242,8 @@ RESNET_WRONG = {
     RESNET_WRONG.values(),
     ids=RESNET_WRONG.keys(),
 )
-def test_resnet_wrong_heads_name_their_mistake(grade_fast, told, code, failing, messages, mistakes):
-    result = grade_fast(RESNET, code)
-    assert_wrong(result, told(RESNET, result), failing, messages, mistakes)
+def test_resnet_wrong_heads_name_their_mistake(grade_fast, code, failing, messages, mistakes):
+    assert_wrong(grade_fast(RESNET, code), failing, messages, mistakes)
 
 
 # --- mobilenet-replace-classifier: MobileNetV2, 5 classes, head `classifier.1` ------
@@ -330,9 +308,8 @@ MOBILENET_CORRECT = {
 
 
 @pytest.mark.parametrize("code", MOBILENET_CORRECT.values(), ids=MOBILENET_CORRECT.keys())
-def test_mobilenet_correct_classifiers_get_full_marks(grade_fast, told, code):
-    result = grade_fast(MOBILENET, code)
-    assert_full_marks(result, told(MOBILENET, result))
+def test_mobilenet_correct_classifiers_get_full_marks(grade_fast, code):
+    assert_full_marks(grade_fast(MOBILENET, code))
 
 
 MOBILENET_WRONG = {
@@ -496,7 +473,6 @@ MOBILENET_WRONG = {
     ids=MOBILENET_WRONG.keys(),
 )
 def test_mobilenet_wrong_classifiers_name_their_mistake(
-    grade_fast, told, code, failing, messages, mistakes
+    grade_fast, code, failing, messages, mistakes
 ):
-    result = grade_fast(MOBILENET, code)
-    assert_wrong(result, told(MOBILENET, result), failing, messages, mistakes)
+    assert_wrong(grade_fast(MOBILENET, code), failing, messages, mistakes)

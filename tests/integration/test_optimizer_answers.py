@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.results import failed_check, full_marks
+from tests.results import assert_fails, assert_full_marks, failed_check
 
 pytestmark = pytest.mark.slow
 
@@ -134,16 +134,12 @@ WRONG = {
 
 @pytest.mark.parametrize("code", CORRECT.values(), ids=CORRECT.keys())
 def test_a_correct_optimizer_in_any_style_gets_full_marks(grade_fast, code):
-    result = grade_fast(TASK, SGD + code + "\n")
-    assert full_marks(result), [(c.name, c.message) for c in result.checks if not c.passed]
+    assert_full_marks(grade_fast(TASK, SGD + code + "\n"))
 
 
 @pytest.mark.parametrize(("code", "check", "fragment"), WRONG.values(), ids=WRONG.keys())
 def test_a_mistake_fails_the_check_that_names_it(grade_fast, code, check, fragment):
-    result = grade_fast(TASK, SGD + code + "\n")
-    assert result.outcome == "failed" and result.score < result.max_score, result.model_dump()
-    message = failed_check(result, check).message
-    assert fragment in message, message
+    assert_fails(grade_fast(TASK, SGD + code + "\n"), check, fragment, outcome="failed")
 
 
 # id in WRONG: the task's mistakes it is told, exactly (each told only when measured)
@@ -177,9 +173,9 @@ def test_every_wrong_answer_says_what_it_is_told():
 
 
 @pytest.mark.parametrize("key", WRONG.keys())
-def test_a_mistake_is_told_exactly_when_the_answer_made_it(grade_fast, told, key):
+def test_a_mistake_is_told_exactly_when_the_answer_made_it(grade_fast, key):
     result = grade_fast(TASK, SGD + WRONG[key][0] + "\n")
-    assert told(TASK, result) == TOLD[key], [(c.name, c.reasons) for c in result.checks]
+    assert result.mistakes == TOLD[key], [(c.name, c.reasons) for c in result.checks]
 
 
 @pytest.mark.parametrize("code", list(CORRECT.values())[:5], ids=list(CORRECT.keys())[:5])

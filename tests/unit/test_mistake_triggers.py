@@ -82,7 +82,9 @@ def test_the_same_check_failing_for_another_reason_tells_another_mistake():
 def test_reasons_of_several_checks_and_other_conditions_combine():
     result = graded(MISSING, {"error": "replaced", "reason": "tampered"})
     assert result.feedback == ["Define model.", "Do not tamper.", "Something failed."]
-    assert graded(GOOD, GOOD).feedback == []
+    assert result.mistakes == ["no-model", "forged", "any-failure"]
+    good = graded(GOOD, GOOD)
+    assert (good.feedback, good.mistakes) == ([], [])
 
 
 def test_a_reason_the_check_type_does_not_declare_is_dropped():
