@@ -11,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from api.responses import PrintableJSONResponse
+from api.schemas import ErrorBody
 from services.errors import (
     Conflict,
     Forbidden,
@@ -34,15 +35,57 @@ STATUS = {
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 422: "invalid_input"}
 
+# What each error status means, for the OpenAPI; a route lists those it can answer.
+MEANING = {
+    401: "No API key, or one that is unknown or revoked.",
+    403: "The key's role or course does not allow this.",
+    404: "No such resource, or one the key may not see.",
+    408: "The request body did not arrive within `GRADER_REQUEST_BODY_TIMEOUT_S`; the "
+    "connection is closed.",
+    409: "The request is valid but the state forbids it.",
+    413: "The request body is over `GRADER_MAX_REQUEST_BYTES`; the connection is closed.",
+    422: "Invalid input: the message names the field.",
+    503: "The database is unavailable (nothing was stored) or the queue is full: retry after "
+    "`Retry-After` seconds.",
+}
+HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer`"}},
+    503: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+}
+
+
+def documented(*answers: int | tuple[int, str]) -> dict[int | str, dict]:
+    """The OpenAPI `responses` of error statuses, each with the error body; an answer given
+    as `(status, text)` says what the status means for that operation."""
+    found: dict[int | str, dict] = {}
+    for answer in answers:
+        status, text = answer if isinstance(answer, tuple) else (answer, MEANING[answer])
+        found[status] = {"model": ErrorBody, "description": text}
+        if status in HEADERS:
+            found[status]["headers"] = HEADERS[status]
+    return found
+
 
 def _body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
 def body_too_large(limit_bytes: int) -> PrintableJSONResponse:
-    """For the body-limit middleware, which answers before any route or handler runs."""
+    """For the request-limits middleware, which answers before any route or handler runs and
+    closes the connection after it."""
     return PrintableJSONResponse(
-        _body("too_large", f"request bodies are limited to {limit_bytes:,} bytes"), status_code=413
+        _body("too_large", f"request bodies are limited to {limit_bytes:,} bytes"),
+        status_code=413,
+        headers={"Connection": "close"},
+    )
+
+
+def body_too_slow(timeout_s: float) -> PrintableJSONResponse:
+    """For the request-limits middleware: a body still arriving after `timeout_s`."""
+    return PrintableJSONResponse(
+        _body("request_timeout", f"the request body must arrive within {timeout_s:g} s"),
+        status_code=408,
+        headers={"Connection": "close"},
     )
 
 

@@ -9,10 +9,13 @@ hashes each connection to one of them.
 
 A process that dies is started again; SIGTERM or SIGINT stops them all (each finishes the
 requests it has in flight, as uvicorn does).
+
+Every connection the server closes is closed the lingering way (`LingeringHttpProtocol`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import signal
@@ -22,11 +25,56 @@ import time
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("grader.api")
 STOP_GRACE_S = 30.0
 BACKLOG = 2048
 RESTART_AFTER_S = 10.0  # a process that lived this long is started again at once
+LINGER_S = 2.0
+
+
+class _LingeringTransport:
+    """The connection's transport, but `close()` sends FIN, goes on reading (the protocol
+    throws it away) and closes for good when the client closes its side or `LINGER_S` later."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop, self._closing = transport, loop, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if not self._transport.can_write_eof():
+            return self._transport.close()
+        self._transport.write_eof()  # after what is buffered, the answer
+        self._transport.resume_reading()
+        self._loop.call_later(LINGER_S, self._transport.close)
+
+
+class LingeringHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a lingering close (as Apache and nginx do it). A server
+    that closes while the client is still sending (a 408 cut a slow body short, a body over
+    the limit) has unread bytes in its socket, and the kernel answers them with a reset,
+    which can destroy the answer before the client reads it. Here the client gets FIN after
+    the answer, reads it, and what it still sends is read and thrown away."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_LingeringTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self.transport.is_closing():  # lingering, and the client is done: close now
+            self.transport._transport.close()
 
 
 def listening_socket(host: str, port: int, shared: bool) -> socket.socket:
@@ -42,7 +90,9 @@ def listening_socket(host: str, port: int, shared: bool) -> socket.socket:
 def _process(host: str, port: int, options: dict[str, Any]) -> None:
     sock = listening_socket(host, port, shared=True)
     sock.listen(BACKLOG)
-    config = uvicorn.Config("api.main:create_app", factory=True, **options)
+    config = uvicorn.Config(
+        "api.main:create_app", factory=True, http=LingeringHttpProtocol, **options
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -2,8 +2,8 @@
 in the database. Nothing accepted may be lost or graded twice; this prints whether it was.
 
 Starts, on 127.0.0.1 only and all of its own: a PostgreSQL database (dropped at the end), a
-redis-server on a free port, `gradectl serve` and WORKERS `gradectl worker` processes (the
-first runs the reaper). Sends SUBMISSIONS answers at once from the task bank's bundled
+redis-server on a free port, `gradectl serve` and WORKERS `gradectl worker` processes (each
+runs the reaper, taking turns). Sends SUBMISSIONS answers at once from the task bank's bundled
 examples (right and wrong; mostly code, some multiple choice), waits until every accepted
 one is completed or TIMEOUT_S passes, and counts from the database: accepted, completed,
 by outcome, duplicates (more than one row for one request, or a student's attempt
@@ -11,7 +11,16 @@ counter differing from their charged submissions), lost (accepted, never complet
 graded unexpectedly (an example scored against its expectation). Prints a table and
 writes the figures as JSON under bench/results/. A script, not a test.
 
+With `--chaos-every-s S`, until the burst is drained, one grading-side process is SIGKILLed
+at random every S seconds or so: a worker's pool process, the main process of the worker
+whose reaper ran last, a sandbox container, or any worker's main process; a killed main
+process is started again two seconds later, as a supervisor would. It then also counts what
+the kills cost: answers charged for our failure (an `internal_error` charged, or an outcome
+other than the one the same answer got everywhere else in the run) and, for every try
+killed mid-job, how long after the kill its submission was claimed again, beyond the grace.
+
     .venv/bin/python -m bench.load_test [--submissions 1000] [--workers 2] [--timeout-s 5400]
+        [--concurrency N] [--chaos-every-s 5 --grace-s 10 --reaper-interval-s 2]
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -44,12 +54,16 @@ from sqlalchemy import create_engine, text
 
 from core.settings import PROJECT_ROOT
 from db.session import temporary_database
+from sandbox.docker_backend import SANDBOX_LABEL
+from services.queue import REAPER_LAST_RUN_KEY, REAPER_TURN_KEY
 from services.taskbank import load_examples, load_tasks
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 START_TIMEOUT_S = 120
 CHOICE_SHARE = 0.1  # the rest are code answers (free-form code or filled-in blanks)
+RESTART_DELAY_S = 2.0  # a supervisor's (scripts/run.sh)
+CHAOS_KINDS = ("pool process", "reaper's main process", "sandbox container", "main process")
 
 
 def free_port() -> int:
@@ -62,8 +76,8 @@ class Service:
     """A subprocess in its own process group, logged to a file, stopped with its children."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log = (log_dir / f"{name}.log").open("wb")
+        self.name, self.argv, self.env, self.log_dir = name, argv, env, log_dir
+        self.log = (log_dir / f"{name}.log").open("ab")
         self.popen = subprocess.Popen(
             argv, cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True,
@@ -166,6 +180,117 @@ def send_burst(
     return accepted, statuses, time.monotonic() - started
 
 
+def _pids_of_children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+class Chaos:
+    """Kills one grading-side process at random about every `every_s` seconds, until stopped;
+    restarts a killed worker main process after RESTART_DELAY_S. `kills` records each kill
+    (when, what, and the submissions whose try the killed process held)."""
+
+    def __init__(
+        self, workers: list[Service], db_url: str, redis_url: str, every_s: float, seed: int
+    ) -> None:
+        self.workers, self.every_s = workers, every_s
+        self.retired: list[
+            Service
+        ] = []  # killed mains' services: their orphans, stopped at the end
+        self.kills: list[dict] = []
+        self.rng = random.Random(seed)
+        self.engine = create_engine(db_url)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.docker = docker.from_env()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.engine.dispose()
+        self.docker.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.rng.uniform(0.5, 1.5) * self.every_s):
+            kind = self.rng.choice(CHAOS_KINDS)
+            try:
+                self.kills.append({"at": time.time(), "kind": kind, **self._kill(kind)})
+            except Exception as exc:  # noqa: BLE001 (a process gone meanwhile: the next kill)
+                self.kills.append({"at": time.time(), "kind": kind, "error": str(exc)})
+
+    def _held_by(self, pids: list[int]) -> list[str]:
+        """Submissions running under a try of one of `pids` (this host's)."""
+        if not pids:
+            return []
+        owners = [f"{socket.gethostname()}:{pid}"[:200] for pid in pids]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT id, claimed_by FROM submissions WHERE status = 'running'")
+            ).all()
+        return [r.id for r in rows if r.claimed_by in owners]
+
+    def _kill(self, kind: str) -> dict:
+        if kind == "sandbox container":
+            running = self.docker.containers.list(filters={"label": f"{SANDBOX_LABEL}=1"})
+            if not running:
+                return {"skipped": "no sandbox running"}
+            victim = self.rng.choice(running)
+            victim.kill()
+            return {"container": victim.id[:12]}
+        if kind == "pool process":
+            children = [c for w in self.workers for c in _pids_of_children(w.popen.pid)]
+            if not children:
+                return {"skipped": "no pool process"}
+            pid = self.rng.choice(children)
+            held = self._held_by([pid])
+            os.kill(pid, signal.SIGKILL)
+            return {"pid": pid, "held": held}
+        index = self.rng.randrange(len(self.workers))
+        if kind == "reaper's main process":
+            last = self.redis.get(REAPER_LAST_RUN_KEY)
+            by = int(json.loads(last)["by"].rsplit(":", 1)[1]) if last else None
+            index = next((i for i, w in enumerate(self.workers) if w.popen.pid == by), index)
+        old = self.workers[index]
+        held = self._held_by(_pids_of_children(old.popen.pid))
+        os.kill(old.popen.pid, signal.SIGKILL)
+        old.popen.wait(timeout=10)
+        self.retired.append(old)
+        time.sleep(RESTART_DELAY_S)
+        self.workers[index] = Service(old.name, old.argv, old.env, old.log_dir)
+        return {"pid": old.popen.pid, "held": held, "restarted": self.workers[index].popen.pid}
+
+
+def chaos_figures(kills: list[dict], rows: dict, grace_s: float) -> dict:
+    """What the kills did: how many of each kind, and for every try killed mid-job whose
+    submission was claimed again after the kill, how long that took beyond the grace."""
+    waits = []
+    for kill in kills:
+        for sid in kill.get("held", []):
+            row = rows.get(sid)
+            if row is None or row.started_at is None or row.started_at.timestamp() < kill["at"]:
+                continue  # an orphaned pool process finished it, or it was never claimed again
+            waits.append(row.started_at.timestamp() - kill["at"])
+    return {
+        "kills": dict(Counter(k["kind"] for k in kills if "skipped" not in k and "error" not in k)),
+        "skipped": sum("skipped" in k or "error" in k for k in kills),
+        "tries_killed_mid_job": sum(len(k.get("held", [])) for k in kills),
+        "claimed_again_after_kill": len(waits),
+        "longest_wait_after_kill_s": round(max(waits, default=0.0), 2),
+        "longest_wait_beyond_grace_s": round(max([w - grace_s for w in waits] + [0.0]), 2),
+    }
+
+
 def count(db_url: str, accepted: dict[str, dict]) -> dict:
     """What the database says about the run: the figures the report prints."""
     engine = create_engine(db_url)
@@ -198,6 +323,12 @@ def count(db_url: str, accepted: dict[str, dict]) -> dict:
         r.id for r in done if r.outcome != "internal_error"
         and (r.score >= r.max_score) != (accepted[r.id]["_expect"] == "full")
     ]  # fmt: skip
+    usual = {}  # each distinct answer's most common outcome in the run
+    for body_key, outcomes in _outcomes_by_answer(done, accepted).items():
+        usual[body_key] = Counter(outcomes).most_common(1)[0][0]
+    misgraded = [
+        r.id for r in done if r.charged and r.outcome != usual[_answer_key(accepted[r.id])]
+    ]  # fmt: skip
     latencies = sorted((r.finished_at - r.created_at).total_seconds() for r in done)
     runs = sorted((r.finished_at - r.started_at).total_seconds() for r in done if r.started_at)
     return {
@@ -209,9 +340,22 @@ def count(db_url: str, accepted: dict[str, dict]) -> dict:
         "lost": len(accepted) - len(done),
         "retried": sum(r.tries > 1 for r in done),
         "unexpected": len(unexpected),
+        "charged_for_our_failure": sum(r.outcome == "internal_error" and r.charged for r in done)
+        + len(misgraded),
         "latency_s": _quantiles(latencies),
         "grading_s": _quantiles(runs),
     }
+
+
+def _answer_key(body: dict) -> str:
+    return json.dumps({k: v for k, v in body.items() if k not in ("student_id", "_expect")})
+
+
+def _outcomes_by_answer(done: list, accepted: dict[str, dict]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for r in done:
+        found.setdefault(_answer_key(accepted[r.id]), []).append(r.outcome)
+    return found
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:
@@ -233,7 +377,11 @@ def leftovers(redis_url: str, tmp_dir: Path, started_at: float) -> dict:
     finally:
         client.close()
     r = redis.Redis.from_url(redis_url)
-    keys = [k.decode() for k in r.keys("*") if not k.startswith(b"_kombu.")]  # its bindings
+    kept = {REAPER_LAST_RUN_KEY, REAPER_TURN_KEY, "unacked", "unacked_index"}
+    keys = [
+        k.decode() for k in r.keys("*")
+        if not k.startswith(b"_kombu.") and k.decode() not in kept  # its bindings, the reaper's
+    ]  # fmt: skip
     messages = [
         json.loads(m)["headers"]["task"] for q in ("cpu", "gpu", "webhooks")
         for m in r.lrange(q, 0, -1)
@@ -244,6 +392,12 @@ def leftovers(redis_url: str, tmp_dir: Path, started_at: float) -> dict:
         "job_messages": [m for m in messages if m != "grader.reap"],
         "temp_files": sorted(p.name for p in tmp_dir.iterdir()),
     }
+
+
+def held_by_killed(redis_url: str) -> int:
+    """Messages a killed worker main process had taken and not acknowledged: Redis gives them
+    back after its visibility timeout (an hour); their rows were recovered without them."""
+    return int(redis.Redis.from_url(redis_url).hlen("unacked"))
 
 
 def print_table(report: dict) -> None:
@@ -260,12 +414,22 @@ def print_table(report: dict) -> None:
         ("lost", f["lost"]),
         ("retried (more than one try)", f["retried"]),
         ("graded unexpectedly", f["unexpected"]),
+        ("charged for our failure", f["charged_for_our_failure"]),
         ("drain time (s)", f"{report['drain_s']:.1f}"),
         ("throughput (graded/s)", f"{report['throughput_per_s']:.2f}"),
         ("latency submit→result (s)", json.dumps(f["latency_s"])),
         ("claim→result (s)", json.dumps(f["grading_s"])),
         ("left behind", json.dumps({k: len(v) for k, v in report["leftovers"].items()})),
     ]
+    if report.get("chaos"):
+        c = report["chaos"]
+        rows += [
+            ("chaos: kills", json.dumps(c["kills"])),
+            ("chaos: tries killed mid-job", c["tries_killed_mid_job"]),
+            ("chaos: longest wait after a kill (s)", c["longest_wait_after_kill_s"]),
+            ("chaos: longest wait beyond the grace (s)", c["longest_wait_beyond_grace_s"]),
+            ("chaos: messages held by killed mains", c["held_by_killed_mains"]),
+        ]
     width = max(len(str(k)) for k, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -277,6 +441,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=5400, help="give up draining after")
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, help="per worker (default: the worker's own)")
+    parser.add_argument(
+        "--chaos-every-s", type=float, default=0.0,
+        help="SIGKILL a grading-side process about this often while the burst drains (0: never)",
+    )  # fmt: skip
+    parser.add_argument("--grace-s", type=float, help="GRADER_STUCK_GRACE_S for the service")
+    parser.add_argument("--reaper-interval-s", type=float, help="GRADER_REAPER_INTERVAL_S")
     args = parser.parse_args()
     if not 1 <= args.submissions <= 5000 or not 1 <= args.workers <= 8:
         parser.error("1 to 5000 submissions, 1 to 8 workers")
@@ -295,16 +466,25 @@ def main() -> int:
             "GRADER_BOOTSTRAP_ADMIN_KEY": "grk_load_" + uuid.uuid4().hex,
             "TMPDIR": str(tmp_dir),
         }
+        if args.grace_s is not None:
+            env["GRADER_STUCK_GRACE_S"] = str(args.grace_s)
+        if args.reaper_interval_s is not None:
+            env["GRADER_REAPER_INTERVAL_S"] = str(args.reaper_interval_s)
+        if args.chaos_every_s:  # the killed pool processes' warm sandboxes expire sooner
+            env["GRADER_WARM_MAX_IDLE_S"] = "60"
+        grace_s = args.grace_s if args.grace_s is not None else 120.0
+        workers: list[Service] = []
+        chaos: Chaos | None = None
         gradectl = [sys.executable, "-m", "cli.gradectl"]
         try:
             port = free_port()
             api_url = f"http://127.0.0.1:{port}"
             services.append(Service("api", [*gradectl, "serve", "--port", str(port)], env, work))
             wait(lambda: _ready(api_url), START_TIMEOUT_S, "the API")
+            concurrency = ["--concurrency", str(args.concurrency)] if args.concurrency else []
             for n in range(args.workers):
-                beat = ["--beat"] if n == 0 else []
-                argv = [*gradectl, "worker", "--concurrency", "1", *beat]
-                services.append(Service(f"worker-{n + 1}", argv, env, work))
+                argv = [*gradectl, "worker", *concurrency]
+                workers.append(Service(f"worker-{n + 1}", argv, env, work))
             made = subprocess.run(
                 [*gradectl, "keys", "create", "--role", "lms", "--course", "load"],
                 env={**os.environ, **env}, capture_output=True, check=True, cwd=PROJECT_ROOT,
@@ -314,6 +494,9 @@ def main() -> int:
 
             bodies = answers(args.submissions, args.seed)
             print(f"sending {len(bodies)} submissions to {args.workers} worker(s)", flush=True)
+            if args.chaos_every_s:
+                chaos = Chaos(workers, db_url, redis_url, args.chaos_every_s, args.seed)
+                chaos.start()
             accepted, statuses, burst_s = send_burst(api_url, key, bodies)
             drain_start = time.monotonic()
             engine = create_engine(db_url)
@@ -329,10 +512,16 @@ def main() -> int:
             with contextlib.suppress(SystemExit):
                 wait(drained, args.timeout_s, "the queue to drain", every_s=15)
             drain_s = time.monotonic() - drain_start
+            if chaos is not None:
+                chaos.stop()
+                settle(redis_url, grace_s)
             engine.dispose()
             figures = count(db_url, accepted)
+            held = held_by_killed(redis_url)
         finally:
-            for service in reversed(services):
+            if chaos is not None:
+                chaos.stop()
+            for service in [*reversed(workers), *(chaos.retired if chaos else []), *services]:
                 service.stop()
         report = {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -346,17 +535,60 @@ def main() -> int:
             "figures": figures,
             "leftovers": leftovers(redis_url, tmp_dir, started_at),
         }
+        if chaos is not None:
+            report["chaos"] = chaos_figures(chaos.kills, _rows(db_url), grace_s) | {
+                "every_s": args.chaos_every_s,
+                "grace_s": grace_s,
+                "held_by_killed_mains": held,
+                "log": chaos.kills,
+            }
     print_table(report)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"load_{args.submissions}_{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {out.relative_to(PROJECT_ROOT)}")
-    ok = not (figures["lost"] or figures["duplicates"] or figures["unexpected"])
+    ok = not (
+        figures["lost"]
+        or figures["duplicates"]
+        or figures["unexpected"]
+        or figures["charged_for_our_failure"]
+    )
     if ok and not any(report["leftovers"].values()):
         shutil.rmtree(work)
         return 0
     print(f"logs kept in {work}")
     return 1
+
+
+def settle(redis_url: str, grace_s: float) -> None:
+    """After the drain, with the workers still up: wait for the messages that came back for
+    rows graded since (they find them completed), and for every sandbox that exists now to
+    go: the live workers replace theirs (GRADER_WARM_MAX_IDLE_S=60), a reaper sweeps the
+    killed processes' at their expiry. A few minutes at most."""
+    r = redis.Redis.from_url(redis_url)
+    client = docker.from_env()
+    label = {"label": f"{SANDBOX_LABEL}=1"}
+    now_there = {c.id for c in client.containers.list(all=True, filters=label)}
+
+    def quiet() -> bool:
+        waiting = sum(r.llen(q) for q in ("cpu", "gpu", "webhooks"))
+        there = {c.id for c in client.containers.list(all=True, filters=label)}
+        return waiting == 0 and not there & now_there
+
+    try:
+        with contextlib.suppress(SystemExit):
+            wait(quiet, 2 * grace_s + 180, "the messages and the sandboxes to settle", 2)
+    finally:
+        client.close()
+
+
+def _rows(db_url: str) -> dict:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return {r.id: r for r in conn.execute(text("SELECT id, started_at FROM submissions"))}
+    finally:
+        engine.dispose()
 
 
 def _ready(api_url: str) -> bool:

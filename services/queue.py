@@ -10,6 +10,10 @@ envelope kombu's Redis transport reads, pushed onto the queue's list; many go in
 pipeline. Publishing through `send_task` costs about a millisecond of CPU a message on
 these machines, most of the API's budget for a submission; this costs a tenth of that, and
 a group of submissions accepted together is one round trip to Redis.
+
+The reaper's turns and its latest run are kept beside the queues: each worker's main
+process asks for the turn every interval (`take_reaper_turn`, one holder at a time across
+every host), and the API reads when a reaper last ran (`last_reap`) for its readiness.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +43,8 @@ DELIVER = "grader.deliver_webhook"
 REAP = "grader.reap"
 QUEUES = ("cpu", "gpu", "webhooks")
 BROKER_TIMEOUT_S = 2.0  # a broker that does not answer fails the send, it does not hang it
+REAPER_TURN_KEY = "grader.reaper.turn"
+REAPER_LAST_RUN_KEY = "grader.reaper.last_run"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Message:
     args: list
     queue: str
     countdown: float | None = None
+    front: bool = False  # taken next, before the waiting ones (a re-sent message has waited)
 
 
 @lru_cache
@@ -100,8 +108,9 @@ def send_many(settings: Settings, messages: list[Message]) -> bool:
     app = client(settings.redis_url)
     try:
         pipe = _broker(settings.redis_url).pipeline(transaction=False)
-        for message in messages:
-            pipe.lpush(message.queue, encode(app, message))
+        for message in messages:  # consumers pop the right end (kombu's BRPOP)
+            push = pipe.rpush if message.front else pipe.lpush
+            push(message.queue, encode(app, message))
         pipe.execute()
         return True
     except Exception as exc:  # the rows are stored: whatever failed here, the reaper resends
@@ -109,8 +118,10 @@ def send_many(settings: Settings, messages: list[Message]) -> bool:
         return False
 
 
-def grading(submission_id: str, queue: str, countdown: float | None = None) -> Message:
-    return Message(GRADE, [submission_id], queue, countdown)
+def grading(
+    submission_id: str, queue: str, countdown: float | None = None, front: bool = False
+) -> Message:
+    return Message(GRADE, [submission_id], queue, countdown, front)
 
 
 def self_test(version_id: str) -> Message:
@@ -128,6 +139,39 @@ def broker_depth(settings: Settings) -> dict[str, int] | None:
         return {q: int(r.llen(q)) for q in QUEUES}
     except redis.RedisError:
         return None
+
+
+def take_reaper_turn(settings: Settings, owner: str, hold_s: float) -> bool:
+    """True when `owner` may reap now: nobody else took a turn in the last `hold_s` seconds.
+    False, too, when Redis does not answer (what a reaper would send could not be sent)."""
+    try:
+        taken = _broker(settings.redis_url).set(
+            REAPER_TURN_KEY, owner, nx=True, px=max(1, int(hold_s * 1000))
+        )
+        return bool(taken)
+    except redis.RedisError as exc:
+        log.warning("could not take the reaper's turn: %s", exc)
+        return False
+
+
+def record_reap(settings: Settings, owner: str, summary: dict[str, int]) -> None:
+    """Keep the reaper's latest run: when, by whom, what it did."""
+    record = {"at": time.time(), "by": owner, "did": summary}
+    try:
+        _broker(settings.redis_url).set(REAPER_LAST_RUN_KEY, json.dumps(record))
+    except redis.RedisError as exc:
+        log.warning("could not record the reaper's run: %s", exc)
+
+
+def last_reap(settings: Settings) -> dict | None:
+    """The reaper's latest run (`at`: a Unix time, `by`, `did`), or None: none recorded, or
+    Redis does not answer."""
+    try:
+        r = redis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        raw = r.get(REAPER_LAST_RUN_KEY)
+    except redis.RedisError:
+        return None
+    return json.loads(raw) if raw else None
 
 
 class Broker(Protocol):

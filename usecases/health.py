@@ -1,9 +1,11 @@
 """What the service reports about itself: readiness (database, broker, sandbox and whether
-it isolates) and the figures the metrics expose, read at scrape time from the database (as
-aggregates) and the broker so that the API and the workers report one truth."""
+it isolates, a reaper that runs) and the figures the metrics expose, read at scrape time
+from the database (as aggregates) and the broker so that the API and the workers report
+one truth."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +15,15 @@ from sqlalchemy import case, func, select, text
 from db.models import Submission, SubmissionStatus
 from db.sql import seconds_between
 from sandbox.factory import describe_configured_backend
+from services import queue
 from usecases.unit_of_work import Context
+
+# A reaper runs once an interval in some worker; missing this many, nothing recovers a
+# submission whose every message was lost, and the service is not ready.
+REAPER_MISSED_INTERVALS = 3
+# What a freshly started API allows the workers to come up in before it asks for a reaper.
+START_ALLOWANCE_S = 300.0
+_started_at = time.time()
 
 
 def readiness(ctx: Context) -> dict[str, Any]:
@@ -27,8 +37,30 @@ def readiness(ctx: Context) -> dict[str, Any]:
     depth = ctx.broker.depth()
     checks["broker"] = {"ok": depth is not None, "queues": depth}
     checks["sandbox"] = describe_configured_backend(ctx.settings)
-    ready = checks["database"]["ok"] and checks["broker"]["ok"] and checks["sandbox"]["ok"]
+    checks["reaper"] = reaper(ctx)
+    ready = all(check["ok"] for check in checks.values())
     return {"ready": ready, "checks": checks}
+
+
+def reaper(ctx: Context) -> dict[str, Any]:
+    """When a reaper last ran, by whom and what it did; ok while one ran within the last
+    REAPER_MISSED_INTERVALS intervals, or, until one has run since this process started,
+    for START_ALLOWANCE_S after its start (the workers may start after the API)."""
+    last = queue.last_reap(ctx.settings)
+    at = time.time()
+    allowed_s = REAPER_MISSED_INTERVALS * ctx.settings.reaper_interval_s
+    ago_s = None if last is None else round(max(0.0, at - last["at"]), 3)
+    starting = (last is None or last["at"] < _started_at) and (
+        at - _started_at <= max(allowed_s, START_ALLOWANCE_S)
+    )
+    return {
+        "ok": (ago_s is not None and ago_s <= allowed_s) or starting,
+        "last_run_at": None if last is None else last["at"],
+        "seconds_ago": ago_s,
+        "by": None if last is None else last["by"],
+        "did": None if last is None else last["did"],
+        "interval_s": ctx.settings.reaper_interval_s,
+    }
 
 
 @dataclass
@@ -46,6 +78,7 @@ class Figures:
     by_status: dict[str, int]  # submissions
     by_outcome: dict[str, int]  # completed submissions
     durations: Durations
+    reaper_last_run_at: float | None  # a Unix time; None: no run recorded
 
 
 def figures(ctx: Context, buckets_s: Sequence[float]) -> Figures:
@@ -76,4 +109,5 @@ def figures(ctx: Context, buckets_s: Sequence[float]) -> Figures:
         count=int(count),
         sum_s=float(total or 0.0),
     )
-    return Figures(ctx.broker.depth() or {}, by_status, by_outcome, durations)
+    last = queue.last_reap(ctx.settings)
+    return Figures(ctx.broker.depth() or {}, by_status, by_outcome, durations, last and last["at"])

@@ -5,10 +5,14 @@ stuck work.
 The database row is the source of truth; a queue message carries only the id. Each
 grading try claims the row with a fresh `attempt_token`; only the try holding the current
 token may finish it, so a redelivered or stale message cannot overwrite a newer result. A
-running try heartbeats; while its heartbeat is fresh another message for the same
-submission is a duplicate and does nothing, and once it stops (the worker died) the
-reaper queues the submission again. An internal error is retried and, if it persists,
-recorded without charging the student's attempt.
+running try heartbeats. A message that finds the row held by a try whose heartbeat is
+still fresh comes back when that heartbeat would be stale (it is published again with a
+countdown), and takes the row over if the try has died by then; so a grading process
+killed mid-job is recovered by its own message, redelivered, with no reaper. The reaper
+(`reap_when_due`, on a timer in every worker's main process, one turn per interval across
+them all) queues again what no message will: rows whose every message was lost. An
+internal error is retried and, if it persists, recorded without charging the student's
+attempt.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from db.models import (
     aware,
     now,
 )
+from db.session import serialize
 from graders.facts import dump_facts
 from graders.judge import Expected
 from graders.result import GradeResult, printable
@@ -60,6 +65,7 @@ MAX_RESULT_BYTES = 256 * 1024  # one stored result, as JSON
 MAX_STORED_OUTPUT_CHARS = 64 * 1024  # the student's stdout and stderr, each, as stored
 MAX_STORED_TEXT_CHARS = 8 * 1024  # an error, a check's message, a feedback line or a note
 RETRY_COUNTDOWN_S = 2
+REAPER_LOCK = 0x72656170  # two reapers never run at once (a reap slower than its interval)
 VALIDATION_ALLOWANCE_S = 900  # a self-test runs many sandboxes; under load it takes minutes
 
 
@@ -76,8 +82,9 @@ class Claim:
 
 
 def grade_submission(ctx: Context, submission_id: str) -> str:
-    """Claim, grade (outside any transaction: it takes seconds) and finish the submission."""
-    claimed = claim(ctx, submission_id)
+    """Claim, grade (outside any transaction: it takes seconds) and finish the submission.
+    A row held by a live try sends this message back for later (see `claim`)."""
+    claimed = claim(ctx, submission_id, come_back=True)
     if claimed is None:
         return "nothing to do"
     with _heartbeat(ctx, claimed, heartbeat_interval_s(ctx.settings)):
@@ -103,16 +110,33 @@ def _held_by_live_try(row: Submission, settings: Settings, at: datetime) -> bool
     )
 
 
-def claim(ctx: Context, submission_id: str) -> Claim | None:
+def _stale_in_s(row: Submission, settings: Settings, at: datetime) -> float:
+    """Seconds until a live try's row may be taken over, should the try stop heartbeating now."""
+    beat, deadline = aware(row.heartbeat_at or row.started_at), aware(row.deadline_at)
+    held_until = min(beat, deadline) if deadline is not None else beat
+    return max(0.0, (held_until - at).total_seconds() + settings.stuck_grace_s)
+
+
+def claim(ctx: Context, submission_id: str, *, come_back: bool = False) -> Claim | None:
     """Mark the submission running under a fresh token; None when there is nothing to do
-    (completed, unknown, or held by a try that is still alive: this message is a duplicate)."""
+    now (completed, unknown, or held by a try whose heartbeat is fresh). With `come_back`,
+    a message for a held row is sent again to arrive just after the heartbeat would be
+    stale: if the try died (its process killed mid-job), that message takes the row over;
+    if it lives, the message comes back again, until the row is completed."""
+    settings = ctx.settings
     with ctx.unit_of_work() as work:
         row = work.session.get(Submission, submission_id, with_for_update=True)
-        if (
-            row is None
-            or row.status == SubmissionStatus.COMPLETED
-            or _held_by_live_try(row, ctx.settings, now())
-        ):
+        if row is None or row.status == SubmissionStatus.COMPLETED:
+            return None
+        at = now()
+        if _held_by_live_try(row, settings, at):
+            if come_back:
+                countdown = _stale_in_s(row, settings, at) + heartbeat_interval_s(settings)
+                work.enqueue(queue.grading(row.id, row.queue, countdown=round(countdown, 3)))
+                log.info(
+                    "submission %s is held by %s; this message comes back in %.1f s",
+                    row.id, row.claimed_by, countdown,
+                )  # fmt: skip
             return None
         version = work.session.get(TaskVersion, row.task_version_id)
         spec = catalog.spec_of(version)
@@ -302,15 +326,35 @@ def deliver_webhook(ctx: Context, delivery_id: str) -> str:
     return "retrying" if delay is not None else "done"
 
 
+def reap_when_due(ctx: Context, owner: str) -> dict[str, int] | None:
+    """Reap if no process has taken this interval's turn (every worker's main process calls
+    this on a timer, so the reaper lives as long as any worker does); record the run, for
+    `/readyz` and `/metrics`. None when another process has the turn."""
+    turn_s = 0.9 * ctx.settings.reaper_interval_s  # its holder's next tick finds it free
+    if not queue.take_reaper_turn(ctx.settings, owner, turn_s):
+        return None
+    return run_reaper(ctx, owner)
+
+
+def run_reaper(ctx: Context, owner: str) -> dict[str, int]:
+    """One reap, recorded as the reaper's latest run."""
+    summary = reap(ctx)
+    queue.record_reap(ctx.settings, owner, summary)
+    return summary
+
+
 def reap(ctx: Context) -> dict[str, int]:
     """Re-enqueue submissions stuck in queued or running, versions stuck validating and webhook
-    deliveries whose message was lost; remove orphaned sandbox containers."""
+    deliveries whose message was lost; remove orphaned sandbox containers. Reaps take turns
+    (a database lock), so two never send the same lost rows again."""
     settings = ctx.settings
-    waiting = ctx.broker.depth()
     with ctx.unit_of_work() as work:
+        serialize(work.session, REAPER_LOCK)
+        waiting = ctx.broker.depth()  # read under the lock: after the previous reap's sends
         ids = stuck(work.session, settings, waiting)
-        for sid in ids:
-            work.enqueue(queue.grading(sid, work.session.get(Submission, sid).queue))
+        for sid in ids:  # ahead of the backlog: each has waited its turn already
+            row = work.session.get(Submission, sid)
+            work.enqueue(queue.grading(sid, row.queue, front=True))
         validating = _overdue_self_tests(work.session, settings.stuck_grace_s)
         work.enqueue(*(queue.self_test(vid) for vid in validating))
         deliveries = webhooks.overdue(work.session, settings)
@@ -374,6 +418,7 @@ def stuck(
             row is None
             or row.status == SubmissionStatus.COMPLETED
             or _held_by_live_try(row, settings, at)
+            or (row.status == SubmissionStatus.QUEUED and aware(row.enqueued_at) >= limit)
         ):
             continue
         requeue(row)

@@ -2,7 +2,8 @@
 
 Late acknowledgement and reject-on-worker-lost put a message back if a worker dies
 mid-grading; prefetch 1 keeps one job per process; the Redis visibility timeout is above
-the longest job; the hard time limit is above the sandbox deadline.
+the longest job; the hard time limit is above the sandbox deadline. The reaper runs on a
+timer in every worker's main process (worker/reaper.py), not in a beat.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from celery import Celery
 from kombu import Queue
 
 from core.settings import get_settings
-from services.queue import QUEUES, REAP
+from services.queue import QUEUES
 from usecases.unit_of_work import Context
+from worker.reaper import Reaper
 
 settings = get_settings()
 context = Context.of(settings)  # what the tasks' use cases act on
@@ -30,12 +32,6 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": 3600},
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
-    beat_schedule={  # on the light queue: never behind a backlog of grading
-        "reap": {
-            "task": REAP,
-            "schedule": settings.reaper_interval_s,
-            "options": {"queue": "webhooks", "expires": settings.reaper_interval_s},
-        }
-    },
-    beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
 )
+Reaper.context = context
+app.steps["worker"].add(Reaper)

@@ -1,4 +1,5 @@
-"""Liveness, readiness (database, broker, sandbox and whether it isolates) and Prometheus metrics."""
+"""Liveness, readiness (database, broker, sandbox and whether it isolates, the reaper) and
+Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
+from api import errors
 from api.deps import ContextDep
 from usecases import health
 from usecases.unit_of_work import Context
@@ -24,7 +26,19 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+READINESS = {"type": "object", "description": "`ready` and each dependency's check."}
+
+
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "Ready.", "content": {"application/json": {"schema": READINESS}}},
+        503: {
+            "description": "A dependency is not ready; the body says which.",
+            "content": {"application/json": {"schema": READINESS}},
+        },
+    },
+)
 def readyz(ctx: ContextDep, response: Response) -> dict:
     report = health.readiness(ctx)
     response.status_code = 200 if report["ready"] else 503
@@ -64,9 +78,25 @@ class _Collector:
         )
         hist.add_metric([], buckets, sum_value=durations.sum_s)
         yield hist
+        if found.reaper_last_run_at is not None:
+            yield GaugeMetricFamily(
+                "grader_reaper_last_run_timestamp_seconds",
+                "When a reaper last ran (Unix time)",
+                value=found.reaper_last_run_at,
+            )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The figures in the Prometheus text format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **errors.documented((503, "The database is unavailable: no figures.")),
+    },
+)
 def metrics(ctx: ContextDep) -> Response:
     registry = CollectorRegistry()
     registry.register(_Collector(ctx))

@@ -6,13 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
-from api.deps import ContextDep, PrincipalDep, api_key_of
+from api import errors
+from api.deps import ContextDep, KeyDep, PrincipalDep
 from api.responses import PrintableJSONResponse
 from api.schemas import SubmissionIn
 from usecases import submissions, views
 from usecases.submitting import MAX_IDEMPOTENCY_KEY, Posted
 
-router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
+router = APIRouter(
+    prefix="/v1/submissions", tags=["submissions"], responses=errors.documented(401, 422, 503)
+)
 
 
 SUBMISSION_BODY = {
@@ -29,13 +32,25 @@ SUBMISSION_BODY = {
     openapi_extra=SUBMISSION_BODY,
     responses={
         202: {"description": "Accepted: the new submission, queued for grading."},
-        200: {"description": "The submission first sent with this `Idempotency-Key`."},
+        200: {
+            "description": "The submission first sent with this `Idempotency-Key`.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **errors.documented(
+            (403, "The key may not submit (an instructor's), or not as this student."),
+            (404, "No such task, or one the key's course cannot see."),
+            (409, "The student's attempts are used up, or the task is archived or not ready."),
+            (
+                413,
+                "The body is over `GRADER_MAX_REQUEST_BYTES` or the code over "
+                "`GRADER_MAX_CODE_BYTES`.",
+            ),
+        ),
     },
 )
 async def submit(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    key: KeyDep,
     idempotency_key: Annotated[
         str | None, Header(description=f"At most {MAX_IDEMPOTENCY_KEY} characters.")
     ] = None,
@@ -47,7 +62,7 @@ async def submit(
     the row stored with the submissions posted at the same moment, in one transaction
     (usecases/group_commit.py); each is judged on its own.
     """
-    posted = Posted(api_key_of(authorization, x_api_key), await request.body(), idempotency_key)
+    posted = Posted(key, await request.body(), idempotency_key)
     accepted = await request.app.state.group_commit.submit(posted)
     return PrintableJSONResponse(
         views.submission(accepted.row, accepted.attempts_left),
@@ -55,7 +70,7 @@ async def submit(
     )
 
 
-@router.get("/{submission_id}")
+@router.get("/{submission_id}", responses=errors.documented(404))
 async def get_submission(
     submission_id: str, who: PrincipalDep, ctx: ContextDep,
     wait_s: Annotated[float, Query(ge=0, description="Wait up to this long for the result.")] = 0,
@@ -72,11 +87,11 @@ def list_submissions(
     return submissions.list_submissions(ctx, who, task_id, student_id, limit)
 
 
-@router.post("/{submission_id}/regrade", status_code=202)
+@router.post("/{submission_id}/regrade", status_code=202, responses=errors.documented(403, 404))
 def regrade(submission_id: str, who: PrincipalDep, ctx: ContextDep) -> dict:
     return submissions.regrade(ctx, who, submission_id)
 
 
-@router.get("/{submission_id}/webhooks")
+@router.get("/{submission_id}/webhooks", responses=errors.documented(404))
 def deliveries(submission_id: str, who: PrincipalDep, ctx: ContextDep) -> list[dict]:
     return submissions.deliveries(ctx, who, submission_id)

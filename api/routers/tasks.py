@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import errors
 from api.deps import ContextDep, PrincipalDep
 from usecases import tasks
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"], responses=errors.documented(401, 422, 503))
+AMBIGUOUS = (409, "An admin named an id that several courses' tasks have: say which with `course`.")
+SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A task spec (`gradectl schema` prints its JSON Schema).",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
 
+# A version's number, as the database stores it (a 32-bit integer).
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # Task ids are unique per course: an admin (who belongs to no course) names the course.
 CourseParam = Annotated[
     str | None,
@@ -22,7 +36,20 @@ CourseParam = Annotated[
 ]
 
 
-@router.post("", status_code=202)
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra=SPEC_BODY,
+    responses={
+        200: {
+            "description": "This spec is already the task's version: that version.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **errors.documented(
+            403, (409, "A course's new task would take an id the shared bank has.")
+        ),
+    },
+)
 async def post_task(
     request: Request, response: Response, who: PrincipalDep, ctx: ContextDep,
     course: CourseParam = None,
@@ -41,27 +68,39 @@ def list_tasks(who: PrincipalDep, ctx: ContextDep, include_archived: bool = Fals
     return tasks.list_tasks(ctx, who, include_archived)
 
 
-@router.get("/{task_id}")
+@router.get("/{task_id}", responses=errors.documented(404, AMBIGUOUS))
 def get_task(task_id: str, who: PrincipalDep, ctx: ContextDep, course: CourseParam = None) -> dict:
     return tasks.get_task(ctx, who, task_id, course)
 
 
-@router.get("/{task_id}/versions/{number}")
+@router.get("/{task_id}/versions/{number}", responses=errors.documented(403, 404, AMBIGUOUS))
 def get_version(
-    task_id: str, number: int, who: PrincipalDep, ctx: ContextDep, course: CourseParam = None
+    task_id: str,
+    number: VersionNumber,
+    who: PrincipalDep,
+    ctx: ContextDep,
+    course: CourseParam = None,
 ) -> dict:
     return tasks.get_version(ctx, who, task_id, number, course)
 
 
-@router.post("/{task_id}/archive")
+@router.post("/{task_id}/archive", responses=errors.documented(403, 404, AMBIGUOUS))
 def archive_task(
     task_id: str, who: PrincipalDep, ctx: ContextDep, course: CourseParam = None
 ) -> dict:
     return tasks.archive(ctx, who, task_id, course)
 
 
-@router.post("/{task_id}/versions/{number}/regrade", status_code=202)
+@router.post(
+    "/{task_id}/versions/{number}/regrade",
+    status_code=202,
+    responses=errors.documented(403, 404, AMBIGUOUS),
+)
 def regrade_version(
-    task_id: str, number: int, who: PrincipalDep, ctx: ContextDep, course: CourseParam = None
+    task_id: str,
+    number: VersionNumber,
+    who: PrincipalDep,
+    ctx: ContextDep,
+    course: CourseParam = None,
 ) -> dict:
     return tasks.regrade_version(ctx, who, task_id, number, course)

@@ -1,5 +1,5 @@
 """The worker's use cases on SQLite: only the current try stores a result, a live try is
-not taken over, an internal error is retried and then stored without charging the
+not taken over but its row's message comes back after the grace, an internal error is retried and then stored without charging the
 attempt, a stored result queues its webhook, the reaper sends again only what is lost."""
 
 from __future__ import annotations
@@ -88,6 +88,20 @@ def test_a_message_for_a_live_try_is_a_duplicate(ctx, submitted):
     assert worker.finish(ctx, second, result()) == "stored"
     assert worker.claim(ctx, submitted) is None
     assert row(ctx, submitted).tries == 2
+
+
+def test_a_message_for_a_held_row_comes_back_and_takes_over_a_dead_try(ctx, broker, submitted):
+    first = worker.claim(ctx, submitted)
+    assert worker.grade_submission(ctx, submitted) == "nothing to do"  # held by a live try
+    [again] = broker.take(GRADE)
+    grace_s, beat_s = ctx.settings.stuck_grace_s, worker.heartbeat_interval_s(ctx.settings)
+    assert again.args == [submitted] and grace_s < again.countdown <= grace_s + beat_s
+    age(ctx, submitted, 60)  # by the time it is back, the try has stopped heartbeating
+    assert worker.grade_submission(ctx, submitted) == "stored"
+    assert not worker.heartbeat(ctx, first)
+    assert (row(ctx, submitted).tries, used(ctx)) == (2, 1)
+    assert worker.grade_submission(ctx, submitted) == "nothing to do"
+    assert broker.take(GRADE) == []  # completed: nothing comes back any more
 
 
 def test_an_internal_error_is_retried_then_stored_uncharged(ctx, broker, submitted):

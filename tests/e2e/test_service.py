@@ -105,9 +105,13 @@ def posted_specs(client, keys, worker) -> dict[str, str]:
     return ids
 
 
-def test_readyz_reports_database_broker_and_isolated_sandbox(client):
-    body = client.get("/readyz").json()
-    assert body["ready"] is True
+def test_readyz_reports_database_broker_isolated_sandbox_and_reaper(client, worker):
+    deadline = time.monotonic() + 60  # the worker reaps once as it starts
+    while (body := client.get("/readyz").json())["checks"]["reaper"]["last_run_at"] is None:
+        assert time.monotonic() < deadline, body
+        time.sleep(0.5)
+    assert body["ready"] is True, body
+    assert body["checks"]["reaper"]["ok"] is True and body["checks"]["reaper"]["by"], body
     checks = body["checks"]
     assert checks["database"]["ok"] is True
     assert checks["broker"]["ok"] is True and set(checks["broker"]["queues"]) >= {"cpu", "webhooks"}

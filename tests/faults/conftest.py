@@ -10,6 +10,7 @@ refuses new connections and drops the live ones.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -22,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
+import docker.errors
 import httpx
 import pytest
 import redis
@@ -30,6 +33,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from core.settings import PROJECT_ROOT
+from sandbox.docker_backend import EXPIRES_LABEL
+from services.queue import QUEUES, REAP
 from tests.conftest import gradectl, require_or_skip
 from tests.e2e.conftest import (
     Key,
@@ -289,6 +294,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         )  # fmt: skip
         _post_tasks(instance)
         yield instance
+        # After every fault test this worker ran on the stack, whichever ran last.
+        _assert_left_clean(instance)
     _assert_nothing_lingers(marker, tmp_dir)
 
 
@@ -325,13 +332,79 @@ def _assert_nothing_lingers(marker: str, tmp_dir: Path) -> None:
     assert not leftovers, f"temp files left by the fault stack: {leftovers}"
 
 
+def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def wait_until() -> Callable[..., None]:
-    def wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-            time.sleep(0.2)
+    return _wait
 
-    return wait
+
+# --- what the stack must leave behind after the faults: nothing -------------------------
+
+SWEEP_ALLOWANCE_S = 15
+
+
+def _unfinished(stack: Stack) -> list:
+    with stack.db.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT id, status FROM submissions WHERE status <> 'completed' "
+                "UNION ALL SELECT id, status FROM webhook_deliveries WHERE status = 'pending'"
+            )
+        ).all()
+
+
+def _job_messages(stack: Stack) -> list[str]:
+    """Task names of every message waiting or unacknowledged, the reaper's own ticks excepted."""
+    client = stack.broker.client()
+    raw = [m for q in QUEUES for m in client.lrange(q, 0, -1)]
+    raw += [json.loads(v)[0] for v in client.hvals("unacked")] if client.exists("unacked") else []
+    names = [(json.loads(m) if isinstance(m, bytes) else m)["headers"]["task"] for m in raw]
+    return [name for name in names if name != REAP]
+
+
+def _existing(engine: docker.APIClient, ids: set[str]) -> dict[str, float]:
+    """The containers among `ids` that still exist, with the time their sweep may remove them."""
+    found = {}
+    for container in ids:
+        try:
+            labels = engine.inspect_container(container)["Config"]["Labels"] or {}
+        except docker.errors.NotFound:
+            continue
+        found[container] = float(labels.get(EXPIRES_LABEL, "0"))
+    return found
+
+
+def _assert_left_clean(stack: Stack) -> None:
+    """After the faults (killed workers, lost messages, cut connections): no unfinished row,
+    no job message in Redis, no sandbox container (a reaper sweeps those of a killed
+    worker). Run when the stack is torn down, so it holds whichever test ran last and
+    however the tests were spread over pytest's workers."""
+    _wait(lambda: not _unfinished(stack), 120, "every submission and webhook to settle")
+    _wait(lambda: not _job_messages(stack), 60, "Redis to hold no job message")
+    for process in stack.workers:
+        process.stop(grace_s=30.0)
+    assert _job_messages(stack) == []
+    # Sandboxes of a killed pool process outlive it until their expiry; a reaper removes them.
+    reaper = start_worker(stack.env | {"DOCKER_HOST": f"unix://{stack.engine.listen}"},
+                          stack.log_dir, "reaper", "--beat")  # fmt: skip
+    engine = docker.APIClient(version="auto")
+    try:
+        left = _existing(engine, stack.engine.containers)
+        deadline = max(left.values(), default=0) + SWEEP_ALLOWANCE_S
+        assert deadline - time.time() < 300, f"containers expiring too late: {left}"
+        _wait(
+            lambda: not _existing(engine, stack.engine.containers),
+            max(deadline - time.time(), SWEEP_ALLOWANCE_S),
+            f"the reaper to remove the stack's sandbox containers {sorted(left)}",
+        )
+    finally:
+        engine.close()
+        reaper.stop(grace_s=30.0)
+    assert stack.engine.containers, "the forwarder saw no container: the check proved nothing"
