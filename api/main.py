@@ -1,4 +1,4 @@
-"""The FastAPI application: versioned routes under /v1, OpenAPI at /docs, bounded request bodies."""
+"""The FastAPI application: versioned routes under /v1, OpenAPI at /docs, bounded requests."""
 
 from __future__ import annotations
 
@@ -8,48 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
+from api.limits import RequestLimits
 from api.responses import PrintableJSONResponse
-from api.routers import health, submissions, tasks
+from api.routers import health, links, submissions, tasks
 from api.schemas import parse_submission
 from core.settings import Settings, get_settings
 from usecases.group_commit import GroupCommit
 from usecases.startup import prepare
 from usecases.unit_of_work import Context
-
-
-class BodyLimit:
-    """ASGI middleware: reads the whole body first and answers 413 to one over the limit
-    (declared or streamed), so no route ever sees a truncated body."""
-
-    def __init__(self, app, limit_bytes: int) -> None:
-        self.app = app
-        self.limit_bytes = limit_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit_bytes):
-            return await errors.body_too_large(self.limit_bytes)(scope, receive, send)
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit_bytes:
-                return await errors.body_too_large(self.limit_bytes)(scope, receive, send)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+from web import install as install_pages
 
 
 def create_app(settings: Settings | None = None, *, prepare_on_start: bool = True) -> FastAPI:
@@ -73,12 +40,19 @@ def create_app(settings: Settings | None = None, *, prepare_on_start: bool = Tru
         lifespan=lifespan,
         description="Grades PyTorch answers by behaviour.",
         default_response_class=PrintableJSONResponse,
+        responses=errors.documented(408, 413),  # any request, before its route runs
     )
     app.state.context = context
     app.state.group_commit = GroupCommit(context, parse_submission)
     errors.install(app)
 
-    app.add_middleware(BodyLimit, limit_bytes=settings.max_request_bytes)
-    for router in (tasks.router, submissions.router, health.router):
+    app.add_middleware(
+        RequestLimits,
+        limit_bytes=settings.max_request_bytes,
+        timeout_s=settings.request_body_timeout_s,
+        discard_bytes=settings.max_discarded_body_bytes,
+    )
+    for router in (tasks.router, submissions.router, links.router, health.router):
         app.include_router(router)
+    install_pages(app)  # the learner's pages, outside the OpenAPI
     return app

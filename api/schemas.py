@@ -1,5 +1,5 @@
-"""Public request bodies. Responses are plain dicts built by the use cases' public views
-(usecases/views.py)."""
+"""Public request bodies and the error body. Other responses are plain dicts built by the use
+cases' public views (usecases/views.py)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,42 @@ class SubmissionIn(BaseModel):
     callback_url: Text | None = Field(
         None, max_length=2000, description="Receives the signed result."
     )
+
+
+class LinkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    student_id: Text = Field(
+        min_length=1, max_length=200, description="The learner, as the LMS names them."
+    )
+    task_ids: list[Annotated[Text, Field(min_length=1, max_length=64)]] | None = Field(
+        None,
+        max_length=200,
+        description="The tasks of the learner's set; default: every task of the course.",
+    )
+    expires_in_s: int | None = Field(
+        None, ge=1, description="How long the link may be opened; default `GRADER_LINK_TTL_S`."
+    )
+
+
+class LinkOut(BaseModel):
+    url: str = Field(description="Opened once, it starts the learner's session in the pages.")
+    expires_at: str = Field(description="When the link stops working (ISO 8601, UTC).")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="What went wrong, for programs: `unauthorized`, `forbidden`, `not_found`, "
+        "`method_not_allowed`, `request_timeout`, `conflict`, `too_large`, `invalid_input`, "
+        "`unavailable`."
+    )
+    message: str = Field(description="What was expected and what was found, for people.")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers (4xx, and 503) has this body."""
+
+    error: ErrorDetail
 
 
 def parse_submission(raw: bytes) -> NewSubmission:

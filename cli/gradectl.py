@@ -5,6 +5,8 @@ gradectl schema [--reasons]             print the spec JSON Schema (or the trigg
 gradectl validate SPEC... | --all       self-test specs (reference full marks, known-wrong less)
 gradectl grade TASK FILE [--blanks JSON] [--choice X] [--json] [--backend B]
 gradectl examples                       grade every bundled example answer, print a table
+gradectl worker [--concurrency N]       a grading worker (one process per core) and the reaper
+gradectl link --course C --student S    a learner's one-time link into the pages
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -175,6 +178,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.main import create_app
+    from api.server import LingeringHttpProtocol, serve
 
     where = {
         "host": args.host or settings.api_host,
@@ -186,34 +190,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1:
         # Processes of their own, each with its own socket on the port; each imports the app
         # by name and reads the same environment.
-        from api.server import serve
-
         host, port = where.pop("host"), where.pop("port")
         return serve(host, port, args.workers, log_level="info", **where)
-    uvicorn.run(create_app(settings), log_level="info", **where)
+    uvicorn.run(create_app(settings), log_level="info", http=LingeringHttpProtocol, **where)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    """Run a Celery worker on the given queues, with the reaper's schedule when --beat is given."""
+    """Run a Celery worker on the given queues: `--concurrency` grading processes (default:
+    one per core, so that one answer looping for its whole time limit holds no other), and
+    the reaper on a timer in its main process (worker/reaper.py)."""
     from usecases.startup import prepare
     from worker.celery_app import app, context
 
     prepare(context)
-    argv = [
-        "worker",
-        "--loglevel",
-        "INFO",
-        "-Q",
-        args.queues,
-        "--concurrency",
-        str(args.concurrency),
-        "--pool",
-        "prefork",
-    ]
-    if args.beat:
-        argv.append("--beat")
-    app.worker_main(argv)
+    concurrency = args.concurrency or os.cpu_count() or 1
+    argv = ["worker", "--loglevel", "INFO", "-Q", args.queues, "--concurrency", str(concurrency)]
+    app.worker_main([*argv, "--pool", "prefork"])
     return 0
 
 
@@ -250,6 +243,21 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     else:
         keys.revoke_key(ctx, args.id)
         print(f"revoked {args.id}")
+    return 0
+
+
+def cmd_link(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a learner's one-time link into the pages (the URL on stdout, its expiry on stderr)."""
+    from db.session import migrate
+    from usecases import links
+    from usecases.unit_of_work import Context
+
+    migrate(settings.effective_database_url)
+    link = links.operator_link(
+        Context.of(settings), args.course, args.student, args.task or None, args.expires_in_s
+    )
+    print(link["url"])
+    print(f"expires at {link['expires_at']}", file=sys.stderr)
     return 0
 
 
@@ -296,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a grading worker")
     p.add_argument("--queues", default="cpu,webhooks", help="comma-separated: cpu, gpu, webhooks")
-    p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--beat", action="store_true", help="also run the reaper's schedule")
+    p.add_argument("--concurrency", type=int, help="grading processes (default: one per core)")
+    # Every worker runs the reaper now; the flag is accepted for command lines that name it.
+    p.add_argument("--beat", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("keys", help="create, list or revoke API keys")
@@ -311,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = ksub.add_parser("revoke")
     r.add_argument("id")
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("link", help="print a learner's one-time link into the pages")
+    p.add_argument("--course", required=True)
+    p.add_argument("--student", required=True, help="the learner's id in the course")
+    p.add_argument("--task", action="append", help="a task of their set (repeat; default: all)")
+    p.add_argument("--expires-in-s", type=int, help="how long the link works (seconds)")
+    p.set_defaults(func=cmd_link)
     return parser
 
 

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
         description="If set, an admin API key with this value is created at start-up (first run).",
     )
     max_request_bytes: int = Field(256 * 1024, description="Largest request body the API reads.")
+    max_discarded_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        description="Of a body over the limit, the most read and thrown away before the 413, so "
+        "the client, done sending, reads it; above this the connection is closed at once.",
+    )
+    request_body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body still arriving this long after it began gets 408."
+    )
     max_queue_length: int = Field(
         5000, description="Queued submissions above which the API answers 503."
     )
@@ -119,6 +128,26 @@ class Settings(BaseSettings):
         120.0, description="Time past its deadline before a submission is stuck."
     )
     load_task_bank: bool = Field(True, description="Load the bundled task bank at start-up.")
+    public_url: str = Field(
+        "",
+        description="The address learners reach the service at, for the links it makes (e.g. "
+        "https://grader.example.org); empty: the address the request for a link came to "
+        "(`gradectl link`: http://API_HOST:API_PORT).",
+    )
+    link_ttl_s: int = Field(
+        24 * 3600, ge=60, description="How long a learner's link is valid when not told otherwise."
+    )
+    max_link_ttl_s: int = Field(
+        30 * 24 * 3600, ge=60, description="The longest `expires_in_s` a link may ask for."
+    )
+    session_ttl_s: int = Field(
+        8 * 3600, ge=60, description="How long a learner's session in the pages lasts."
+    )
+    frame_ancestors: str = Field(
+        "'none'",
+        description="The pages' Content-Security-Policy `frame-ancestors`: who may embed them "
+        "(e.g. `https://lms.example.org` for an LMS; `'none'`: nobody).",
+    )
 
     @property
     def torch_home(self) -> Path:

@@ -209,3 +209,38 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # when the next try is due: a pending delivery long past it lost its message
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class LearnerLink(Base):
+    """A one-time link that lets a learner into the pages: made by an LMS key for one student
+    of its course; opening it once starts a `LearnerSession` and marks it used."""
+
+    __tablename__ = "learner_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the token
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", name="fk_learner_links_key_id"))
+    course: Mapped[str] = mapped_column(String(100))
+    student_id: Mapped[str] = mapped_column(String(200))
+    task_ids: Mapped[list | None] = mapped_column(JSON, nullable=True)  # None: the course's set
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class LearnerSession(Base):
+    """A learner's session in the pages, named by a cookie whose value is stored hashed; it
+    acts as a student of the course through the key that made its link, and holds the
+    token its forms must send back (CSRF)."""
+
+    __tablename__ = "learner_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie
+    key_id: Mapped[str] = mapped_column(
+        ForeignKey("api_keys.id", name="fk_learner_sessions_key_id")
+    )
+    course: Mapped[str] = mapped_column(String(100))
+    student_id: Mapped[str] = mapped_column(String(200))
+    task_ids: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -19,6 +19,7 @@ apt_install() {
   }
 }
 command -v bwrap >/dev/null || apt_install bubblewrap
+[ -x /usr/bin/chromium ] || apt_install chromium  # the browser tests drive Debian's Chromium
 
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

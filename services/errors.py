@@ -35,3 +35,7 @@ class Unavailable(ServiceError):
     def __init__(self, message: str, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Gone(ServiceError):
+    """What was asked for existed but is used up or expired (a learner's link opened before)."""

@@ -127,3 +127,20 @@ def may_read(who: Principal, course: str | None, student_id: str) -> bool:
 def may_regrade(who: Principal, course: str | None) -> Decision:
     """Grade a submission of `course` again (one the caller `may_read`)."""
     return may_manage_task(who, course)
+
+
+# --- learners in the pages -----------------------------------------------------------
+
+
+def may_make_link(who: Principal) -> Decision:
+    """Make a learner's link into the pages: an LMS, for a student of its course (the
+    session the link starts acts as that student, through the LMS's key)."""
+    if who.role == Role.LMS:
+        return ALLOWED
+    return Decision(False, f"only an lms key makes learner links; your key is {who.role}")
+
+
+def learner(key_id: str, course: str, student_id: str) -> Principal:
+    """Who a learner's session acts as: the student, in the course of the key that made its
+    link (submissions record that key), with what a student key may do."""
+    return Principal(key_id, Role.STUDENT, course, student_id, webhook_secret="")

@@ -20,15 +20,23 @@ from services.catalog import spec_by_id
 
 def attempts_left(session: Session, row: Submission) -> int | None:
     """Attempts the row's student has left at its task, in its course (None: no limit)."""
+    return left_at(session, row.task_key, row.task_id, row.course, row.student_id)
+
+
+def left_at(
+    session: Session, key: str, task_id: str, course: str | None, student_id: str
+) -> int | None:
+    """Attempts `student_id` has left at the task (its key, and its id as `course` names
+    it), by its current version's limit (None: no limit)."""
     version_id = session.scalar(
         select(TaskVersion.id)
-        .where(TaskVersion.task_key == row.task_key, TaskVersion.status == VersionStatus.READY)
+        .where(TaskVersion.task_key == key, TaskVersion.status == VersionStatus.READY)
         .order_by(TaskVersion.number.desc())
     )
     spec = spec_by_id(session, version_id) if version_id else None
     if spec is None or spec.max_attempts is None:
         return None
-    counter = session.get(AttemptCounter, (row.task_id, row.course or "", row.student_id))
+    counter = session.get(AttemptCounter, (task_id, course or "", student_id))
     return max(0, spec.max_attempts - (counter.used if counter else 0))
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from core.settings import PROJECT_ROOT
 
-FRONT_DOORS = ("api", "worker", "cli")
+FRONT_DOORS = ("api", "web", "worker", "cli")
 SOURCE = [
     p
     for folder in (*FRONT_DOORS, "usecases", "services", "db", "core")

@@ -1,0 +1,207 @@
+"""The learner's way in and the pages' safety, over HTTP on SQLite (the recorder for a
+queue): links made by an LMS and used once, the session cookie, CSRF on every form, the
+Content-Security-Policy, hostile text made inert, and one learner's attempts kept from
+another. The whole flow, graded for real in a browser: tests/browser."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from db.models import Role
+from services import keys as key_store
+from services.queue import GRADE
+from tests.application.conftest import add_task
+from tests.conftest import gradectl
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+@pytest.fixture
+def made_key(ctx):
+    def make(role: Role, course: str | None = "c1", student_id: str | None = None) -> str:
+        with ctx.unit_of_work() as work:
+            return key_store.create_key(
+                work.session, name=str(role), role=role, course=course, student_id=student_id
+            )[1]
+
+    return make
+
+
+@pytest.fixture
+def client(ctx):
+    add_task(ctx, "quiz", "c1", max_attempts=2)
+    app = create_app(ctx.settings, prepare_on_start=False)
+    app.state.context = ctx
+    with TestClient(app, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def lms(made_key) -> dict[str, str]:
+    return {"Authorization": f"Bearer {made_key(Role.LMS)}"}
+
+
+def link(client: TestClient, lms: dict, student_id: str = "ann", **body) -> str:
+    response = client.post("/v1/links", json={"student_id": student_id, **body}, headers=lms)
+    assert response.status_code == 201, response.text
+    assert set(response.json()) == {"url", "expires_at"}
+    return response.json()["url"]
+
+
+def enter(client: TestClient, url: str) -> TestClient:
+    response = client.get(url, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/learn"
+    return client
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def test_an_lms_makes_links_and_nobody_else_does(client, lms, made_key):
+    url = link(client, lms, task_ids=["quiz"], expires_in_s=600)
+    assert url.startswith("http://testserver/learn/enter/")
+    student = {"Authorization": f"Bearer {made_key(Role.STUDENT, 'c1', 'ann')}"}
+    instructor = {"Authorization": f"Bearer {made_key(Role.INSTRUCTOR)}"}
+    for headers, status in ((student, 403), (instructor, 403), ({}, 401)):
+        response = client.post("/v1/links", json={"student_id": "ann"}, headers=headers)
+        assert response.status_code == status
+        assert set(response.json()["error"]) == {"code", "message"}
+    refused = {
+        "task_ids": ({"student_id": "ann", "task_ids": ["no-such-task"]}, "no task no-such-task"),
+        "expires_in_s": ({"student_id": "ann", "expires_in_s": 10**9}, "expires_in_s"),
+        "student_id": ({"student_id": ""}, "student_id"),
+        "extra": ({"student_id": "ann", "course": "c2"}, "course"),
+    }
+    for body, named in refused.values():
+        response = client.post("/v1/links", json=body, headers=lms)
+        assert response.status_code == 422 and named in response.json()["error"]["message"]
+
+
+def test_a_link_opens_once_and_starts_a_session_held_in_a_cookie(client, lms):
+    url = link(client, lms)
+    first = client.get(url, follow_redirects=False)
+    cookie = first.headers["set-cookie"]
+    assert "grader_session=" in cookie and "HttpOnly" in cookie and "Path=/learn" in cookie
+    assert "SameSite=lax" in cookie.replace("Lax", "lax") and "Secure" not in cookie  # http
+    page = client.get("/learn")
+    assert page.status_code == 200 and "Which call freezes a model?" in page.text
+    again = TestClient(client.app).get(url)
+    assert again.status_code == 410 and "cannot be used again" in again.text
+    stranger = TestClient(client.app).get("/learn")
+    assert stranger.status_code == 401 and "Open the link" in stranger.text
+    forged = TestClient(client.app, cookies={"grader_session": "forged"}).get("/learn")
+    assert forged.status_code == 401
+
+
+def test_over_https_the_cookie_is_secure(client, lms):
+    url = link(client, lms).replace("http://testserver", "https://testserver")
+    response = TestClient(client.app, base_url="https://testserver").get(
+        url, follow_redirects=False
+    )
+    assert "Secure" in response.headers["set-cookie"]
+
+
+def test_every_page_has_a_policy_without_inline_script(client, lms):
+    enter(client, link(client, lms))
+    for path in ("/learn", "/learn/tasks/quiz", "/learn/tasks/none-such"):
+        response = client.get(path)
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert "frame-ancestors 'none'" in policy
+        scripts = re.findall(r"<script[^>]*>", response.text)
+        assert scripts and all(" src=" in tag for tag in scripts)
+        assert not re.search(r"\son[a-z]+=", response.text)  # no inline handlers either
+
+
+def test_who_may_frame_the_pages_is_a_setting(ctx, lms, client):
+    settings = ctx.settings.model_copy(update={"frame_ancestors": "https://lms.example.org"})
+    app = create_app(settings, prepare_on_start=False)
+    app.state.context = type(ctx)(settings, ctx.broker)
+    with TestClient(app) as other:
+        enter(other, link(client, lms))
+        policy = other.get("/learn").headers["content-security-policy"]
+    assert "frame-ancestors https://lms.example.org" in policy
+
+
+def test_a_form_without_the_sessions_token_is_refused(client, lms, broker):
+    enter(client, link(client, lms))
+    page = client.get("/learn/tasks/quiz").text
+    for token in ("", "x" * 43):
+        sent = client.post(
+            "/learn/tasks/quiz", data={"answer": "choice", "choice": "A", "csrf_token": token}
+        )
+        assert sent.status_code == 403 and "reload" in sent.text
+    assert broker.take(GRADE) == []
+    sent = client.post(
+        "/learn/tasks/quiz", data={"answer": "choice", "choice": "A", "csrf_token": csrf_of(page)},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert sent.status_code == 303 and len(broker.take(GRADE)) == 1
+    assert "Waiting to be graded" in client.get("/learn/tasks/quiz").text
+
+
+def test_a_form_sent_twice_is_one_attempt(client, lms, broker):
+    enter(client, link(client, lms))
+    page = client.get("/learn/tasks/quiz").text
+    form = {"answer": "choice", "choice": "B", "csrf_token": csrf_of(page)}
+    form["attempt_id"] = re.search(r'name="attempt_id" value="([^"]+)"', page).group(1)
+    for _ in range(2):
+        assert (
+            client.post("/learn/tasks/quiz", data=form, follow_redirects=False).status_code == 303
+        )
+    assert len(broker.take(GRADE)) == 1
+    assert "Attempts: 1 left" in client.get("/learn/tasks/quiz").text
+
+
+def test_a_hostile_student_id_is_shown_inert(client, lms):
+    enter(client, link(client, lms, student_id=HOSTILE))
+    for path in ("/learn", "/learn/tasks/quiz"):
+        text = client.get(path).text
+        assert "<script>alert" not in text and "<img src=x" not in text
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
+
+
+def test_a_learner_never_sees_another_learners_attempt(client, lms, ctx, made_key, broker):
+    enter(client, link(client, lms, student_id="ann"))
+    page = client.get("/learn/tasks/quiz").text
+    client.post(
+        "/learn/tasks/quiz", data={"answer": "choice", "choice": "A", "csrf_token": csrf_of(page)}
+    )
+    ann_attempt = broker.take(GRADE)[0].args[0]
+    assert client.get(f"/learn/submissions/{ann_attempt}").status_code == 200
+    bob = enter(TestClient(client.app), link(client, lms, student_id="bob"))
+    for path in (f"/learn/submissions/{ann_attempt}", f"/learn/submissions/{ann_attempt}/status"):
+        response = bob.get(path)
+        assert response.status_code == 403 and ann_attempt not in response.text
+    assert bob.get(f"/learn/submissions/{'0' * 32}").status_code == 403  # unknown: the same
+    assert ann_attempt not in bob.get("/learn/tasks/quiz").text
+
+
+def test_a_link_for_some_tasks_shows_only_those(client, lms, ctx):
+    add_task(ctx, "other-quiz", "c1")
+    enter(client, link(client, lms, task_ids=["other-quiz"]))
+    assert 'href="/learn/tasks/other-quiz"' in client.get("/learn").text
+    assert 'href="/learn/tasks/quiz"' not in client.get("/learn").text
+    assert client.get("/learn/tasks/quiz").status_code == 404
+
+
+def test_the_pages_are_not_in_the_openapi_but_links_are(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/v1/links" in paths and not [p for p in paths if p.startswith("/learn")]
+    assert {"201", "401", "403", "422"} <= set(paths["/v1/links"]["post"]["responses"])
+
+
+def test_gradectl_link_prints_a_link_that_opens(ctx, client):
+    env = {"GRADER_DATABASE_URL": ctx.settings.database_url, "GRADER_API_PORT": "8123"}
+    done = gradectl("link", "--course", "c1", "--student", "ann", "--task", "quiz", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    url = done.stdout.decode().strip()
+    assert url.startswith("http://127.0.0.1:8123/learn/enter/")
+    enter(client, url.removeprefix("http://127.0.0.1:8123"))
+    assert 'href="/learn/tasks/quiz"' in client.get("/learn").text

@@ -1,0 +1,139 @@
+"""The pages in a real browser: Debian's Chromium, headless, driven by Playwright against
+the service as it runs (the API and a Celery worker grading in the Docker sandbox, from
+tests/e2e/conftest.py) with the seed practice set for its task bank. Each test leaves a
+screenshot in tests/browser/artifacts/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page
+
+from core.settings import PROJECT_ROOT
+from tests.conftest import require_or_skip
+from tests.e2e.conftest import (  # noqa: F401  (fixtures)
+    Key,
+    admin_key,
+    api_url,
+    auth,
+    database_url,
+    log_dir,
+    make_key,
+    redis_url,
+    service_env,
+    wait_for,
+    worker,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+COURSE = "course-web"
+CODE_TASKS = (  # the seed's order
+    "finetune-load-pretrained",
+    "finetune-freeze",
+    "finetune-replace-head",
+    "finetune-optimizer",
+    "finetune-train-epoch",
+)
+QUESTIONS = (
+    "quiz-finetune-purpose",
+    "quiz-freeze-syntax",
+    "quiz-requires-grad-sum",
+    "quiz-no-improvement",
+    "quiz-best-practice",
+)
+SEED_SET = CODE_TASKS + QUESTIONS
+READY_TIMEOUT_S = 600  # a fresh checkout self-tests the set first; later runs read the cache
+
+
+@pytest.fixture(scope="session")
+def tasks_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed's practice set, and nothing else, as the service's task bank."""
+    folder = tmp_path_factory.mktemp("tasks")
+    for task_id in SEED_SET:
+        shutil.copy(PROJECT_ROOT / "taskbank" / "tasks" / f"{task_id}.yaml", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    require_or_skip(CHROMIUM.exists(), f"Chromium ({CHROMIUM}; scripts/bootstrap.sh installs it)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict, chromium: Path) -> dict:
+    """Debian's Chromium, never a downloaded build; as root it runs without its sandbox."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": str(chromium),
+        "headless": True,
+        "args": ["--no-sandbox"] if os.geteuid() == 0 else [],
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict, api_url: str) -> dict:  # noqa: F811
+    return {**browser_context_args, "base_url": api_url}
+
+
+@pytest.fixture(autouse=True)
+def screenshot(chromium: Path, page: Page, request: pytest.FixtureRequest) -> Iterator[None]:
+    """The page as the test left it, for a person to look at."""
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    yield
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
+    assert dialogs == [], f"a script ran in the page: {dialogs}"
+
+
+@pytest.fixture(scope="session")
+def client(api_url: str) -> Iterator[httpx.Client]:  # noqa: F811
+    with httpx.Client(base_url=api_url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def lms(make_key) -> Key:  # noqa: F811
+    return make_key("lms", COURSE)
+
+
+@pytest.fixture(scope="session")
+def ready(client: httpx.Client, admin_key: str, worker) -> Callable[[list[str]], None]:  # noqa: F811
+    """Wait until each task named has been self-tested: ready, else fail with its report."""
+    known: set[str] = set()
+
+    def wait(task_ids: list[str]) -> None:
+        for task_id in set(task_ids) - known:
+            task = wait_for(
+                client, f"/v1/tasks/{task_id}", admin_key,
+                lambda t: t["status"] != "validating", READY_TIMEOUT_S,
+            )  # fmt: skip
+            assert task["status"] == "ready", (
+                f"{task_id} is {task['status']}:\n{task.get('report')}"
+            )
+            known.add(task_id)
+
+    return wait
+
+
+@pytest.fixture
+def learner(client: httpx.Client, lms: Key, page: Page, ready) -> Callable[..., Page]:
+    """Open a new learner's link (made by the LMS over the API) in the page, once the tasks
+    of their set take answers."""
+
+    def enter(student_id: str, task_ids: list[str]) -> Page:
+        ready(task_ids)
+        body = {"student_id": student_id} | ({"task_ids": task_ids} if task_ids else {})
+        made = client.post("/v1/links", json=body, headers=auth(lms))
+        assert made.status_code == 201, made.text
+        page.goto(made.json()["url"])
+        return page
+
+    return enter
