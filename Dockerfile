@@ -8,10 +8,12 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu --extra-index-u
 COPY pyproject.toml alembic.ini ./
 COPY api api
 COPY cli cli
+COPY contract contract
 COPY core core
 COPY db db
 COPY graders graders
 COPY sandbox sandbox
+COPY sandboxed sandboxed
 COPY services services
 COPY taskbank taskbank
 COPY usecases usecases

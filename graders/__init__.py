@@ -1,6 +1,6 @@
-"""Grading contracts, behavioural checks and the sandbox harness.
+"""The host's half of grading: specs, results, the facts' parser and the judges.
 
-Importing this package (or `graders.spec`, `graders.result`) never imports torch: the
-API and the worker validate specs and results cheaply. Only the harness, which runs
-inside the sandbox, imports torch.
+It runs on the host only: no sandbox holds it, and it never imports the in-sandbox code
+(`sandboxed/`), only the contract both sides share (`contract/`). Importing it never
+imports torch: the API and the worker validate specs and results cheaply.
 """

@@ -20,8 +20,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.numpy import load as load_tensors
 
+from contract.job import FRAME_MAGIC, MAX_MANIFEST_BYTES, MAX_TENSOR_BYTES
 from graders.errors import FactsError
-from graders.job import FRAME_MAGIC, MAX_MANIFEST_BYTES, MAX_TENSOR_BYTES
 from graders.result import printable, printable_data
 
 MAX_TENSORS = 4096

@@ -16,7 +16,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from graders.checks import REGISTRY, CheckSpec, reasons_of
+from contract.checks import CheckSpec
+from graders.checks import REGISTRY, reasons_of
 from graders.errors import SpecError
 from graders.result import Outcome
 

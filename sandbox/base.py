@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 MIB = 1024 * 1024
-# Where an isolating backend puts the harness package and the stand-in checkpoints, and the
-# uid the harness runs as there (a fork server gives each job a uid of its own instead).
+# Where an isolating backend puts the packages that run inside the sandbox and the stand-in
+# checkpoints, and the uid the harness runs as there (a fork server gives each job a uid of
+# its own instead). A sandbox holds the contract and the in-sandbox code, never the host's
+# packages (the judge, the services), and never the rest of the project.
 SANDBOX_LIB = "/sandbox/lib"
+SANDBOX_PACKAGES = ("contract", "sandboxed")
+HARNESS_MODULE = "sandboxed.harness"
+FORK_SERVER_MODULE = "sandboxed.fork_server"
 SANDBOX_TORCH_HOME = "/sandbox/torch_home"
 NOBODY = 65534
 
@@ -38,7 +43,7 @@ class RunRequest:
     limits: Limits
     ready_marker: bytes = b""  # seen on stdout when the answer starts: its clock starts then
     # The job's setup, seed and device (JSON) when its setup is code the service ships: a
-    # fork server may run it once and fork the job from it (graders/fork_server.py). Sent
+    # fork server may run it once and fork the job from it (sandboxed/fork_server.py). Sent
     # apart from the job, so that what runs it never holds an answer. Others ignore it.
     shared_setup: bytes = b""
     labels: dict[str, str] = field(default_factory=dict)

@@ -14,9 +14,10 @@ supervised by `sandbox/docker_sandbox.py` (one job) or the fork sandbox, both th
 engine plumbing of `sandbox/docker_engine.py`.
 
 Two kinds of image work: the production image (sandbox/Dockerfile) holds Python, torch
-and the harness; the registry-free image from `sandbox.local_image` holds nothing, and
-this backend mounts the host's Python runtime, virtual environment, harness package and
-stand-in checkpoints into it read-only, at the paths the runtime expects.
+and the in-sandbox code; the registry-free image from `sandbox.local_image` holds nothing,
+and this backend mounts the host's Python runtime, virtual environment, the packages that
+run in the sandbox (contract/, sandboxed/) and stand-in checkpoints into it read-only, at
+the paths the runtime expects.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from core.settings import PROJECT_ROOT, Settings
 from sandbox.base import (
+    FORK_SERVER_MODULE,
+    HARNESS_MODULE,
     NOBODY,
     SANDBOX_LIB,
+    SANDBOX_PACKAGES,
     SANDBOX_TORCH_HOME,
     Limits,
     RunRequest,
@@ -113,14 +117,14 @@ class DockerBackend:
         client: docker.APIClient,
         *,
         image: str,
-        graders_dir: Path,
+        packages_root: Path,
         torch_home: Path,
         gpu: str = "auto",
         zygotes: int = 0,
     ) -> None:
         self.client = client
         self.image = image
-        self.zygotes = zygotes  # a fork server's shared setups (graders/fork_server.py)
+        self.zygotes = zygotes  # a fork server's shared setups (sandboxed/fork_server.py)
         self.instance_id = uuid.uuid4().hex[:16]
         with engine_call("inspecting the Docker engine"):
             try:
@@ -132,7 +136,7 @@ class DockerBackend:
                 ) from exc
             runtimes = client.info().get("Runtimes") or {}
         self.host_runtime = labels.get(RUNTIME_LABEL) == HOST_RUNTIME
-        self.mounts = host_runtime_mounts(graders_dir, torch_home) if self.host_runtime else []
+        self.mounts = host_runtime_mounts(packages_root, torch_home) if self.host_runtime else []
         self.python = sys.executable if self.host_runtime else "python"
         self.gpu_available = gpu != "off" and "nvidia" in runtimes
         if gpu == "on" and not self.gpu_available:
@@ -152,7 +156,7 @@ class DockerBackend:
         return cls(
             client,
             image=settings.docker_image,
-            graders_dir=PROJECT_ROOT / "graders",
+            packages_root=PROJECT_ROOT,
             torch_home=settings.torch_home,
             gpu=settings.gpu,
             zygotes=settings.fork_server_zygotes,
@@ -193,7 +197,7 @@ class DockerBackend:
 
         One job: the harness as uid 65534 with no capabilities. More (the fast path): the
         fork server as root with CHOWN, SETUID and SETGID only, which runs each job's
-        child under a uid of its own, with the job's rlimits (graders/fork_server.py);
+        child under a uid of its own, with the job's rlimits (sandboxed/fork_server.py);
         memory and pids get the server's share, and its zygotes', on top of the job's.
         Either way the IPC namespace is the container's own (`private`: no other
         container may join it), which is what lets its System V limits be set.
@@ -240,10 +244,10 @@ class DockerBackend:
             BACKEND_LABEL: self.instance_id,
             EXPIRES_LABEL: f"{expires:.0f}",
         }
-        entrypoint = [self.python, "-B", "-m", "graders.harness"]
+        entrypoint = [self.python, "-B", "-m", HARNESS_MODULE]
         if serving:
             entrypoint = [
-                self.python, "-B", "-m", "graders.fork_server", "--jobs", str(jobs),
+                self.python, "-B", "-m", FORK_SERVER_MODULE, "--jobs", str(jobs),
                 "--cpu-s", str(int(limits.timeout_s + limits.startup_timeout_s) + 5),
                 "--data-bytes", str(limits.memory_bytes), "--nproc", str(limits.pids),
                 "--zygotes", str(zygotes),
@@ -310,13 +314,14 @@ class DockerBackend:
         return sandbox
 
 
-def host_runtime_mounts(graders_dir: Path, torch_home: Path) -> list[Mount]:
+def host_runtime_mounts(packages_root: Path, torch_home: Path) -> list[Mount]:
     """Read-only mounts that let an image without Python run this host's interpreter.
 
     The runtime and the virtual environment keep their absolute paths (the environment's
-    interpreter is a link to the runtime's); the harness package and the checkpoints go
-    where the production image keeps them. The project root is never mounted: it holds
-    the reference solutions.
+    interpreter is a link to the runtime's); the packages that run in the sandbox
+    (`SANDBOX_PACKAGES` under `packages_root`) and the checkpoints go where the production
+    image keeps them. The project root is never mounted (it holds the reference
+    solutions), nor the host's own packages (`graders/`, the services).
     """
     sources: list[tuple[str, str]] = [("/usr", "/usr")]
     sources += [(f"/{name}", f"/{name}") for name in MERGED_USR_LINKS if _real_dir(f"/{name}")]
@@ -325,9 +330,10 @@ def host_runtime_mounts(graders_dir: Path, torch_home: Path) -> list[Mount]:
         if not any(prefix.is_relative_to(src) for src, _ in sources):
             sources.append((str(prefix), str(prefix)))
     sources += [
-        (str(graders_dir.resolve()), f"{SANDBOX_LIB}/graders"),
-        (str(torch_home.resolve()), SANDBOX_TORCH_HOME),
+        (str((packages_root / package).resolve()), f"{SANDBOX_LIB}/{package}")
+        for package in SANDBOX_PACKAGES
     ]
+    sources.append((str(torch_home.resolve()), SANDBOX_TORCH_HOME))
     return [Mount(target, source, type="bind", read_only=True) for source, target in sources]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save as save_tensors
 
-from graders.job import Job, frame_header
+from contract.job import Job, frame_header
 from sandbox.base import RunRequest, RunResult
 
 Handler = Callable[[Job], bytes | RunResult]

@@ -1,11 +1,11 @@
 """The fast path, host side: one warm container that runs many jobs through its fork server.
 
-The container runs `graders.fork_server` (see there for what happens inside). The host
+The container runs `sandboxed.fork_server` (see there for what happens inside). The host
 keeps the attach stream open and, per job, writes `JOB <length> <token> <shared length>`,
 the setup it may share (`RunRequest.shared_setup`) and the job, then reads the job's
 output up to the end line that carries the token, which only the server learns, after
 the job's child was forked. The job's answer clock starts at the harness's ready marker,
-as in a one-job sandbox. Both lines' format is graders/fork_wire.py's, which the server
+as in a one-job sandbox. Both lines' format is contract/fork_wire.py's, which the server
 uses too.
 
 The container is removed, and a fresh one started by the pool, after its last job and
@@ -26,7 +26,7 @@ import time
 
 import docker
 
-from graders.fork_wire import end_prefix, new_token, parse_end_fields, request_header
+from contract.fork_wire import end_prefix, new_token, parse_end_fields, request_header
 from sandbox.base import Limits, RunRequest, RunResult
 from sandbox.docker_engine import ENGINE_ERRORS, ENGINE_TIMEOUT_S, Demux, raw_socket
 from sandbox.docker_sandbox import DockerSandbox

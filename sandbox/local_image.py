@@ -1,9 +1,9 @@
 """Build the sandbox image without a registry: `docker import` of an almost empty root.
 
 The image holds no Python. It carries the label `grader.runtime=host`, which tells the
-Docker backend to mount this machine's Python runtime, virtual environment, harness
-package and stand-in checkpoints read-only at run time. Use it where the production
-image (sandbox/Dockerfile) cannot be pulled or built.
+Docker backend to mount this machine's Python runtime, virtual environment, the packages
+that run in the sandbox (contract/, sandboxed/) and stand-in checkpoints read-only at run
+time. Use it where the production image (sandbox/Dockerfile) cannot be pulled or built.
 
 Usage: `python -m sandbox.local_image [--tag TAG] [--force]`.
 """

@@ -32,9 +32,11 @@ import time
 from pathlib import Path
 
 from sandbox.base import (
+    HARNESS_MODULE,
     MIB,
     NOBODY,
     SANDBOX_LIB,
+    SANDBOX_PACKAGES,
     SANDBOX_TORCH_HOME,
     Limits,
     RunRequest,
@@ -72,7 +74,7 @@ class ProcessBackend:
         )
 
     def _command(self, scratch: str, limits: Limits) -> tuple[list[str], dict[str, str], str]:
-        python = [sys.executable, "-B", "-m", "graders.harness"]
+        python = [sys.executable, "-B", "-m", HARNESS_MODULE]
         if not self.bwrap:
             env = harness_env(
                 limits,
@@ -99,8 +101,9 @@ class ProcessBackend:
         ]  # fmt: skip
         for path in sorted(runtime):
             cmd += ["--ro-bind", str(path), str(path)]
+        for package in SANDBOX_PACKAGES:
+            cmd += ["--ro-bind", str(self.project_root / package), f"{SANDBOX_LIB}/{package}"]
         cmd += [
-            "--ro-bind", str(self.project_root / "graders"), f"{SANDBOX_LIB}/graders",
             "--ro-bind", str(self.torch_home), SANDBOX_TORCH_HOME,
             "--remount-ro", "/",  # bwrap's root is an uncapped tmpfs: only /tmp may be written
             "--chdir", "/tmp",

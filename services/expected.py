@@ -1,7 +1,7 @@
 """Storage of expected facts: the reference run's facts for one spec version, on disk.
 
-Keyed by the spec's digest and the grader's own version (the harness and check code and
-the torch release), so a change to either recomputes them instead of reusing stale ones.
+Keyed by the spec's digest and the grader's own version (the code of both sides, the
+harness and the observers as the judges, and the torch release), so a change to either recomputes them instead of reusing stale ones.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ from graders.facts import dump_facts, load_stored_facts
 from graders.judge import Expected
 from graders.spec import CodeTask, spec_digest
 
+# The grader's code: what runs in the sandbox, its contract with the host, the judges.
+GRADER_PACKAGES = ("contract", "sandboxed", "graders")
+
 
 @lru_cache
 def grader_version() -> str:
     h = hashlib.sha256()
-    for path in sorted((PROJECT_ROOT / "graders").rglob("*.py")):
+    paths = [p for package in GRADER_PACKAGES for p in (PROJECT_ROOT / package).rglob("*.py")]
+    for path in sorted(paths):
         h.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
         h.update(path.read_bytes())
     h.update(f"torch={version('torch')} torchvision={version('torchvision')}".encode())

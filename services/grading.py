@@ -6,10 +6,10 @@ import json
 import logging
 import secrets
 
+from contract.job import Job, ready_marker
 from core.settings import Settings
 from graders.errors import AnswerError, FactsError, GraderError
 from graders.facts import Facts, parse_frame
-from graders.job import Job, ready_marker
 from graders.judge import Expected, RunSummary, judge_choice, judge_run
 from graders.result import GradeResult
 from graders.spec import ChoiceTask, CodeTask, spec_digest

@@ -1,16 +1,14 @@
-"""The check registry: spec `type` → the module holding both halves of that check.
+"""The judges: spec `type` → the module that judges that check's facts on the host.
 
-A new check type is one module here (with `TYPE`, `Params`, `Facts`, `observe`, `judge`
-and optionally `prepare` and `REASONS`) and one entry in `_MODULES`. A test asserts that every spec
-type has a module and every module a spec type.
+A check type is three modules of one name: its parameters in `contract/checks/` (shared
+with the sandbox), its observer in `sandboxed/observe/` (run beside the answer) and its
+judge here (`REASONS`, `Facts`, `judge`), with one entry in `_MODULES` of each package's
+registry. A test asserts that every spec type has all three and every module a spec type.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Annotated, Union
-
-from pydantic import Field
 
 from graders.checks import (
     architecture,
@@ -38,8 +36,6 @@ _MODULES: tuple[ModuleType, ...] = (
 )
 
 REGISTRY: dict[str, ModuleType] = {m.TYPE: m for m in _MODULES}
-
-CheckSpec = Annotated[Union[tuple(m.Params for m in _MODULES)], Field(discriminator="type")]  # noqa: UP007
 
 
 def module_for(check_type: str) -> ModuleType:

@@ -1,33 +1,16 @@
-"""`architecture`: the model's class and layer structure equal the reference's.
-
-The structure is every submodule's path and class (known by the class's identity), its
-hyper-parameters (the plain values a layer keeps, such as a convolution's stride or a
-dropout's p) and every parameter's shape. A path the reference model does not have is a
-fact too: the check then passes only where the answer's model has none either (no `fc`
-on a MobileNetV2).
-
-`find_module` and `settings_of` are shared with `frozen_backbone` and `output_shape`; they
-read as `introspect` does, through its C-level readers.
+"""`architecture`'s judge: the answer's structure against the reference's (the check:
+contract/checks/architecture.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from pydantic import Field
 
-from graders.checks.base import (
-    MAX_NAMES,
-    MODULE_PATH_PATTERN,
-    VARIABLE_PATTERN,
-    CheckBase,
-    FactsBase,
-    Observed,
-    Verdict,
-    preview,
-)
+from contract.checks.architecture import TYPE, Params, Setting, short_name
+from contract.checks.base import MAX_NAMES, preview
+from graders.checks.base import FactsBase, Observed, Verdict
 
-TYPE = "architecture"
+__all__ = ["TYPE", "REASONS", "Facts", "judge"]  # what the judge reads
 
 REASONS: dict[str, str] = {
     "unexpected-module": "a module is at the path where the reference's model has none "
@@ -41,19 +24,6 @@ REASONS: dict[str, str] = {
     "parameters-missing": "parameters of the reference's module are not in the answer's",
     "parameters-added": "the answer's module holds parameters the reference's has not",
 }
-MAX_SETTINGS = 64
-MAX_SETTING_ITEMS = 16
-
-Plain = bool | int | float | str | None
-Setting = Plain | list[Plain]
-
-
-class Params(CheckBase):
-    type: Literal["architecture"]
-    variable: str = Field("model", pattern=VARIABLE_PATTERN)
-    module: str = Field(
-        "", pattern=MODULE_PATH_PATTERN, description="Submodule path; empty: the whole model."
-    )
 
 
 class Facts(FactsBase):
@@ -72,61 +42,6 @@ class Facts(FactsBase):
     )
 
 
-def find_module(ti: Any, root: Any, path: str, what: str) -> Any:
-    """The module at a dotted path under root, or None where there is none (read without
-    `__getattr__`, as `ti.submodule` reads)."""
-    module = ti.require_module(root, what)
-    walked = what
-    for part in path.split(".") if path else []:
-        found = None
-        for name, child in ti._children(module, walked):
-            if name == part:
-                found = child
-        if found is None:
-            return None
-        module = found
-        walked = f"{walked}.{part}"
-    return module
-
-
-def settings_of(ti: Any, module: Any, what: str) -> dict[str, Setting]:
-    """A module's hyper-parameters: its public instance attributes (not `training`) as
-    plain values; any other object is recorded by its class's name."""
-    out: dict[str, Setting] = {}
-    for key, value in ti._fields_of(module, what):
-        if key.startswith("_") or key == "training":
-            continue
-        if len(out) == MAX_SETTINGS:
-            break
-        out[key[:100]] = _setting(ti, value)
-    return out
-
-
-def _plain(value: Any) -> bool:
-    kind = type(value)
-    return value is None or kind is bool or kind is int or kind is float or kind is str
-
-
-def _setting(ti: Any, value: Any) -> Setting:
-    kind = type(value)
-    if kind is str:
-        return value[:200]
-    if _plain(value):
-        return value
-    if kind is tuple or kind is list:
-        items = list(value)  # an exact tuple or list: iterated by C
-        if len(items) <= MAX_SETTING_ITEMS and all(_plain(v) for v in items):
-            return [v[:200] if type(v) is str else v for v in items]
-    return f"<{short_name(ti.class_name(value))}>"
-
-
-def short_name(class_name: str) -> str:
-    """torch.nn.modules.linear.Linear -> torch.nn.Linear: the name a learner writes."""
-    if class_name.startswith("torch.nn.modules."):
-        return "torch.nn." + class_name.rpartition(".")[2]
-    return class_name
-
-
 def setting_change(have: dict[str, Setting], want: dict[str, Setting]) -> str | None:
     """The first hyper-parameter that differs, in words ("stride is [1, 1], expected [2, 2]")."""
     for key in sorted(set(want) | set(have)):
@@ -137,24 +52,6 @@ def setting_change(have: dict[str, Setting], want: dict[str, Setting]) -> str | 
         if have[key] != want[key] or type(have[key]) is not type(want[key]):
             return f"has {key}={have[key]!r}, expected {key}={want[key]!r}"
     return None
-
-
-def observe(ctx, params: Params) -> dict:
-    ti = ctx.ti
-    root = find_module(ti, ti.lookup(ctx.scope, params.variable), params.module, params.variable)
-    if root is None:
-        return {"exists": False}
-    where = params.variable + (f".{params.module}" if params.module else "")
-    modules = list(ti.named_modules(root))
-    return {
-        "class_name": ti.class_name(root),
-        "modules": {path: ti.class_name(m) for path, m in modules if path},
-        "settings": {
-            path: settings_of(ti, m, f"`{where}.{path}`" if path else f"`{where}`")
-            for path, m in modules
-        },
-        "parameters": {name: ti.shape_of(p) for name, p in ti.named_parameters(root)},
-    }
 
 
 def _reasons(

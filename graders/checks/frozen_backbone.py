@@ -1,19 +1,5 @@
-"""`frozen_backbone`: the head (a module path) was replaced by a trainable layer; the backbone,
-everything outside the head, is the reference's and frozen.
-
-One `aspect` per check (`all`, the default, judges the three in this order):
-
-- `unchanged`: the backbone's layers (paths, classes known by identity, hyper-parameters)
-  and its tensors (parameters and persistent buffers such as batch-norm statistics, by
-  value) equal the reference's: a swapped pooling layer, a removed dropout, an added layer,
-  a re-initialised weight or a forward pass in training mode all change it;
-- `frozen`: no parameter of the reference's backbone requires gradients;
-- `head`: a module is at the head's path, holds tensors of the reference head's shapes
-  (whatever their names or nesting: `Sequential(Dropout(), Linear())` is a head like
-  `Linear()`), every one trainable, and contains the classes `contains` names.
-
-These facts are weights and structure, read without running the answer's code; the
-features the backbone gives the head are compared by `output_shape`'s `features_at`.
+"""`frozen_backbone`'s judge: the backbone unchanged and frozen, the head as the
+reference's (the check: contract/checks/frozen_backbone.py).
 """
 
 from __future__ import annotations
@@ -23,24 +9,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from graders.checks.architecture import Setting, find_module, setting_change, settings_of
-from graders.checks.architecture import short_name as short
-from graders.checks.base import (
-    MAX_NAMES,
-    MODULE_PATH_PATTERN,
-    VARIABLE_PATTERN,
-    CheckBase,
-    FactsBase,
-    ObservationError,
-    Observed,
-    Verdict,
-    plural,
-    preview,
-)
+from contract.checks.architecture import Setting
+from contract.checks.architecture import short_name as short
+from contract.checks.base import MAX_NAMES, plural, preview
+from contract.checks.frozen_backbone import TYPE, Params
+from graders.checks.architecture import setting_change
+from graders.checks.base import FactsBase, Observed, Verdict
 
-TYPE = "frozen_backbone"
+__all__ = ["TYPE", "REASONS", "Facts", "judge"]  # what the judge reads
+
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
-
 REASONS: dict[str, str] = {
     # unchanged
     "layers-replaced": "a backbone layer is of another class than the reference's at its path",
@@ -70,22 +48,6 @@ REASONS: dict[str, str] = {
     "head-frozen": "every tensor of the new head is frozen",
     "head-partly-frozen": "some tensors of the new head are frozen",
 }
-
-
-class Params(CheckBase):
-    type: Literal["frozen_backbone"]
-    aspect: Literal["all", "unchanged", "frozen", "head"] = "all"
-    variable: str = Field("model", pattern=VARIABLE_PATTERN)
-    head: str = Field(
-        min_length=1,
-        pattern=MODULE_PATH_PATTERN,
-        description="Path of the head, e.g. fc or classifier.1.",
-    )
-    contains: list[str] = Field(
-        default_factory=list,
-        max_length=16,
-        description="Classes the head must contain, in this order, e.g. torch.nn.Dropout.",
-    )
 
 
 class Layer(FactsBase):
@@ -118,68 +80,6 @@ class Facts(FactsBase):
     head: Head | None = Field(description="None: no module at the head's path.")
     layers: dict[str, Layer] = Field(max_length=MAX_NAMES, description="Outside the head.")
     tensors: dict[str, BackboneTensor] = Field(max_length=MAX_NAMES, description="Outside it.")
-
-
-def _key(params: Params, what: str) -> tuple:
-    return (TYPE, what, params.variable, params.head)
-
-
-def prepare(ctx, params: Params) -> None:
-    """Remember the setup's head (trusted, before the answer), to tell a new head from it."""
-    ti = ctx.ti
-    if _key(params, "given") not in ctx.shared:
-        try:
-            model = ti.lookup(ctx.scope, params.variable)
-            given = find_module(ti, model, params.head, params.variable)
-        except ObservationError:
-            given = None
-        ctx.shared[_key(params, "given")] = given
-
-
-def observe(ctx, params: Params) -> dict:
-    """The facts, read once for every aspect of the same model and head."""
-    if _key(params, "facts") not in ctx.shared:
-        ctx.shared[_key(params, "facts")] = _observe(ctx, params)
-    return ctx.shared[_key(params, "facts")]
-
-
-def _observe(ctx, params: Params) -> dict:
-    ti = ctx.ti
-    model = ti.require_module(ti.lookup(ctx.scope, params.variable), params.variable)
-    head = find_module(ti, model, params.head, params.variable)
-    inside = params.head + "."
-    layers = {}
-    for path, module in ti.named_modules(model):
-        if path != params.head and not path.startswith(inside):
-            what = f"`{params.variable}.{path}`" if path else f"`{params.variable}`"
-            layers[path] = {
-                "class_name": ti.class_name(module),
-                "settings": settings_of(ti, module, what),
-            }
-    parameters = {name for name, _ in ti.named_parameters(model)}
-    tensors = {}
-    for name, t in ti.named_state(model):
-        if not name.startswith(inside):
-            tensors[name] = {
-                "kind": "parameter" if name in parameters else "buffer",
-                "shape": ti.shape_of(t),
-                "dtype": ti.dtype_name(t),
-                "requires_grad": ti.requires_grad(t),
-                "digest": ti.digest(ti.to_numpy(t)),
-            }
-    facts: dict = {"head": None, "layers": layers, "tensors": tensors}
-    if head is not None:
-        given = ctx.shared.get(_key(params, "given"))
-        facts["head"] = {
-            "class_name": ti.class_name(head),
-            "given": given is not None and ti.same_object(given, head),
-            "modules": [ti.class_name(m) for _, m in ti.named_modules(head)],
-            "tensors": [
-                {"name": n, "shape": ti.shape_of(p), "requires_grad": ti.requires_grad(p)}
-                for n, p in ti.named_parameters(head)
-            ],
-        }
-    return facts
 
 
 def _at(params: Params, path: str) -> str:

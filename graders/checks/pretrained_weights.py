@@ -1,33 +1,20 @@
-"""`pretrained_weights`: the model's state equals the reference's (e.g. the pre-trained checkpoint).
-
-Catches `pretrained=False`, `pretrained=None` or `0` (random weights), weights loaded and
-then re-initialised, or a state dict for another architecture. Each tensor is recorded as
-a parameter or a buffer, so that weights that all differ (not loaded) are told apart from
-some layers changed, and from batch-norm statistics that moved while every weight is intact.
+"""`pretrained_weights`'s judge: the state's tensors against the reference's, and what
+differs (the check: contract/checks/pretrained_weights.py).
 """
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import Literal
 
 from pydantic import Field
 
-from graders.checks.base import (
-    MAX_NAMES,
-    MODULE_PATH_PATTERN,
-    VARIABLE_PATTERN,
-    CheckBase,
-    FactsBase,
-    Observed,
-    Verdict,
-    plural,
-    preview,
-)
+from contract.checks.base import MAX_NAMES, plural, preview
+from contract.checks.pretrained_weights import TYPE, Params
+from graders.checks.base import FactsBase, Observed, Verdict
 
-TYPE = "pretrained_weights"
+__all__ = ["TYPE", "REASONS", "Facts", "judge"]  # what the judge reads
+
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
-
 REASONS: dict[str, str] = {
     "tensors-missing": "a tensor of the reference's state is not in the answer's (another "
     "architecture, or layers removed or replaced)",
@@ -44,21 +31,6 @@ REASONS: dict[str, str] = {
 }
 
 
-class Params(CheckBase):
-    type: Literal["pretrained_weights"]
-    variable: str = Field(
-        "model", pattern=VARIABLE_PATTERN, description="Variable holding the model."
-    )
-    module: str = Field(
-        "", pattern=MODULE_PATH_PATTERN, description="Submodule path; empty: the whole model."
-    )
-    exclude: list[str] = Field(
-        default_factory=list,
-        max_length=50,
-        description="Glob patterns of state names to ignore, e.g. 'fc.*'.",
-    )
-
-
 class TensorFact(FactsBase):
     kind: Literal["parameter", "buffer"] = "parameter"
     shape: list[int] = Field(max_length=16)
@@ -68,23 +40,6 @@ class TensorFact(FactsBase):
 
 class Facts(FactsBase):
     state: dict[str, TensorFact] = Field(max_length=MAX_NAMES)
-
-
-def observe(ctx, params: Params) -> dict:
-    ti = ctx.ti
-    root = ti.submodule(ti.lookup(ctx.scope, params.variable), params.module, params.variable)
-    parameters = {name for name, _ in ti.named_parameters(root)}
-    state = {}
-    for name, tensor in ti.named_state(root):
-        if any(fnmatchcase(name, pattern) for pattern in params.exclude):
-            continue
-        state[name] = {
-            "kind": "parameter" if name in parameters else "buffer",
-            "shape": ti.shape_of(tensor),
-            "dtype": ti.dtype_name(tensor),
-            "digest": ti.digest(ti.to_numpy(tensor)),
-        }
-    return {"state": state}
 
 
 def _reasons(have: dict[str, TensorFact], want: dict[str, TensorFact]) -> list[str]:

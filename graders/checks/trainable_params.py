@@ -1,29 +1,16 @@
-"""`trainable_params`: which parameters require gradients (frozen vs trainable), by name.
-
-Besides each parameter's `requires_grad` and size, the observer records the module's own
-`training` flag (a plain bool read from its instance dictionary), so that a model put in
-evaluation mode with nothing frozen is told apart from one left as it was.
+"""`trainable_params`'s judge: the trainable set against the reference's (the check:
+contract/checks/trainable_params.py).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from graders.checks.base import (
-    MAX_NAMES,
-    MODULE_PATH_PATTERN,
-    VARIABLE_PATTERN,
-    CheckBase,
-    FactsBase,
-    Observed,
-    Verdict,
-    plural,
-    preview,
-)
+from contract.checks.base import MAX_NAMES, plural, preview
+from contract.checks.trainable_params import TYPE, Params
+from graders.checks.base import FactsBase, Observed, Verdict
 
-TYPE = "trainable_params"
+__all__ = ["TYPE", "REASONS", "Facts", "judge"]  # what the judge reads
 
 REASONS: dict[str, str] = {
     "no-parameters": "the module holds no parameters at all",
@@ -46,14 +33,6 @@ REASONS: dict[str, str] = {
 }
 
 
-class Params(CheckBase):
-    type: Literal["trainable_params"]
-    variable: str = Field("model", pattern=VARIABLE_PATTERN)
-    module: str = Field(
-        "", pattern=MODULE_PATH_PATTERN, description="Submodule path; empty: the whole model."
-    )
-
-
 class ParamFact(FactsBase):
     numel: int = Field(ge=0)
     requires_grad: bool
@@ -70,20 +49,6 @@ class Facts(FactsBase):
 
     def count(self, names: list[str]) -> int:
         return sum(self.parameters[n].numel for n in names)
-
-
-def observe(ctx, params: Params) -> dict:
-    ti = ctx.ti
-    root = ti.submodule(ti.lookup(ctx.scope, params.variable), params.module, params.variable)
-    parameters = {
-        name: {"numel": ti.numel(p), "requires_grad": ti.requires_grad(p)}
-        for name, p in ti.named_parameters(root)
-    }
-    # The flag as the module's instance dictionary holds it (read by `introspect`'s readers,
-    # never through the module's attributes); anything but an exact bool is not recorded.
-    where = params.variable + (f".{params.module}" if params.module else "")
-    flag = ti._field(ti._fields_of(root, f"`{where}`"), "training")
-    return {"parameters": parameters, "training": flag if type(flag) is bool else None}
 
 
 def _describe(names: list[str]) -> str:

@@ -147,7 +147,8 @@ ATTACKS = [
         "write-outside-scratch",
         "import os, sys, torch\n"
         f"name = {EVIL_NAME!r}\n"
-        "for d in (os.path.dirname(torch.__file__), os.path.dirname(os.__file__), sys.prefix, '/etc', '/sandbox/lib/graders', '/dev', '/'):\n"
+        "lib = ('/sandbox/lib/contract', '/sandbox/lib/sandboxed')\n"
+        "for d in (os.path.dirname(torch.__file__), os.path.dirname(os.__file__), sys.prefix, '/etc', *lib, '/dev', '/'):\n"
         "    try:\n        with open(os.path.join(d, name), 'w') as f:\n            f.write('x')\n"
         "        print('WROTE', d)\n    except OSError as exc:\n        print('denied', d, exc.errno)\n",
         on("failed"),
@@ -189,8 +190,20 @@ ATTACKS = [
     ),
     Attack(
         "patch-the-grader-modules",
-        "import graders.introspect as ti\nti.requires_grad = lambda t: False\n",
+        "import sandboxed.introspect as ti\nti.requires_grad = lambda t: False\n",
         on("runtime_error"),
+    ),
+    Attack(
+        "import-the-graders-packages",
+        "for name in ('contract.checks.base', 'sandboxed.harness', 'graders.judge'):\n"
+        "    try:\n        __import__(name)\n    except PermissionError:\n"
+        "        print('REFUSED', name)\n",
+        on("failed"),
+        present=(
+            "REFUSED contract.checks.base",
+            "REFUSED sandboxed.harness",
+            "REFUSED graders.judge",
+        ),
     ),
     Attack(
         "patch-the-harness-and-builtins",
@@ -279,7 +292,7 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-SANDBOX_COMMANDS = (b"bwrap", b"graders.harness")
+SANDBOX_COMMANDS = (b"bwrap", b"sandboxed.harness")
 
 
 def children_of_this_process() -> list[int]:
@@ -337,6 +350,8 @@ def evil_host_paths() -> list[Path]:
         Path(os.__file__).parent,
         Path(sys.prefix),
         Path("/etc"),
+        PROJECT_ROOT / "contract",
+        PROJECT_ROOT / "sandboxed",
         PROJECT_ROOT / "graders",
         Path("/"),
     ]

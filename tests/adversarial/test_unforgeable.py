@@ -192,7 +192,7 @@ def _every_class():
 
 GRADER_GLOBALS = _every_class() + (
     "for cls in every_class():\n"
-    "    if cls.__module__.startswith('graders.'):\n"
+    "    if cls.__module__.startswith(('contract.', 'sandboxed.')):\n"
     "        for value in list(vars(cls).values()):\n"
     "            space = getattr(value, '__globals__', None)\n"
     "            if isinstance(space, dict) and '_plain_items' in space:\n"
@@ -203,14 +203,14 @@ GRADER_GLOBALS = _every_class() + (
 
 GRADER_CLASSES = _every_class() + (
     "for cls in every_class():\n"
-    "    if cls.__module__ == 'graders.checks.trainable_params' and cls.__name__ == 'Params':\n"
+    "    if cls.__module__ == 'contract.checks.trainable_params' and cls.__name__ == 'Params':\n"
     "        cls.variable = property(lambda self: 'nothing_here')\n"
     "        print('PATCHED', cls)\n"
 )
 
 GRADER_CODE = _every_class() + (
     "for cls in every_class():\n"
-    "    if cls.__module__.startswith('graders.'):\n"
+    "    if cls.__module__.startswith(('contract.', 'sandboxed.')):\n"
     "        for value in list(vars(cls).values()):\n"
     "            if callable(value) and hasattr(value, '__code__'):\n"
     "                try:\n"

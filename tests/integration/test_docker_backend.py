@@ -192,7 +192,7 @@ class OfflineClient(docker.APIClient):
 def offline_backend(settings, **client_args) -> DockerBackend:
     gpu = client_args.pop("gpu", "auto")
     return DockerBackend(
-        OfflineClient(**client_args), image="sandbox:test", graders_dir=PROJECT_ROOT / "graders",
+        OfflineClient(**client_args), image="sandbox:test", packages_root=PROJECT_ROOT,
         torch_home=settings.torch_home, gpu=gpu,
     )  # fmt: skip
 
@@ -219,6 +219,8 @@ def test_gpu_setting_and_engine_runtimes_decide_gpu_availability(settings):
 
 
 def test_host_runtime_image_gets_read_only_runtime_mounts_and_never_the_project(settings):
+    """Of the project, only the code that runs in the sandbox: the contract and sandboxed/,
+    not the host's graders/ (the judge), the task bank or the expected facts."""
     backend = offline_backend(settings, labels={RUNTIME_LABEL: HOST_RUNTIME})
     config = backend.container_config(
         RunRequest(stdin=b"", limits=Limits(memory_bytes=512 * MIB), labels={SANDBOX_LABEL: "0"})
@@ -226,12 +228,18 @@ def test_host_runtime_image_gets_read_only_runtime_mounts_and_never_the_project(
     mounts = config["host_config"]["Mounts"]
     assert mounts and all(m["ReadOnly"] and m["Type"] == "bind" for m in mounts)
     targets = {m["Target"]: m["Source"] for m in mounts}
-    assert targets["/sandbox/lib/graders"] == str(PROJECT_ROOT / "graders")
+    assert targets["/sandbox/lib/contract"] == str(PROJECT_ROOT / "contract")
+    assert targets["/sandbox/lib/sandboxed"] == str(PROJECT_ROOT / "sandboxed")
+    assert [t for t in targets if t.startswith("/sandbox/lib/")] == [
+        "/sandbox/lib/contract",
+        "/sandbox/lib/sandboxed",
+    ]
     assert targets["/sandbox/torch_home"] == str(settings.torch_home.resolve())
     for source in targets.values():
         assert not (PROJECT_ROOT / "taskbank").is_relative_to(source)
         assert not settings.expected_dir.is_relative_to(source)
-    assert config["entrypoint"][1:] == ["-B", "-m", "graders.harness"]
+        assert not (PROJECT_ROOT / "graders").is_relative_to(source)
+    assert config["entrypoint"][1:] == ["-B", "-m", "sandboxed.harness"]
     assert config["labels"][SANDBOX_LABEL] == "1", "a request cannot relabel its container"
 
 
@@ -239,4 +247,4 @@ def test_self_contained_image_gets_no_mounts(settings):
     backend = offline_backend(settings)
     config = backend.container_config(RunRequest(stdin=b"", limits=Limits()))
     assert config["host_config"].get("Mounts", []) == []
-    assert config["entrypoint"] == ["python", "-B", "-m", "graders.harness"]
+    assert config["entrypoint"] == ["python", "-B", "-m", "sandboxed.harness"]

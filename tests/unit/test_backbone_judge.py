@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from graders.checks import architecture, frozen_backbone, output_shape
 from graders.checks.base import Observed
+from sandboxed import observe
 
 DIGEST = {name: f"{i:064x}" for i, name in enumerate("abcdefghij")}
 LINEAR = "torch.nn.modules.linear.Linear"
@@ -632,14 +633,14 @@ def test_output_shape_without_features_at_ignores_them():
 def torch_env():
     import torch  # a dependency of the project: its absence is a failure, not a skip
 
-    from graders import introspect
+    from sandboxed import introspect
 
     yield torch, introspect
     gc.enable()  # a call into the answer's code leaves the collector off, for the sandbox
 
 
 def context(introspect, scope: dict, shared: dict | None = None):
-    from graders.harness import ObserveContext
+    from sandboxed.harness import ObserveContext
 
     return ObserveContext(scope, 0, introspect, {} if shared is None else shared)
 
@@ -660,10 +661,10 @@ def test_frozen_backbone_observes_a_sequential_head_by_shape_and_the_setup_head(
     model = small_model(torch)
     shared: dict = {}
     params = frozen_backbone.Params(name="b", type="frozen_backbone", head="classifier.1")
-    frozen_backbone.prepare(context(ti, {"model": model}, shared), params)
+    observe.frozen_backbone.prepare(context(ti, {"model": model}, shared), params)
     model.classifier[1] = torch.nn.Sequential(torch.nn.Linear(4, 10))
     facts = frozen_backbone.Facts.model_validate(
-        frozen_backbone.observe(context(ti, {"model": model}, shared), params)
+        observe.frozen_backbone.observe(context(ti, {"model": model}, shared), params)
     )
     assert facts.head is not None and not facts.head.given
     assert [(t.name, t.shape, t.requires_grad) for t in facts.head.tensors] == [
@@ -679,8 +680,8 @@ def test_frozen_backbone_observes_a_sequential_head_by_shape_and_the_setup_head(
     assert not any(name.startswith("classifier.1") for name in facts.tensors)
     untouched = small_model(torch)
     shared = {}
-    frozen_backbone.prepare(context(ti, {"model": untouched}, shared), params)
-    facts = frozen_backbone.observe(context(ti, {"model": untouched}, shared), params)
+    observe.frozen_backbone.prepare(context(ti, {"model": untouched}, shared), params)
+    facts = observe.frozen_backbone.observe(context(ti, {"model": untouched}, shared), params)
     assert facts["head"]["given"] is True
 
 
@@ -688,11 +689,13 @@ def test_a_forward_set_on_an_instance_is_a_setting_that_changed(torch_env):
     torch, ti = torch_env
     model = small_model(torch)
     model.pool.forward = lambda x: x.amax((2, 3), keepdim=True)
-    settings = architecture.settings_of(ti, model.pool, "`model.pool`")
+    settings = observe.architecture.settings_of(ti, model.pool, "`model.pool`")
     assert settings["forward"].startswith("<function")
-    assert architecture.find_module(ti, model, "classifier.1", "model") is model.classifier[1]
-    assert architecture.find_module(ti, model, "fc", "model") is None
-    assert architecture.find_module(ti, model, "classifier.7", "model") is None
+    assert (
+        observe.architecture.find_module(ti, model, "classifier.1", "model") is model.classifier[1]
+    )
+    assert observe.architecture.find_module(ti, model, "fc", "model") is None
+    assert observe.architecture.find_module(ti, model, "classifier.7", "model") is None
 
 
 def test_output_shape_reads_the_features_reaching_the_head_and_puts_it_back(torch_env):
@@ -703,7 +706,7 @@ def test_output_shape_reads_the_features_reaching_the_head_and_puts_it_back(torc
     params = output_shape.Params(
         name="o", type="output_shape", input_shape=[2, 3, 8, 8], features_at="classifier.1"
     )
-    facts = output_shape.observe(ctx, params)
+    facts = observe.output_shape.observe(ctx, params)
     assert facts == {"shape": [2, 1000], "features": {"found": True, "calls": 1, "shape": [2, 4]}}
     assert model.classifier[1] is head and model.training  # the flags are put back
     model.eval()
@@ -713,4 +716,6 @@ def test_output_shape_reads_the_features_reaching_the_head_and_puts_it_back(torc
     gone = output_shape.Params(
         name="o", type="output_shape", input_shape=[2, 3, 8, 8], features_at="fc"
     )
-    assert output_shape.observe(context(ti, {"model": model}), gone)["features"] == {"found": False}
+    assert observe.output_shape.observe(context(ti, {"model": model}), gone)["features"] == {
+        "found": False
+    }

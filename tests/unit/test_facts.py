@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save as save_tensors
 
+from contract.job import MAX_MANIFEST_BYTES, MAX_TENSOR_BYTES, frame_header, ready_marker
 from graders.errors import FactsError
 from graders.facts import Facts, parse_frame
-from graders.job import MAX_MANIFEST_BYTES, MAX_TENSOR_BYTES, frame_header, ready_marker
 from graders.judge import Expected, RunSummary, judge_run
 from graders.spec import parse_spec
 

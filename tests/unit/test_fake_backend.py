@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from contract.job import Job
 from core.settings import Settings
 from graders.facts import parse_frame
-from graders.job import Job
 from graders.judge import Expected
 from graders.spec import parse_spec
 from sandbox.base import Limits, RunRequest, SandboxBackend

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from graders.fork_wire import (
+from contract.fork_wire import (
     end_line,
     end_prefix,
     new_token,

@@ -1,5 +1,7 @@
-"""The layout's seams, read from the source: the sandbox package has no import circle, and
-the host takes nothing from the code that runs inside a sandbox but the torch-free contracts."""
+"""The layout's seams, read from the source: the trust boundary (what runs in the sandbox
+beside the answer, what judges on the host, the contract between them) holds in both
+directions, the sandbox package has no import circle, and the host's backends take nothing
+from the in-sandbox code."""
 
 from __future__ import annotations
 
@@ -10,8 +12,14 @@ from pathlib import Path
 from core.settings import PROJECT_ROOT
 
 SANDBOX = PROJECT_ROOT / "sandbox"
-# What the host's sandbox package may import of graders/: contracts, no in-sandbox code.
-HOST_CONTRACTS = {"graders.job", "graders.fork_wire", "graders.errors"}
+# Runs inside the sandbox, beside the answer.
+IN_SANDBOX = ("sandboxed",)
+# Shared by both sides: the job, the fast path's wire format, the checks' parameters.
+CONTRACT = ("contract",)
+# Runs on the host only: judges facts, stores results, starts sandboxes.
+HOST = ("graders", "services", "usecases", "api", "db", "worker", "cli", "sandbox", "bench", "core")
+# What the contract may import besides itself.
+CONTRACT_LIBRARIES = {"pydantic"}
 
 
 def is_project_module(name: str) -> bool:
@@ -35,6 +43,28 @@ def imported_modules(path: Path) -> set[str]:
                 f"{base}.{a.name}" for a in node.names if is_project_module(f"{base}.{a.name}")
             }
     return found
+
+
+def modules_of(packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """Every module file under the top-level `packages` (path relative to the project root)
+    → what it imports; a folder that holds none fails the test that walks it."""
+    found = {}
+    for package in packages:
+        paths = sorted((PROJECT_ROOT / package).rglob("*.py"))
+        assert paths, f"{package}/ holds no module"
+        for path in paths:
+            found[path.relative_to(PROJECT_ROOT).as_posix()] = imported_modules(path)
+    return found
+
+
+def crossings(packages: tuple[str, ...], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """The modules under `packages` that import from a `forbidden` package, with what."""
+    out = {}
+    for path, imported in modules_of(packages).items():
+        bad = sorted(m for m in imported if m.split(".")[0] in forbidden)
+        if bad:
+            out[path] = bad
+    return out
 
 
 def sandbox_graph() -> dict[str, set[str]]:
@@ -78,18 +108,54 @@ def test_the_circle_finder_finds_a_circle():
     assert cycle_in({"a": {"b"}, "b": set()}) == []
 
 
-def test_the_host_imports_only_contracts_from_graders():
-    for path in sorted(SANDBOX.glob("*.py")):
-        graders = {m for m in imported_modules(path) if m.split(".")[0] == "graders"}
-        assert graders <= HOST_CONTRACTS, f"{path.name} imports {sorted(graders - HOST_CONTRACTS)}"
+def test_the_in_sandbox_code_and_the_contract_never_import_the_host():
+    assert crossings(IN_SANDBOX + CONTRACT, HOST) == {}
+
+
+def test_the_host_never_imports_the_in_sandbox_code():
+    assert crossings(HOST, IN_SANDBOX) == {}
+
+
+def foreign(packages: tuple[str, ...], allowed: set[str]) -> dict[str, list[str]]:
+    """The modules under `packages` that import a top-level module outside `allowed`."""
+    out = {}
+    for path, imported in modules_of(packages).items():
+        bad = sorted(m for m in imported if m.split(".")[0] not in allowed)
+        if bad:
+            out[path] = bad
+    return out
+
+
+def test_the_contract_imports_only_the_standard_library_pydantic_and_itself():
+    """No torch, no numpy, nothing of the project outside `contract/`: both sides import it."""
+    allowed = set(sys.stdlib_module_names) | CONTRACT_LIBRARIES | set(CONTRACT)
+    assert foreign(CONTRACT, allowed) == {}
+
+
+def test_the_boundary_tests_find_an_import_where_there_is_one():
+    """The same walks over imports that do cross: the in-sandbox code imports the contract
+    and torch, the host's judges the contract, the contract pydantic."""
+    assert "contract.job" in crossings(IN_SANDBOX, CONTRACT)["sandboxed/harness.py"]
+    assert "contract.checks" in crossings(("graders",), CONTRACT)["graders/spec.py"]
+    allowed = set(sys.stdlib_module_names) | CONTRACT_LIBRARIES | set(CONTRACT)
+    assert "torch" in foreign(IN_SANDBOX, allowed)["sandboxed/introspect.py"]
+    assert "pydantic" in modules_of(CONTRACT)["contract/job.py"]
+
+
+def test_the_sandbox_package_takes_only_the_contract_of_the_grader():
+    """The backends start sandboxes and read their bytes: of the grader's packages they import
+    the contract alone (the job, the frame, the fast path's wire format)."""
+    grader = ("graders", "sandboxed")
+    assert crossings(("sandbox",), grader) == {}
+    assert crossings(("sandbox",), CONTRACT)["sandbox/fork_sandbox.py"] == ["contract.fork_wire"]
 
 
 def test_the_fast_paths_wire_format_needs_only_the_standard_library():
     """Both the host and the in-sandbox server import it: it holds no torch, no grader code."""
-    imported = imported_modules(PROJECT_ROOT / "graders" / "fork_wire.py")
+    imported = imported_modules(PROJECT_ROOT / "contract" / "fork_wire.py")
     assert {m.split(".")[0] for m in imported} - {"__future__"} <= sys.stdlib_module_names
-    server = imported_modules(PROJECT_ROOT / "graders" / "fork_server.py")
-    assert "graders.fork_wire" in server
+    server = imported_modules(PROJECT_ROOT / "sandboxed" / "fork_server.py")
+    assert "contract.fork_wire" in server
 
 
 def test_backends_take_nothing_from_each_other():

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from contract.job import frame_header
 from graders.errors import SpecError
 from graders.facts import parse_frame
-from graders.job import frame_header
 from graders.judge import Expected, RunSummary, judge_run
 from graders.spec import json_schema, parse_spec
 

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from contract.checks.base import ObservationError
 from graders.checks import training_loop
 from graders.checks.base import COMMON_REASONS, REASON_PATTERN, Observed
 from graders.checks.training_loop import Facts, Params
+from sandboxed import observe
 
 
 def batches(*indices: int, then: tuple[str, ...] = ("w", "s")) -> list[str]:
@@ -485,7 +487,7 @@ def test_malformed_facts_are_refused(changes):
 def torch_env():
     import torch  # a dependency of the project: its absence is a failure, not a skip
 
-    from graders import introspect
+    from sandboxed import introspect
 
     backward = torch.autograd.backward
     yield torch, introspect
@@ -517,7 +519,7 @@ def small_scope(torch) -> dict:
 def observe_all(ti, code: str, scope: dict) -> tuple[dict, dict, object]:
     """Prepare the four aspects, run `code` as the answer would, observe: facts and tensors
     by aspect, and the model's state and the random generator's right after the answer ran."""
-    from graders.harness import ObserveContext
+    from sandboxed.harness import ObserveContext
 
     shared: dict = {}
     checks = {
@@ -525,14 +527,17 @@ def observe_all(ti, code: str, scope: dict) -> tuple[dict, dict, object]:
         for aspect in ("batches", "order", "loss_decrease", "final_weights")
     }
     for check in checks.values():
-        training_loop.prepare(ObserveContext(scope, 0, ti, shared), check)
+        observe.training_loop.prepare(ObserveContext(scope, 0, ti, shared), check)
     exec(code, scope)
     state = {k: v.clone() for k, v in scope["model"].state_dict().items()}
     rng = scope["torch"].get_rng_state()
     out = {}
     for aspect, check in checks.items():
         ctx = ObserveContext(scope, 0, ti, shared)
-        out[aspect] = (Facts.model_validate(training_loop.observe(ctx, check)), dict(ctx.tensors))
+        out[aspect] = (
+            Facts.model_validate(observe.training_loop.observe(ctx, check)),
+            dict(ctx.tensors),
+        )
     return out, state, rng
 
 
@@ -596,7 +601,7 @@ def test_a_forward_that_raises_or_is_hooked_after_the_epoch_leaves_only_the_loss
 def test_a_tampered_structure_fails_the_whole_observation(torch_env):
     torch, ti = torch_env
     code = EPOCH_CODE + "object.__getattribute__(model.bn, '__dict__')['training'] = 1\n"
-    with pytest.raises(training_loop.ObservationError, match="tampered"):
+    with pytest.raises(ObservationError, match="tampered"):
         observe_all(ti, code, small_scope(torch))
 
 
@@ -615,7 +620,7 @@ def test_steps_without_gradients_and_stale_backwards_are_logged(torch_env):
 def test_a_replaced_model_fails_every_aspect_with_its_reason(torch_env):
     torch, ti = torch_env
     code = "model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))\n"
-    with pytest.raises(training_loop.ObservationError, match="was replaced") as raised:
+    with pytest.raises(ObservationError, match="was replaced") as raised:
         observe_all(ti, code, small_scope(torch))
     assert raised.value.reason == "model-replaced"
     assert raised.value.reason in training_loop.REASONS

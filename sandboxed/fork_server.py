@@ -1,6 +1,6 @@
 """The fast path's server: one sandbox, torch imported once, each job in a fresh forked child.
 
-Usage inside a sandbox: `python -m graders.fork_server --jobs N --cpu-s S --data-bytes B
+Usage inside a sandbox: `python -m sandboxed.fork_server --jobs N --cpu-s S --data-bytes B
 --nproc P`. It runs as root with three capabilities (CHOWN, SETUID, SETGID) and
 no-new-privileges, imports everything the harness needs, then for each job:
 
@@ -12,7 +12,7 @@ no-new-privileges, imports everything the harness needs, then for each job:
 2. reads the next request from stdin: `JOB <length> <token> <shared length>`, the shared
    setup's bytes (none unless the setup is the service's own) and the job's; the token
    arrives only after the fork, so the child cannot know it; the child gets the job on
-   its pipe and runs `graders.harness.main()`, which writes the frame to stdout; the
+   its pipe and runs `sandboxed.harness.main()`, which writes the frame to stdout; the
    server then overwrites its copy of the job;
 3. when the child exits, a helper running as the job's uid (forked by a small cleaner
    process the server started before its imports) kills every process of that uid and
@@ -51,8 +51,8 @@ import stat
 import sys
 import time
 
-from graders.fork_wire import MAX_REQUEST_LINE, end_line, parse_request_header
-from graders.job import MAX_JOB_BYTES
+from contract.fork_wire import MAX_REQUEST_LINE, end_line, parse_request_header
+from contract.job import MAX_JOB_BYTES
 
 SCRATCH = "/tmp"
 SHARED_DIRS = ("/dev/shm", "/dev/mqueue")
@@ -165,7 +165,7 @@ def _child(job_fd: int, uid: int, args: argparse.Namespace, prepared, settled: i
         os.chdir(SCRATCH)
         os.write(3, b"1")
         os.close(3)
-        from graders import harness
+        from sandboxed import harness
 
         harness.main(prepared)
     finally:
@@ -417,7 +417,7 @@ def _deliver(write_end: int, job: bytearray) -> None:
 
 def _serve(args: argparse.Namespace, cleaner: _Cleaner, baseline: SharedObjects) -> int:
     # Everything a job needs is imported now, once: each child starts with it done.
-    from graders import harness
+    from sandboxed import harness
 
     layout = _layout(SCRATCH)  # before anything ran: only mount points, if anything
     harness.preload()
@@ -705,7 +705,7 @@ def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
     shared = _read_exact(commands, int(header))
     if shared is None:
         return
-    from graders import harness
+    from sandboxed import harness
 
     with open(f"/proc/{os.getpid()}/oom_score_adj", "w") as f:
         f.write(str(ZYGOTE_OOM_SCORE))
@@ -713,7 +713,7 @@ def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
     setup, seed, device = str(fields["setup"]), int(fields["seed"]), str(fields["device"])
     from pydantic import TypeAdapter
 
-    from graders.checks import CheckSpec
+    from contract.checks import CheckSpec
 
     checks = TypeAdapter(list[CheckSpec]).validate_python(fields.get("checks", []))
     output = os.memfd_create("setup-output")
@@ -786,7 +786,7 @@ def _zygote(commands: int, results: int, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="graders.fork_server")
+    parser = argparse.ArgumentParser(prog="sandboxed.fork_server")
     parser.add_argument("--jobs", type=int, required=True)
     parser.add_argument("--cpu-s", type=int, required=True)
     parser.add_argument("--data-bytes", type=int, required=True)

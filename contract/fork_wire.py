@@ -1,5 +1,5 @@
 """The fast path's wire format, shared by the host (sandbox/fork_sandbox.py) and the
-in-sandbox server (graders/fork_server.py): the request line that precedes each job and
+in-sandbox server (sandboxed/fork_server.py): the request line that precedes each job and
 the end line that follows its output. Standard library only, so the host imports no
 in-sandbox code and no torch.
 """

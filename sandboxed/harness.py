@@ -1,6 +1,6 @@
 """The single entry point a sandbox runs: setup, the student's code, the observers; facts out.
 
-Usage inside a sandbox: `python -m graders.harness < job.json`. The job arrives on stdin
+Usage inside a sandbox: `python -m sandboxed.harness < job.json`. The job arrives on stdin
 (then stdin is closed). The student's stdout and stderr go to scratch files; the
 harness's own stdout carries exactly one frame: a header naming the job's nonce, a JSON
 manifest and a safetensors blob. Nothing here decides a score: the host judges the
@@ -13,8 +13,9 @@ The answer shares this interpreter, so the harness keeps what matters out of its
   code (a module's forward) last;
 - an audit hook, which the answer cannot remove, refuses while the answer and the
   observers run: other threads' frames, walks of the object graph (gc), ctypes, new
-  audit hooks, reading process memory, and importing the grader's own modules (which
-  are dropped from `sys.modules` first, so they cannot be patched either);
+  audit hooks, reading process memory, and importing the grader's own modules (its
+  packages, `GRADER_PACKAGES`, which are dropped from `sys.modules` first, so they
+  cannot be patched either);
 - after the answer starts, the main thread — which alone holds the nonce — calls only
   C-level functions it captured beforehand, checks the exact type of everything the
   threads hand back, and writes the frame with a JSON encoder captured before the
@@ -44,8 +45,11 @@ from typing import Any
 
 ANSWER_FILENAME = "<answer>"
 SETUP_FILENAME = "<setup>"
-GRADER_PACKAGE = "graders"
-SERVER_MODULE = "graders.fork_server"
+# The grader's packages: what runs here (the contract with the host and the in-sandbox
+# code) and the host's own, which a sandbox does not hold (a process sandbox without
+# namespaces can reach it): none of them is the answer's to import.
+GRADER_PACKAGES = ("contract", "sandboxed", "graders")
+SERVER_MODULE = "sandboxed.fork_server"
 MAX_OBSERVATION_CHARS = 4 * 1024 * 1024
 DENIED_EVENTS = frozenset(
     {
@@ -245,7 +249,7 @@ def _guard(
             if (
                 name
                 and exact_type(name[0]) is exact_str
-                and (name[0] == GRADER or starts(name[0], GRADER_PREFIX))
+                and (name[0] in GRADER or starts(name[0], GRADER_PREFIX))
             ):
                 raise error("the grader's own modules are not available to answers")
         elif event == "open":
@@ -270,7 +274,8 @@ def _guard(
         ):
             raise error("frames of the grader's main thread are not available to answers")
 
-    GRADER, GRADER_PREFIX = GRADER_PACKAGE, GRADER_PACKAGE + "."  # noqa: N806
+    GRADER = frozenset(GRADER_PACKAGES)  # noqa: N806
+    GRADER_PREFIX = tuple(package + "." for package in GRADER_PACKAGES)  # noqa: N806
     CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})  # noqa: N806
     LINKS = frozenset({"os.symlink", "os.link"})  # noqa: N806
     FRAMES = frozenset({"sys._getframe", "sys._getframemodulename", "object.__getattr__"})  # noqa: N806
@@ -303,9 +308,9 @@ def preload() -> None:
     import torch
     import torchvision  # noqa: F401  (imported here, so its cost is not the student's)
 
-    from graders import integrity, introspect  # noqa: F401
-    from graders.checks import REGISTRY  # noqa: F401
-    from graders.job import Job  # noqa: F401
+    from contract.job import Job  # noqa: F401
+    from sandboxed import integrity, introspect  # noqa: F401
+    from sandboxed.observe import OBSERVERS  # noqa: F401
 
     # Seeding goes through torch's lazy per-device paths, which record the caller's stack
     # (reading the source of every frame) the first time: done here, once for a fork server.
@@ -335,14 +340,14 @@ def prepare_checks(scope: dict[str, Any], seed: int, checks: list, encode) -> tu
     """Each check's `prepare`, before the answer runs: (the state the checks share, the
     observers in the order they run, calls into the answer's code last, and the
     observations of the checks that could not prepare)."""
-    from graders import introspect
-    from graders.checks import REGISTRY
+    from sandboxed import introspect
+    from sandboxed.observe import OBSERVERS
 
     shared: dict = {}
     observers = []  # (executes the answer's code, name, observe function, check)
     observations: dict[str, str] = {}
     for check in checks:
-        module = REGISTRY[check.type]
+        module = OBSERVERS[check.type]
         prepare = getattr(module, "prepare", None)
         try:
             if prepare is not None:
@@ -358,7 +363,7 @@ def prepare_checks(scope: dict[str, Any], seed: int, checks: list, encode) -> tu
 
 class Prepared:
     """A task's setup and its checks' preparation, run once by a fork server's zygote
-    (graders/fork_server.py) for all the jobs it forks: each job's child starts from this
+    (sandboxed/fork_server.py) for all the jobs it forks: each job's child starts from this
     scope, these prepared checks and these generator states, as it would after running
     the setup and preparing the checks itself (`random` reseeds itself in a forked child,
     so every state is put back, not just left as inherited)."""
@@ -431,15 +436,15 @@ def main(prepared: Prepared | None = None) -> None:
     encode = make_encoder()
     update_dict, builtins_dict = dict.update, builtins.__dict__
     in_thread, observe_in_thread = _in_thread, _observe
-    from graders import integrity
+    from sandboxed import integrity
 
     # Everything the observers rely on is imported (and its accessors captured) now, before
     # the job is read: a warm sandbox waits here, blocked on stdin, with torch imported.
     if prepared is None:  # (a zygote imported it all, and seeding again would undo its setup)
         preload()
-    from graders import introspect
-    from graders.checks.base import PROTECTED, ObservationError
-    from graders.job import MAX_JOB_BYTES, Job, frame_header, ready_marker
+    from contract.checks.base import PROTECTED, ObservationError
+    from contract.job import MAX_JOB_BYTES, Job, frame_header, ready_marker
+    from sandboxed import introspect
 
     chunks = []
     while sum(map(len, chunks)) <= MAX_JOB_BYTES and (chunk := read(0, 1 << 20)):
@@ -516,9 +521,7 @@ def main(prepared: Prepared | None = None) -> None:
         PermissionError,
         RuntimeError,
     )
-    for name in [
-        n for n in sys.modules if n == GRADER_PACKAGE or n.startswith(GRADER_PACKAGE + ".")
-    ]:
+    for name in [n for n in sys.modules if _is_grader_module(n)]:
         del sys.modules[name]
     baseline = thread_count()
     os_threads, os_prims = introspect.os_thread_count, introspect.OS_PRIMITIVES
@@ -752,7 +755,7 @@ def _grader_state() -> list:
     """The grader's own state before any answer ran (`integrity.grader_snapshot`), taken once
     per process: a fork server takes it before it forks, and every job compares with it."""
     if not _GRADER_STATE:
-        from graders import integrity
+        from sandboxed import integrity
 
         _GRADER_STATE.extend(
             integrity.grader_snapshot(_grader_modules(), integrity.library_modules())
@@ -763,16 +766,16 @@ def _grader_state() -> list:
 def _grader_modules() -> list:
     """The modules the observers run: the grader's, the harness itself included when it
     runs as `__main__` (a fork server's own code does not run again once a job started)."""
-    modules = [
-        m
-        for n, m in sys.modules.items()
-        if (n == GRADER_PACKAGE or n.startswith(GRADER_PACKAGE + ".")) and n != SERVER_MODULE
-    ]
+    modules = [m for n, m in sys.modules.items() if _is_grader_module(n) and n != SERVER_MODULE]
     main_module = sys.modules.get("__main__")
     spec = getattr(main_module, "__spec__", None)
     if spec is not None and spec.name == __spec__.name and main_module not in modules:
         modules.append(main_module)
     return modules
+
+
+def _is_grader_module(name: str) -> bool:
+    return name.partition(".")[0] in GRADER_PACKAGES
 
 
 def _tampered_grader_error(changed: list, length) -> str:

@@ -37,7 +37,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from graders.checks.base import ObservationError  # noqa: E402
+from contract.checks.base import ObservationError  # noqa: E402
 
 _TensorBase = torch._C.TensorBase
 _Tensor = torch.Tensor

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graders.checks import CheckSpec
+from contract.checks import CheckSpec
 
 JOB_SCHEMA_VERSION = 1
 MAX_JOB_BYTES = 4 * 1024 * 1024

@@ -1,0 +1,52 @@
+"""`output_shape`: the shape a module gives on a seeded input of a given shape.
+
+The module runs in eval mode without gradients, and its training flags are restored
+afterwards, so observing does not change batch-norm statistics for later checks.
+
+With `features_at` (e.g. the head), the input that reaches that submodule during the same
+forward (the features the backbone gives the head) must also equal the reference's. For
+that forward only, the submodule is wrapped, where its parent holds it, in a probe that
+records its input and calls it. What reaches it is a behaviour of the answer's forward:
+a diagnostic beside the weight-based facts of `frozen_backbone`, never the only fact
+that settles a task.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from contract.checks.base import MODULE_PATH_PATTERN, VARIABLE_PATTERN, CheckBase
+
+TYPE = "output_shape"
+MAX_INPUT_ELEMENTS = 4_000_000
+
+
+class Params(CheckBase):
+    type: Literal["output_shape"]
+    variable: str = Field("model", pattern=VARIABLE_PATTERN)
+    module: str = Field(
+        "", pattern=MODULE_PATH_PATTERN, description="Submodule path; empty: the whole model."
+    )
+    input_shape: list[int] = Field(
+        min_length=1, max_length=6, description="Shape of the seeded random input."
+    )
+    features_at: str = Field(
+        "",
+        pattern=MODULE_PATH_PATTERN,
+        description="A submodule of the variable (e.g. the head) whose input during this "
+        "forward must equal the reference's.",
+    )
+    rtol: float = Field(1e-3, ge=0, le=1, description="Tolerance of the features' comparison.")
+    atol: float = Field(1e-4, ge=0, le=1)
+
+    @field_validator("input_shape")
+    @classmethod
+    def _bounded(cls, shape: list[int]) -> list[int]:
+        if any(n < 1 for n in shape) or math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise ValueError(
+                f"every dimension must be >= 1 and the input at most {MAX_INPUT_ELEMENTS:,} elements"
+            )
+        return shape

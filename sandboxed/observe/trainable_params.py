@@ -1,0 +1,23 @@
+"""`trainable_params`'s observer: each parameter's `requires_grad` and size, and the
+module's `training` flag (the check: contract/checks/trainable_params.py).
+"""
+
+from __future__ import annotations
+
+from contract.checks.trainable_params import TYPE, Params
+
+__all__ = ["TYPE", "observe"]  # what the harness reads
+
+
+def observe(ctx, params: Params) -> dict:
+    ti = ctx.ti
+    root = ti.submodule(ti.lookup(ctx.scope, params.variable), params.module, params.variable)
+    parameters = {
+        name: {"numel": ti.numel(p), "requires_grad": ti.requires_grad(p)}
+        for name, p in ti.named_parameters(root)
+    }
+    # The flag as the module's instance dictionary holds it (read by `introspect`'s readers,
+    # never through the module's attributes); anything but an exact bool is not recorded.
+    where = params.variable + (f".{params.module}" if params.module else "")
+    flag = ti._field(ti._fields_of(root, f"`{where}`"), "training")
+    return {"parameters": parameters, "training": flag if type(flag) is bool else None}

@@ -1,0 +1,321 @@
+"""`training_loop`'s observer: the instrumentation `prepare` installs before the answer,
+and what it and the epoch left (the check, and what is instrumented:
+contract/checks/training_loop.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from contract.checks.base import PROTECTED, ObservationError
+from contract.checks.training_loop import MAX_EVENTS, TYPE, Params
+
+__all__ = ["TYPE", "EXECUTES_ANSWER", "prepare", "observe"]  # what the harness reads
+
+EXECUTES_ANSWER = True  # the loss is measured with the model's forward
+MAX_BATCHES = 1_000
+MAX_SHARED_VALUES = 1_000_000  # head values copied into each diagnostic aspect's facts
+
+# The instrumentation the answer can reach (the data loader's iterator, autograd's backward,
+# the optimizer's step hook) is compiled into a namespace of its own holding only what it
+# needs, so following its functions' globals or closures leads to the event log and to C
+# functions, not to the grader's modules.
+_INSTRUMENTATION = """
+def logged_iter(self_):
+    for i, batch in enumerate(original_iter(self_)):
+        log("b%d" % i)
+        yield batch
+
+
+def has_gradients():
+    for p in trainable:
+        g = grad_of(p)
+        if g is not None and tensor_item(tensor_any(g)):
+            return True
+    return False
+
+
+def logged_backward(*args, **kwargs):
+    log("W" if has_gradients() else "w")
+    try:
+        out = original_backward(*args, **kwargs)
+    except:
+        log("r")
+        raise
+    if not has_gradients():
+        log("n")
+    return out
+
+
+def logged_step(*_):
+    log("s" if has_gradients() else "e")
+"""
+
+
+class _Torch:
+    """The torch functions the loss measurement calls, captured before the answer runs."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.tensor = torch.Tensor
+        self.copy = torch._C.TensorBase.copy_
+        self.no_torch_function = torch._C.DisableTorchFunction
+        self.grad_enabled = torch._C.is_grad_enabled
+        self.set_grad_enabled = torch._C._set_grad_enabled
+        self.generator = torch._C.default_generator
+        self.get_rng = torch._C.Generator.get_state
+        self.set_rng = torch._C.Generator.set_state
+        self.seed_rng = torch._C.Generator.manual_seed
+
+
+def _buffers(ti, model) -> list[tuple[str, object]]:
+    params = {name for name, _ in ti.named_parameters(model)}
+    return [(name, t) for name, t in ti.named_state(model) if name not in params]
+
+
+class _Recorder:
+    """Instrumentation installed once per (model, optimizer, dataloader), shared by the aspects."""
+
+    def __init__(self, ctx, params: Params) -> None:
+        ti = self.ti = ctx.ti
+        self.torch = _Torch()
+        self.seed = ctx.seed
+        self.model = ti.require_module(ti.lookup(ctx.scope, params.model), params.model)
+        self.optimizer = ti.lookup(ctx.scope, params.optimizer)
+        _, groups = ti.optimizer_of(self.optimizer, params.optimizer)
+        self.trainable = tuple(p for g in groups for p in g.params)
+        self.start = [ti.snapshot(p) for p in self.trainable]
+        self.writes = [ti.write_count(p) for p in self.trainable]
+        self.initial = {name: ti.copy_of(t) for name, t in _buffers(ti, self.model)}
+        # The setup's data loader, before the answer runs: trusted code and objects.
+        loader = ti.lookup(ctx.scope, params.dataloader)
+        self.batches = []
+        for batch in loader:
+            if len(self.batches) >= MAX_BATCHES:
+                raise ObservationError(
+                    f"`{params.dataloader}` yields more than {MAX_BATCHES} batches"
+                )
+            inputs, labels = batch[0], batch[1]
+            self.batches.append((ti.copy_of(inputs), ti.copy_of(labels)))
+        self.events: list[str] = []
+        self.heads: set[str] = set()  # what final_weights compares element-wise
+        self.tolerance: tuple[float, float] | None = None  # and with which rtol, atol
+        self.observed: tuple[dict, dict] | BaseException | None = None  # see observe()
+        self.loss_before, error = self.loss(self.model)
+        if error is not None:
+            raise ObservationError(f"the loss before the epoch could not be measured: {error}")
+        self._instrument(loader)
+
+    def decides(self, params: Params) -> None:
+        if params.head:
+            self.heads.add(params.head)
+        rtol, atol = self.tolerance or (params.rtol, params.atol)
+        self.tolerance = (min(rtol, params.rtol), min(atol, params.atol))
+
+    def _instrument(self, loader) -> None:
+        import torch
+
+        cls = type(loader)
+        namespace = {
+            "__builtins__": {"enumerate": enumerate},
+            "original_iter": cls.__iter__,
+            "original_backward": torch.autograd.backward,
+            "log": self.events.append,  # a C method: it leads to the log and nowhere else
+            "trainable": self.trainable,
+            "grad_of": torch._C.TensorBase.grad.__get__,
+            "tensor_any": torch._C.TensorBase.any,
+            "tensor_item": torch._C.TensorBase.item,
+        }
+        exec(compile(_INSTRUMENTATION, "<instrumentation>", "exec"), namespace)
+        # The answer reaches this namespace (through the functions installed below): the
+        # harness holds it, and its functions' code, unchanged through the answer.
+        self.namespace = namespace
+        loader.__class__ = type(
+            cls.__name__,
+            (cls,),
+            {"__iter__": namespace["logged_iter"], "__module__": cls.__module__},
+        )
+        torch.autograd.backward = namespace["logged_backward"]
+        self.optimizer.register_step_pre_hook(namespace["logged_step"])
+
+    def loss(self, model) -> tuple[float | None, str | None]:
+        """(the mean loss on the epoch's batches, or why it could not be measured), by the
+        model's forward (the answer's code, run by `call_answer` in a thread of its own) in
+        train mode without gradients, from the buffers as they were before the epoch and a
+        seeded generator; the model's buffers, flags and the generator are put back after.
+        A tampered structure raises (it fails every aspect); a forward that is not the
+        model's classes' own (set on an instance, hooked) is not measured."""
+        ti, c = self.ti, self.torch
+        if not self.batches:
+            return None, None
+        current = _buffers(ti, model)
+        for name, t in current:
+            start = self.initial.get(name)
+            if start is None or ti.shape(t) != ti.shape(start):
+                return None, f"the model's buffer {name} is not the one it had before the epoch"
+        try:
+            ti._plain_forward(model)
+        except ObservationError as exc:
+            return None, str(exc)
+        saved = [(t, ti.copy_of(t)) for _, t in current]
+        flags = ti.set_training(model, True)
+        grad, rng = c.grad_enabled(), c.get_rng(c.generator)
+        c.set_grad_enabled(False)
+        c.seed_rng(c.generator, self.seed)
+        try:
+            with c.no_torch_function():
+                for name, t in current:
+                    c.copy(t, self.initial[name])
+            total = 0.0
+            for inputs, labels in self.batches:
+                out = ti.call_answer(ti._module_call, model, inputs)
+                if type(out) is not c.tensor:
+                    return (
+                        None,
+                        f"the model's forward returned a {ti.class_name(out)}, not a tensor",
+                    )
+                total += ti.cross_entropy(out, labels)
+            return total / len(self.batches), None
+        except ti.AnswerRaised as exc:
+            return None, f"the model's forward raised {exc}"
+        except (ObservationError, RuntimeError, IndexError, ValueError) as exc:
+            return None, str(exc)[:500]
+        finally:
+            with c.no_torch_function():
+                for t, values in saved:
+                    with contextlib.suppress(RuntimeError):  # it failed above: unchanged
+                        c.copy(t, values)
+            c.set_rng(c.generator, rng)
+            c.set_grad_enabled(grad)
+            ti.restore_training(model, flags)
+
+
+def _key(params: Params) -> tuple:
+    return (TYPE, params.model, params.optimizer, params.dataloader)
+
+
+def prepare(ctx, params: Params) -> None:
+    if _key(params) not in ctx.shared:
+        ctx.shared[_key(params)] = _Recorder(ctx, params)
+        ctx.shared.setdefault(PROTECTED, []).append(ctx.shared[_key(params)].namespace)
+    if params.aspect == "final_weights":
+        ctx.shared[_key(params)].decides(params)
+
+
+def observe(ctx, params: Params) -> dict:
+    """The loop's facts, observed once for all its aspects (an error too): every head's
+    values are copied before the model's forward (the answer's code) measures the loss
+    after, and that forward runs once. final_weights exports its own head's values, the
+    other aspects those of every head final_weights compares."""
+    recorder: _Recorder = ctx.shared[_key(params)]
+    if recorder.observed is None:
+        try:
+            recorder.observed = _observe_loop(ctx, params, recorder)
+        except BaseException as exc:
+            recorder.observed = exc
+    if isinstance(recorder.observed, BaseException):
+        raise recorder.observed
+    facts, heads = recorder.observed
+    if params.aspect == "final_weights":
+        paths = [params.head] if params.head else []
+        for path in paths:
+            if isinstance(heads[path], ObservationError):
+                raise heads[path]
+    else:
+        paths = sorted(recorder.heads) if facts["decisive"] is not None else []
+    for path in paths:
+        if isinstance(heads[path], dict):
+            for name, values in heads[path].items():
+                ctx.add_tensor(name, values)
+    return facts
+
+
+def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]:
+    ti = ctx.ti
+    model = ti.lookup(ctx.scope, params.model)
+    if not ti.same_object(model, recorder.model):
+        raise ObservationError(
+            f"`{params.model}` was replaced by another object: train the model you were given",
+            "model-replaced",
+        )
+    heads: dict = {}
+    for path in sorted(recorder.heads):
+        try:
+            head = ti.submodule(model, path, params.model)
+            heads[path] = {f"{path}.{name}": ti.snapshot(t) for name, t in ti.named_state(head)}
+        except ObservationError as exc:  # only the aspects comparing this head report it
+            heads[path] = exc
+    shared = sum(v.size for h in heads.values() if isinstance(h, dict) for v in h.values())
+    decisive = None
+    if recorder.tolerance is not None and shared <= MAX_SHARED_VALUES:
+        rtol, atol = recorder.tolerance
+        decisive = {"heads": sorted(recorder.heads), "rtol": rtol, "atol": atol}
+    buffers, buffers_moved = {}, 0
+    for name, t in _buffers(ti, model):
+        values = ti.to_numpy(t)
+        buffers[name] = ti.summary(values)
+        start = recorder.initial.get(name)
+        if start is None or not np.array_equal(values, ti.to_numpy(start)):
+            buffers_moved += 1
+    replaced, hyper = _optimizer_now(ctx, params, recorder)
+    facts = {
+        "batches_total": len(recorder.batches),
+        "events": [e for e in recorder.events[:MAX_EVENTS] if type(e) is str],
+        "loss_before": recorder.loss_before,
+        "parameters": {n: ti.summary(ti.to_numpy(t)) for n, t in ti.named_parameters(model)},
+        "buffers": buffers,
+        "buffers_moved": buffers_moved,
+        "moved": _moved(ti, recorder),
+        "parameter_writes": _writes(ti, recorder),
+        "hyper": hyper,
+        "optimizer_replaced": replaced,
+        "foreign_parameters": _foreign(ti, model, recorder),
+        "decisive": decisive,
+    }
+    # Last: it runs the model's forward.
+    facts["loss_after"], facts["loss_error"] = recorder.loss(model)
+    return facts, heads
+
+
+def _moved(ti, recorder: _Recorder) -> float | None:
+    total = 0.0
+    try:
+        for p, start in zip(recorder.trainable, recorder.start, strict=True):
+            now = ti.to_numpy(p)
+            if now.shape != start.shape:
+                return None
+            total += float(np.sum(np.square(now.astype(np.float64) - start)))
+    except ObservationError:
+        return None
+    return math.sqrt(total)
+
+
+def _writes(ti, recorder: _Recorder) -> int | None:
+    """How many in-place writes the optimizer's parameters took during the epoch (their
+    version counters, which the answer's code cannot lower), or None if one cannot be read."""
+    try:
+        now = [ti.write_count(p) for p in recorder.trainable]
+    except ObservationError:
+        return None
+    return sum(max(0, after - before) for after, before in zip(now, recorder.writes, strict=True))
+
+
+def _foreign(ti, model, recorder: _Recorder) -> int:
+    ids = {ti._id(t) for _, t in ti.named_parameters(model)}
+    return sum(ti._id(p) not in ids for p in recorder.trainable)
+
+
+def _optimizer_now(ctx, params: Params, recorder: _Recorder) -> tuple[bool, list[dict]]:
+    """Whether `optimizer` is still the one instrumented, and its hyper-parameters now."""
+    ti = ctx.ti
+    try:
+        current = ti.lookup(ctx.scope, params.optimizer)
+        _, groups = ti.optimizer_of(current, params.optimizer)
+    except ObservationError:
+        return True, []
+    hyper = [{key: value for key, value in g.hyper.items() if type(value) is float} for g in groups]
+    return not ti.same_object(current, recorder.optimizer), hyper
