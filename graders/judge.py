@@ -220,6 +220,26 @@ def judge_run(
             f"your work failed: {', '.join(sorted(failed))})"
         )
         score, results = 0.0, _no_points(results, why)
+    elif expected is not None and failed:
+        # Facts the answer's own code computes (what its forward returns, its assertions)
+        # do not unlock the checks an empty answer passes: only a check read from state does.
+        baseline = passed & expected.baseline_passing
+        self_reported = {
+            c.name for c in spec.checks if getattr(REGISTRY[c.type], "SELF_REPORTED", False)
+        }
+        from_state = {c.name for c in spec.checks} - expected.baseline_passing - self_reported
+        if baseline and from_state and not passed & from_state:
+            notes.append(
+                "no points for the checks an empty answer passes too "
+                f"({', '.join(sorted(baseline))}): every check read from the model's state "
+                f"failed ({', '.join(sorted(from_state))})"
+            )
+            why = (
+                " (0 points: an empty answer passes this check too, and every check read from "
+                f"your model's state failed: {', '.join(sorted(from_state))})"
+            )
+            results = _no_points(results, why, baseline)
+            score = sum(r.points for r in results)
     if m.status == "runtime_error" and score:
         # An answer that raised did not run to its end: what it left behind is reported
         # check by check, but it earns nothing (the state at a crash is not an answer).
@@ -238,10 +258,15 @@ def judge_run(
     )  # fmt: skip
 
 
-def _no_points(results: list[CheckResult], why: str) -> list[CheckResult]:
-    """The checks with no points, each passed one saying `why` in its own line."""
+def _no_points(
+    results: list[CheckResult], why: str, only: frozenset[str] | set[str] | None = None
+) -> list[CheckResult]:
+    """The checks (those named in `only`, if given) with no points, each passed one saying
+    `why` in its own line."""
     return [
         r.model_copy(update={"points": 0.0, "message": r.message + (why if r.passed else "")})
+        if only is None or r.name in only
+        else r
         for r in results
     ]
 

@@ -12,6 +12,10 @@ from graders.checks.base import FactsBase, Observed, Verdict
 
 __all__ = ["TYPE", "REASONS", "Facts", "judge"]  # what the judge reads
 
+# What it judges is what the answer's own forward returned: it does not, alone, earn the
+# points of the checks an empty answer passes (see the judge).
+SELF_REPORTED = True
+
 REASONS: dict[str, str] = {
     "raised": "the module's forward raised an exception on the seeded input",
     "too-many-outputs": "the output has the reference's leading dimensions but more outputs "

@@ -11,6 +11,10 @@ from graders.checks.base import FactsBase, Observed, Verdict
 
 __all__ = ["TYPE", "REASONS", "Facts", "judge"]  # what the judge reads
 
+# What it judges is what the answer's own objects answered: it does not, alone, earn the
+# points of the checks an empty answer passes (see the judge).
+SELF_REPORTED = True
+
 REASONS: dict[str, str] = {
     "assertion-failed": "an instructor's assertion did not hold",
     "raised": "the assertions raised an exception other than AssertionError",

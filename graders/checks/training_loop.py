@@ -4,6 +4,7 @@ one correct epoch's (the check: contract/checks/training_loop.py).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Annotated
 
@@ -18,6 +19,9 @@ __all__ = ["TYPE", "REASONS", "Facts", "judge"]  # what the judge reads
 
 BACKWARD, STEP = "wW", "se"
 MOVED_LOW, MOVED_HIGH = 0.9, 1.1  # how far the parameters moved, as a correct epoch's share
+# The least a loop's weights must move the loss (a share of one correct epoch's fall, either
+# way) for its record (batches, order) to count.
+EFFECT_SHARE = 0.001
 
 # What a failing verdict found (mistake triggers name them as `check-name:code`).
 REASONS: dict[str, str] = {
@@ -50,6 +54,9 @@ REASONS: dict[str, str] = {
     "step(): more than one epoch",
     "iterator-restarted": "the data loader was iterated afresh during the epoch and its first "
     "batch trained again, while not every batch trained as often",
+    "no-effect": "the record of the loop looks right, but the weights after it compute (almost) "
+    "what they computed before: the loss on the epoch's data moved by less than "
+    f"{EFFECT_SHARE:.1%} of what one correct epoch moves it",
     "record-forged": "the record of the loop shows optimizer steps with gradients that did not "
     "write (or, at a learning rate above zero, move) the optimizer's parameters: the answer "
     "wrote the grader's record",
@@ -541,6 +548,31 @@ def _forged_record(have: Facts) -> Verdict | None:
     )
 
 
+def _without_effect(verdict: Verdict, have: Facts, want: Facts) -> Verdict | None:
+    """When a record that passes is not borne out by the weights: its verdict. The record is
+    within the answer's reach, the loss is not (it is what the answer's weights compute, by
+    the setup's code): a loop earns points for its record only if its weights compute
+    something else than before, by at least EFFECT_SHARE of one correct epoch's fall of the
+    loss (a loop that diverged has an effect: its record still counts)."""
+    if want.loss_before is None or want.loss_after is None:
+        return None
+    learned = want.loss_before - want.loss_after
+    if learned <= 0:
+        return None
+    if have.loss_after is not None and have.loss_before is not None:
+        moved = abs(have.loss_before - have.loss_after)
+        if not math.isfinite(moved) or moved >= EFFECT_SHARE * learned:
+            return None
+        found = f"the loss on the epoch's data went from {have.loss_before:.4f} to {have.loss_after:.4f}"
+    else:
+        found = f"the loss after the epoch could not be measured ({have.loss_error or 'no batch'})"
+    return Verdict.fail(
+        f"{verdict.message}, but the weights after it compute what they did before: {found}, "
+        f"where one correct epoch takes it from {want.loss_before:.4f} to {want.loss_after:.4f}",
+        "no-effect",
+    )
+
+
 _SETTLED = {
     "batches": "every batch was trained on once: the weights after the epoch equal one correct epoch's",
     "order": "the steps trained as a correct loop's do: the weights after the epoch equal one correct epoch's",
@@ -561,6 +593,8 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
         verdict = _judge_order(params, have)
     else:
         verdict = _judge_loss(params, have, want)
+    if params.aspect in ("batches", "order") and verdict.passed:
+        verdict = _without_effect(verdict, have, want) or verdict
     # The decisive fact, as the task's final_weights check establishes it (from the reference
     # run's facts): a loop whose weights are right loses no points to its diagnostics, nor to
     # a loss its forward kept from being measured (a hook, a forward set on the instance).

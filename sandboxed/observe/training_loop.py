@@ -15,7 +15,7 @@ from contract.checks.training_loop import MAX_EVENTS, TYPE, Params
 
 __all__ = ["TYPE", "EXECUTES_ANSWER", "prepare", "observe"]  # what the harness reads
 
-EXECUTES_ANSWER = True  # the loss is measured with the model's forward
+EXECUTES_ANSWER = True  # runs last: its forward runs torch's kernels on the answer's weights
 MAX_BATCHES = 1_000
 MAX_SHARED_VALUES = 1_000_000  # head values copied into each diagnostic aspect's facts
 
@@ -72,6 +72,14 @@ class _Torch:
         self.seed_rng = torch._C.Generator.manual_seed
 
 
+_type_dict = type.__dict__["__dict__"].__get__
+_module_dict = type(contextlib).__dict__["__dict__"].__get__
+_MISSING = object()
+# Entries Python itself adds to a class or a module as it runs (a warning's registry,
+# annotations read for the first time): not changes of code.
+_LAZY = ("__warningregistry__", "__annotations__")
+
+
 def _buffers(ti, model) -> list[tuple[str, object]]:
     params = {name for name, _ in ti.named_parameters(model)}
     return [(name, t) for name, t in ti.named_state(model) if name not in params]
@@ -105,6 +113,7 @@ class _Recorder:
         self.heads: set[str] = set()  # what final_weights compares element-wise
         self.tolerance: tuple[float, float] | None = None  # and with which rtol, atol
         self.observed: tuple[dict, dict] | BaseException | None = None  # see observe()
+        self._make_twin(self.model)
         self.loss_before, error = self.loss(self.model)
         if error is not None:
             raise ObservationError(f"the loss before the epoch could not be measured: {error}")
@@ -142,56 +151,85 @@ class _Recorder:
         torch.autograd.backward = namespace["logged_backward"]
         self.optimizer.register_step_pre_hook(namespace["logged_step"])
 
+    def _make_twin(self, model) -> None:
+        """A copy of the setup's model, made before the answer runs and out of its reach,
+        and what its classes and their modules hold: the loss is measured on the twin with
+        the answer's weights, so no code of the answer's computes it."""
+        import copy
+        import sys
+
+        ti = self.ti
+        self.twin = copy.deepcopy(model)
+        self.twin_parameters = ti.named_parameters(self.twin)
+        self.twin_buffers = _buffers(ti, self.twin)
+        self.twin_start = [(t, ti.copy_of(t)) for _, t in self.twin_buffers]
+        classes, modules = {}, {}
+        for _, module in ti.named_modules(self.twin):
+            for cls in type(module).__mro__:
+                if cls is not object and id(cls) not in classes:
+                    classes[id(cls)] = (_type_dict, cls, cls.__qualname__, dict(_type_dict(cls)))
+                    home = sys.modules.get(cls.__module__)
+                    if home is not None and id(home) not in modules:
+                        modules[id(home)] = (_module_dict, home, home.__name__, dict(vars(home)))
+        self.held = [*classes.values(), *modules.values()]
+
+    def _changed_code(self) -> str | None:
+        """What of the twin's classes, or the modules they were defined in, the answer
+        changed (by identity, through C-level reads): their code runs the twin's forward."""
+        for read, holder, name, before in self.held:
+            now = read(holder)
+            added = sum(key in now and key not in before for key in _LAZY)
+            if len(now) - added != len(before):
+                return name
+            for key, value in before.items():
+                if now.get(key, _MISSING) is not value:
+                    return f"{name}.{key}"
+        return None
+
     def loss(self, model) -> tuple[float | None, str | None]:
         """(the mean loss on the epoch's batches, or why it could not be measured), by the
-        model's forward (the answer's code, run by `call_answer` in a thread of its own) in
-        train mode without gradients, from the buffers as they were before the epoch and a
-        seeded generator; the model's buffers, flags and the generator are put back after.
-        A tampered structure raises (it fails every aspect); a forward that is not the
-        model's classes' own (set on an instance, hooked) is not measured."""
+        twin (the setup's model, copied before the answer ran) holding the parameters of
+        `model`, in train mode without gradients, from the buffers as they were before the
+        epoch and a seeded generator: what the answer's weights compute, by the setup's code.
+        The forward still runs in a thread of its own (`call_answer`). A model whose
+        parameters are not the twin's (added, removed, reshaped), or a change of the code
+        the twin runs, is not measured."""
         ti, c = self.ti, self.torch
         if not self.batches:
             return None, None
-        current = _buffers(ti, model)
-        for name, t in current:
-            start = self.initial.get(name)
-            if start is None or ti.shape(t) != ti.shape(start):
-                return None, f"the model's buffer {name} is not the one it had before the epoch"
-        try:
-            ti._plain_forward(model)
-        except ObservationError as exc:
-            return None, str(exc)
-        saved = [(t, ti.copy_of(t)) for _, t in current]
-        flags = ti.set_training(model, True)
+        changed = self._changed_code()
+        if changed is not None:
+            return None, f"the code of the model's layers was changed after the setup ({changed})"
+        answer = ti.named_parameters(model)
+        if [name for name, _ in answer] != [name for name, _ in self.twin_parameters]:
+            return None, "the model's parameters are not the ones it had before the epoch"
+        for (name, t), (_, mine) in zip(answer, self.twin_parameters, strict=True):
+            if ti.shape(t) != ti.shape(mine) or ti.dtype_name(t) != ti.dtype_name(mine):
+                return None, f"the model's parameter {name} was reshaped or retyped"
         grad, rng = c.grad_enabled(), c.get_rng(c.generator)
         c.set_grad_enabled(False)
         c.seed_rng(c.generator, self.seed)
         try:
             with c.no_torch_function():
-                for name, t in current:
-                    c.copy(t, self.initial[name])
+                for (_, t), (_, mine) in zip(answer, self.twin_parameters, strict=True):
+                    c.copy(mine, t)
+                for t, values in self.twin_start:
+                    c.copy(t, values)
+            ti.set_training(self.twin, True)
             total = 0.0
             for inputs, labels in self.batches:
-                out = ti.call_answer(ti._module_call, model, inputs)
+                out = ti.call_answer(ti._module_call, self.twin, inputs)
                 if type(out) is not c.tensor:
-                    return (
-                        None,
-                        f"the model's forward returned a {ti.class_name(out)}, not a tensor",
-                    )
+                    return None, "the model's forward did not return a tensor"
                 total += ti.cross_entropy(out, labels)
             return total / len(self.batches), None
         except ti.AnswerRaised as exc:
-            return None, f"the model's forward raised {exc}"
+            return None, f"the model's forward raised {str(exc)[:400]}"
         except (ObservationError, RuntimeError, IndexError, ValueError) as exc:
             return None, str(exc)[:500]
         finally:
-            with c.no_torch_function():
-                for t, values in saved:
-                    with contextlib.suppress(RuntimeError):  # it failed above: unchanged
-                        c.copy(t, values)
             c.set_rng(c.generator, rng)
             c.set_grad_enabled(grad)
-            ti.restore_training(model, flags)
 
 
 def _key(params: Params) -> tuple:

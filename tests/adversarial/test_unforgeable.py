@@ -4,6 +4,8 @@ the right facts. Each must not pass, and what it planted must never run while ob
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from services.answers import Answer
@@ -248,9 +250,12 @@ model.forward = lambda x: torch.nn.functional.one_hot(_labels, 10).float() * 30
 
 
 def test_a_forward_set_on_the_instance_does_not_lower_the_loss(grade_answer):
+    """The loss is what the weights compute by the setup's model, whatever forward the
+    answer's model was given."""
     result = grade_answer("finetune-train-epoch", FORWARD_ON_THE_INSTANCE)
-    message = {c.name: c.message for c in result.checks}["loss-decreases"]
-    assert "replaced on the instance" in message, result.model_dump_json(indent=2)
+    check = {c.name: c for c in result.checks}["loss-decreases"]
+    before, after = re.search(r"went from ([0-9.]+) to ([0-9.]+)", check.message).groups()
+    assert not check.passed and before == after, result.model_dump_json(indent=2)
     assert result.score == 0
 
 
@@ -403,3 +408,107 @@ def test_a_record_of_the_loop_written_by_the_answer_earns_nothing(grade_answer, 
     for name in ("all-batches", "step-order"):
         assert "record-forged" in verdicts[name].reasons, verdicts[name]
         assert "written by the answer" in verdicts[name].message
+
+
+MEMORISED = """
+imgs, labs = dataloader.dataset.tensors
+table = {float(imgs[i].sum()): int(labs[i]) for i in range(len(imgs))}
+def memorised(self, x):
+    out = torch.zeros(x.shape[0], 10)
+    for i in range(x.shape[0]):
+        out[i, table.get(float(x[i].sum()), 0)] = 30.0
+    return out
+"""
+NO_TRAINING = {
+    # A forward that knows the labels, put in the model's class for everyone; steps the
+    # step hook records, version counters raised without a write, one weight nudged.
+    "class-forward-and-hooks-called": "import torch, torchvision\n"
+    + MEMORISED
+    + """
+torchvision.models.resnet.ResNet.forward = memorised
+hook = list(optimizer._optimizer_step_pre_hooks.values())[0]
+params = [p for g in optimizer.param_groups for p in g["params"]]
+for inputs, labels in dataloader:
+    optimizer.zero_grad()
+    torch.autograd.backward(torch.zeros(1, requires_grad=True).sum())
+    for p in params:
+        p.grad = torch.ones_like(p)
+    hook(optimizer, (), {})
+    for p in params:
+        torch.autograd.graph.increment_version(p)
+with torch.no_grad():
+    params[1][0] += 1e-3
+optimizer.zero_grad()
+""",
+    # The same forward in a class of the answer's own; the log written by hand; lr set to 0.
+    "own-class-and-log-written": "import torch\n"
+    + MEMORISED
+    + """
+model.__class__ = type("Memorised", (type(model),), {"forward": memorised})
+log = torch.autograd.backward.__globals__["log"]
+params = [p for g in optimizer.param_groups for p in g["params"]]
+for i in range(len(dataloader)):
+    log("b%d" % i); log("w"); log("s")
+    for p in params:
+        torch.autograd.graph.increment_version(p)
+for g in optimizer.param_groups:
+    g["lr"] = 0
+""",
+    # Real steps, on gradients made up without a forward.
+    "made-up-gradients": """
+params = [p for g in optimizer.param_groups for p in g["params"]]
+for inputs, labels in dataloader:
+    optimizer.zero_grad()
+    torch.autograd.backward(torch.ones(1, requires_grad=True).sum())
+    for p in params:
+        p.grad = torch.full_like(p, 1e-3)
+    optimizer.step()
+""",
+}
+
+
+@pytest.mark.parametrize("code", NO_TRAINING.values(), ids=NO_TRAINING.keys())
+def test_an_epoch_that_trained_nothing_earns_nothing(grade_answer, code):
+    """The loss is what the answer's weights compute by the setup's code, and a record of
+    the loop counts only for weights that learned: no forward, class or record of the
+    answer's earns a point without training."""
+    result = grade_answer("finetune-train-epoch", "import torch\n" + code)
+    assert result.score == 0, result.model_dump_json(indent=2)
+
+
+def test_a_correct_epoch_keeps_its_marks_whatever_its_forward_does_afterwards(grade_answer):
+    code = """
+model.train()
+for inputs, labels in dataloader:
+    optimizer.zero_grad()
+    loss = criterion(model(inputs), labels)
+    loss.backward()
+    optimizer.step()
+class Loud(type(model)):
+    def forward(self, x):
+        raise ValueError("x" * 3000)
+model.__class__ = Loud
+"""
+    result = grade_answer("finetune-train-epoch", code)
+    assert result.score == result.max_score, result.model_dump_json(indent=2)
+
+
+@pytest.mark.parametrize(
+    ("task", "code"),
+    [
+        ("finetune-replace-head", "class Head(nn.Linear):\n    def forward(self, x):\n        return super().forward(x)[:, :10]\nmodel.fc.__class__ = Head\n"),
+        ("mobilenet-replace-classifier", "class Head(nn.Linear):\n    def forward(self, x):\n        return super().forward(x)[:, :5]\nmodel.classifier[1].__class__ = Head\n"),
+    ],
+    ids=["resnet", "mobilenet"],
+)  # fmt: skip
+def test_a_head_that_only_answers_the_right_shape_earns_no_baseline_points(
+    grade_answer, task, code
+):
+    """The old head, sliced by a forward of the answer's: the shapes its forward gives are
+    what its code says; the checks an empty answer passes stay at 0 while every check read
+    from the model's state fails."""
+    result = grade_answer(task, "import torch.nn as nn\n" + code)
+    assert not any(c.passed for c in result.checks if c.name == "new-head"), result.checks
+    earned = {c.name: c.points for c in result.checks if c.points}
+    assert set(earned) <= {"head-shape", "classifier-shape", "model-output"}, earned
+    assert result.score <= 4, result.model_dump_json(indent=2)

@@ -155,14 +155,19 @@ WRONG = [
     pytest.param(
         "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
         "    loss = criterion(model(x), y)\n    optimizer.step()\n    loss.backward()\n",
-        {ORDER, LOSS, WEIGHTS}, {ORDER: "in iteration 1, optimizer.step() ran before loss.backward()"},
+        # Each step finds the gradients cleared: the weights never change, so the loop's
+        # batches earn nothing either.
+        {BATCHES, ORDER, LOSS, WEIGHTS},
+        {ORDER: "in iteration 1, optimizer.step() ran before loss.backward()",
+         BATCHES: "but the weights after it compute what they did before"},
         {"step-before-backward"}, id="step-before-backward",
     ),
     pytest.param(
         "model.train()\nfor x, y in dataloader:\n    loss = criterion(model(x), y)\n"
         "    loss.backward()\n    optimizer.zero_grad()\n    optimizer.step()\n",
-        {ORDER, LOSS, WEIGHTS},
+        {BATCHES, ORDER, LOSS, WEIGHTS},
         {
+            BATCHES: "but the weights after it compute what they did before",
             ORDER: "the gradients were cleared after loss.backward() and before optimizer.step(), "
             "so step() had nothing to apply",
             WEIGHTS: "the optimizer's parameters did not change at all during the epoch",

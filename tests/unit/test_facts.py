@@ -275,7 +275,7 @@ def test_an_observation_error_fails_its_check_with_that_message():
         frozen.message
         == "no variable named `model` exists after your code ran. Freeze every parameter."
     )
-    assert (result.outcome, result.score) == ("failed", 4.0)
+    assert (result.outcome, result.score) == ("failed", 3.0)  # see the baseline rule below
 
 
 @pytest.mark.parametrize(
@@ -325,11 +325,16 @@ def test_passing_only_checks_an_empty_answer_passes_scores_nothing():
     assert judged(observations, expected=without_baseline).score == 1.0
 
 
-def test_the_baseline_rule_spares_answers_that_pass_a_task_check():
+def test_a_check_the_answers_own_code_answers_does_not_unlock_the_baseline_checks():
+    """`asserts` (instructor assertions over the answer's objects, whose methods are the
+    answer's code) passes, the one check read from the model's state fails: the check an
+    empty answer passes too earns nothing, the assertions keep their points."""
     observations = with_observation("frozen", {"facts": TRAINABLE})
     result = judged(observations)
-    assert result.score == 4.0
-    assert not any("no points" in note for note in result.notes)
+    points = {c.name: c.points for c in result.checks}
+    assert points == {"frozen": 0.0, "asserts": 3.0, "is-module": 0.0}, result.checks
+    assert result.score == 3.0
+    assert any("every check read from the model's state failed (frozen)" in n for n in result.notes)
 
 
 def test_an_answer_that_raised_earns_nothing_though_its_state_is_reported():

@@ -581,26 +581,53 @@ def test_forward_passes_without_a_step_do_not_lower_the_loss(torch_env):
     assert facts_.events == batches(0, 1, 2, 3, then=("w",))
 
 
-def test_a_forward_that_raises_or_is_hooked_after_the_epoch_leaves_only_the_loss_unmeasured(
-    torch_env,
-):
+def test_the_loss_is_what_the_weights_compute_whatever_the_answers_forward_does(torch_env):
+    """The loss is measured on a copy of the setup's model holding the answer's weights: a
+    forward the answer hooked, set on an instance or put in another class changes nothing."""
     torch, ti = torch_env
-    raising = EPOCH_CODE + (
-        "class Refuse(torch.nn.Module):\n    def forward(self, x):\n"
-        "        raise ValueError('not now')\n\nmodel.fc = Refuse()\n"
-    )
-    facts_ = observe_all(ti, raising, small_scope(torch))[0]["order"][0]
+    plain = observe_all(ti, EPOCH_CODE, small_scope(torch))[0]["loss_decrease"][0]
+    assert plain.loss_after < plain.loss_before
+    disguised = {
+        "hooked": "model.register_forward_hook(lambda module, inputs, output: output * 0)\n",
+        "on-the-instance": "model.forward = lambda x: torch.zeros(x.shape[0], 3)\n",
+        "another-class": (
+            "class Cheat(type(model)):\n    def forward(self, x):\n"
+            "        return torch.zeros(x.shape[0], 3)\n\nmodel.__class__ = Cheat\n"
+        ),
+    }
+    for name, code in disguised.items():
+        facts_ = observe_all(ti, EPOCH_CODE + code, small_scope(torch))[0]["loss_decrease"][0]
+        assert facts_.loss_after == pytest.approx(plain.loss_after, rel=1e-6), name
+
+
+def test_changing_the_code_of_the_models_layers_leaves_the_loss_unmeasured(torch_env):
+    torch, ti = torch_env
+    patched = "torch.nn.Linear.forward = lambda self, x: torch.zeros(x.shape[0], 3)\n"
+    original = torch.nn.Linear.forward
+    try:
+        facts_ = observe_all(ti, EPOCH_CODE + patched, small_scope(torch))[0]["order"][0]
+    finally:
+        torch.nn.Linear.forward = original
     assert facts_.loss_after is None
-    assert facts_.loss_error == "the model's forward raised ValueError: not now"
+    assert "changed after the setup (Linear.forward)" in facts_.loss_error
+
+
+def test_a_layer_without_the_models_parameters_leaves_the_loss_unmeasured(torch_env):
+    torch, ti = torch_env
+    replaced = EPOCH_CODE + "model.fc = torch.nn.Identity()\n"
+    facts_ = observe_all(ti, replaced, small_scope(torch))[0]["order"][0]
+    assert facts_.loss_after is None
+    assert facts_.loss_error == "the model's parameters are not the ones it had before the epoch"
     assert facts_.events == batches(0, 1, 2, 3)
-    hooked = EPOCH_CODE + "model.register_forward_hook(lambda module, inputs, output: output * 0)\n"
-    facts_ = observe_all(ti, hooked, small_scope(torch))[0]["loss_decrease"][0]
-    assert facts_.loss_after is None and "a hook is registered on the model" in facts_.loss_error
 
 
 def test_a_tampered_structure_fails_the_whole_observation(torch_env):
     torch, ti = torch_env
-    code = EPOCH_CODE + "object.__getattribute__(model.bn, '__dict__')['training'] = 1\n"
+    code = EPOCH_CODE + (
+        "class Sneaky(dict):\n    pass\n"
+        "d = object.__getattribute__(model.fc, '__dict__')\n"
+        "d['_parameters'] = Sneaky(d['_parameters'])\n"
+    )
     with pytest.raises(ObservationError, match="tampered"):
         observe_all(ti, code, small_scope(torch))
 
@@ -698,3 +725,35 @@ def test_recorded_steps_that_moved_nothing_at_a_positive_rate_are_forged():
 def test_steps_at_a_zero_learning_rate_may_move_nothing():
     have = wrong_weights(moved=0.0, hyper=[{"lr": 0.0, "momentum": 0.9}])
     assert judge("order", have).passed
+
+
+# --- a record the weights do not bear out ------------------------------------------------
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order"])
+def test_a_right_record_over_weights_that_compute_what_they_did_earns_nothing(aspect):
+    """The record is within the answer's reach; the loss is what its weights compute."""
+    verdict = judge(aspect, wrong_weights(loss_after=2.8146))
+    assert not verdict.passed and verdict.reasons == {"no-effect"}
+    assert "went from 2.8146 to 2.8146" in verdict.message
+    assert "from 2.8146 to 2.3321" in verdict.message
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order"])
+@pytest.mark.parametrize("direction", [1, -1], ids=["fell", "rose"])
+def test_a_record_counts_once_the_weights_compute_something_else(aspect, direction):
+    """Either way: a loop that diverged still trained on its batches in order."""
+    fall = 2.8146 - 2.3321
+    assert judge(aspect, wrong_weights(loss_after=2.8146 - direction * 0.0011 * fall)).passed
+    assert not judge(aspect, wrong_weights(loss_after=2.8146 - direction * 0.0009 * fall)).passed
+
+
+def test_a_record_whose_loss_could_not_be_measured_earns_nothing():
+    have = wrong_weights(loss_after=None, loss_error="the model's parameters are not the ones")
+    verdict = judge("order", have)
+    assert not verdict.passed and verdict.reasons == {"no-effect"}
+    assert "could not be measured (the model's parameters are not the ones)" in verdict.message
+
+
+def test_a_record_over_unchanged_weights_is_settled_by_right_weights():
+    assert judge("batches", facts(loss_after=2.8146), tensors=HEAD).passed
