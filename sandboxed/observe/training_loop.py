@@ -200,6 +200,7 @@ class _Recorder:
         changed = self._changed_code()
         if changed is not None:
             return None, f"the code of the model's layers was changed after the setup ({changed})"
+        ti.restore_training(model, ti.set_training(model, True))  # its flags are plain ones
         answer = ti.named_parameters(model)
         if [name for name, _ in answer] != [name for name, _ in self.twin_parameters]:
             return None, "the model's parameters are not the ones it had before the epoch"

@@ -188,10 +188,11 @@ def start_api(
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", *args: str) -> Process:
-    """A real Celery worker process (`gradectl worker`, one pool process) grading in Docker."""
+    """A real Celery worker process (`gradectl worker`, two pool processes) grading in Docker."""
     require_or_skip(engine_answers(), "Docker engine")
     argv = [sys.executable, "-m", "cli.gradectl", "worker", "--queues", "cpu,webhooks"]
-    return Process(name, [*argv, "--concurrency", "1", *args], env, log_dir)
+    # Two pool processes: the bank's self-tests at start-up do not hold every answer behind them.
+    return Process(name, [*argv, "--concurrency", "2", *args], env, log_dir)
 
 
 @pytest.fixture(scope="session")

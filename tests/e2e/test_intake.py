@@ -6,6 +6,7 @@ accepted submission, attempt counters equal to the rows, nothing stored for a re
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import threading
@@ -233,7 +234,9 @@ def test_concurrent_posts_are_stored_in_groups_each_with_its_answer(world, empty
                 *(group_commit.submit(p) for p in posts), return_exceptions=True
             )
 
-        results = asyncio.run(all_at_once())
+        # In a thread of its own: another test's browser may hold this thread's event loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            results = pool.submit(asyncio.run, all_at_once()).result()
     assert sizes == [8] * 5
     for s in students:
         mine = [r for p, r in zip(posts, results, strict=True) if s in p.raw.decode()]

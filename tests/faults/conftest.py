@@ -347,7 +347,7 @@ def wait_until() -> Callable[..., None]:
 
 # --- what the stack must leave behind after the faults: nothing -------------------------
 
-SWEEP_ALLOWANCE_S = 15
+SWEEP_ALLOWANCE_S = 15  # beyond a container's expiry and one reaper interval
 
 
 def _unfinished(stack: Stack) -> list:
@@ -381,6 +381,10 @@ def _existing(engine: docker.APIClient, ids: set[str]) -> dict[str, float]:
     return found
 
 
+def _reaper_interval_s(stack: Stack) -> float:
+    return float(stack.env.get("GRADER_REAPER_INTERVAL_S", "30"))
+
+
 def _assert_left_clean(stack: Stack) -> None:
     """After the faults (killed workers, lost messages, cut connections): no unfinished row,
     no job message in Redis, no sandbox container (a reaper sweeps those of a killed
@@ -401,7 +405,7 @@ def _assert_left_clean(stack: Stack) -> None:
         assert deadline - time.time() < 300, f"containers expiring too late: {left}"
         _wait(
             lambda: not _existing(engine, stack.engine.containers),
-            max(deadline - time.time(), SWEEP_ALLOWANCE_S),
+            max(deadline - time.time(), 0) + SWEEP_ALLOWANCE_S + _reaper_interval_s(stack),
             f"the reaper to remove the stack's sandbox containers {sorted(left)}",
         )
     finally:
