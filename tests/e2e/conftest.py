@@ -315,3 +315,17 @@ def choice_spec(task_id: str, max_attempts: int | None = None) -> str:
         "options: {A: model.requires_grad_(False), B: model.eval(), C: model.freeze()}\n"
         "answer: A\nexplanation: requires_grad_(False) turns autograd off for every parameter.\n"
     )
+
+
+def children_of(pid: int) -> set[int]:
+    """The pids whose parent is `pid`, read from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found

@@ -15,20 +15,7 @@ from pathlib import Path
 import httpx
 
 from core.settings import PROJECT_ROOT
-from tests.e2e.conftest import start_api
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
+from tests.e2e.conftest import children_of, start_api
 
 
 def _listening_on(port: int) -> set[int]:
@@ -63,7 +50,7 @@ def test_processes_listen_each_on_the_port_and_one_that_dies_is_replaced(service
     try:
         _wait(lambda: len(_listening_on(port)) == 2)
         listening = _listening_on(port)
-        assert listening <= _children(server.popen.pid)  # not the supervisor itself
+        assert listening <= children_of(server.popen.pid)  # not the supervisor itself
         with httpx.Client(base_url=url, timeout=30) as client:
             assert all(client.get("/healthz").status_code == 200 for _ in range(20))
         lost = min(listening)

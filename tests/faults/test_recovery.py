@@ -19,26 +19,13 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
-from tests.e2e.conftest import Process, start_worker
+from tests.e2e.conftest import Process, children_of, start_worker
 from tests.faults.conftest import CODE_TASK, CORRECT, SLEEPY
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 RECOVERY_S = 90  # generous: the grace is 4 s and the reaper's interval 1 s in the fault stack
 LOOPING = "while True:\n    pass\n"
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
 
 
 def _holder(stack, submission_id: str) -> int | None:
@@ -149,7 +136,7 @@ def lone_worker(stack, restarted) -> Iterator[Process]:
     try:
         deadline = time.monotonic() + 60
         while not (
-            len(_children(process.popen.pid)) == (os.cpu_count() or 1)
+            len(children_of(process.popen.pid)) == (os.cpu_count() or 1)
             and (_reaper(stack)[1]["by"] or "").endswith(f":{process.popen.pid}")
         ):  # its pool is up, and its reaper has had its one run
             process.check_alive()
@@ -169,7 +156,7 @@ def test_a_grading_process_killed_mid_job_is_taken_over_by_its_own_message(
     wait_until(lambda: _holder(stack, sent["id"]) is not None, 60, "the worker to claim it")
     time.sleep(1)
     victim = _holder(stack, sent["id"])
-    assert victim in _children(lone_worker.popen.pid)
+    assert victim in children_of(lone_worker.popen.pid)
     os.kill(victim, signal.SIGKILL)
 
     body = stack.result(sent["id"], timeout_s=RECOVERY_S)
@@ -184,7 +171,7 @@ def test_a_grading_process_killed_mid_job_is_taken_over_by_its_own_message(
 
 
 def test_one_looping_answer_holds_no_other_with_the_default_concurrency(stack, lone_worker):
-    assert len(_children(lone_worker.popen.pid)) == os.cpu_count()
+    assert len(children_of(lone_worker.popen.pid)) == os.cpu_count()
     looping = stack.submit(task_id=CODE_TASK, student_id="looping", code=LOOPING)
     deadline = time.monotonic() + 60
     while _holder(stack, looping["id"]) is None:
