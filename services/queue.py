@@ -11,6 +11,12 @@ pipeline. Publishing through `send_task` costs about a millisecond of CPU a mess
 these machines, most of the API's budget for a submission; this costs a tenth of that, and
 a group of submissions accepted together is one round trip to Redis.
 
+Two priorities share each queue. Answers, webhooks and re-sent messages go first; a
+task version's self-test goes in the background (`BACKGROUND`): a worker takes one only
+when no answer is waiting, so a learner never waits behind the bank's self-tests at
+start-up or an instructor's new spec. This is kombu's own priority scheme for Redis (one
+list per priority step, `cpu` then `cpu\x06\x169`, popped in that order by BRPOP).
+
 The reaper's turns and its latest run are kept beside the queues: each worker's main
 process asks for the turn every interval (`take_reaper_turn`, one holder at a time across
 every host), and the API reads when a reaper last ran (`last_reap`) for its readiness.
@@ -42,6 +48,8 @@ VALIDATE = "grader.validate_version"
 DELIVER = "grader.deliver_webhook"
 REAP = "grader.reap"
 QUEUES = ("cpu", "gpu", "webhooks")
+FOREGROUND, BACKGROUND = 0, 9  # kombu's Redis transport pops priority 0 first
+PRIORITY_SEPARATOR = "\x06\x16"  # kombu's: a priority's list is f"{queue}{sep}{priority}"
 BROKER_TIMEOUT_S = 2.0  # a broker that does not answer fails the send, it does not hang it
 REAPER_TURN_KEY = "grader.reaper.turn"
 REAPER_LAST_RUN_KEY = "grader.reaper.last_run"
@@ -54,6 +62,12 @@ class Message:
     queue: str
     countdown: float | None = None
     front: bool = False  # taken next, before the waiting ones (a re-sent message has waited)
+    priority: int = FOREGROUND
+
+
+def list_key(queue: str, priority: int) -> str:
+    """The Redis list a message of `priority` waits in (as kombu's Redis transport names it)."""
+    return queue if priority == FOREGROUND else f"{queue}{PRIORITY_SEPARATOR}{priority}"
 
 
 @lru_cache
@@ -93,7 +107,7 @@ def encode(app: Celery, message: Message) -> bytes:
             **properties,
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": message.queue},
-            "priority": 0,
+            "priority": message.priority,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
         },
@@ -110,7 +124,7 @@ def send_many(settings: Settings, messages: list[Message]) -> bool:
         pipe = _broker(settings.redis_url).pipeline(transaction=False)
         for message in messages:  # consumers pop the right end (kombu's BRPOP)
             push = pipe.rpush if message.front else pipe.lpush
-            push(message.queue, encode(app, message))
+            push(list_key(message.queue, message.priority), encode(app, message))
         pipe.execute()
         return True
     except Exception as exc:  # the rows are stored: whatever failed here, the reaper resends
@@ -125,18 +139,24 @@ def grading(
 
 
 def self_test(version_id: str) -> Message:
-    return Message(VALIDATE, [version_id], "cpu")
+    return Message(VALIDATE, [version_id], "cpu", priority=BACKGROUND)
 
 
 def delivery(delivery_id: str, countdown: float | None = None) -> Message:
     return Message(DELIVER, [delivery_id], "webhooks", countdown)
 
 
+SELF_TESTS = "self-tests"  # the depth of the background list, beside the queues'
+
+
 def broker_depth(settings: Settings) -> dict[str, int] | None:
-    """Messages waiting per queue in Redis, or None when Redis does not answer."""
+    """Messages waiting per queue in Redis (the foreground: answers, webhooks), and the
+    self-tests waiting in the background (`SELF_TESTS`); None when Redis does not answer."""
     try:
         r = redis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
-        return {q: int(r.llen(q)) for q in QUEUES}
+        depth = {q: int(r.llen(q)) for q in QUEUES}
+        depth[SELF_TESTS] = int(r.llen(list_key("cpu", BACKGROUND)))
+        return depth
     except redis.RedisError:
         return None
 

@@ -19,7 +19,7 @@ from graders.spec import parse_spec
 from services import catalog
 from services import keys as key_store
 from services.keys import Principal
-from services.queue import GRADE, Message
+from services.queue import FOREGROUND, GRADE, SELF_TESTS, Message
 from usecases.unit_of_work import Context
 
 
@@ -63,9 +63,9 @@ class Recorder:
     def depth(self) -> dict[str, int] | None:
         if self.down:
             return None
-        counts = {"cpu": 0, "gpu": 0, "webhooks": 0}
+        counts = {"cpu": 0, "gpu": 0, "webhooks": 0, SELF_TESTS: 0}
         for message in self.sent:
-            counts[message.queue] += 1
+            counts[message.queue if message.priority == FOREGROUND else SELF_TESTS] += 1
         return counts
 
     def take(self, name: str | None = None) -> list[Message]:

@@ -36,6 +36,8 @@ REDIS_URL = "redis://127.0.0.1:6379/{}".format(
     7 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")) % 8
 )
 START_TIMEOUT_S = 90
+# Generous: a fresh service self-tests its bank first (in the background), beside other tests.
+GRADE_WAIT_S = 300
 ADMIN_KEY = "grk_e2e_admin_" + uuid.uuid4().hex
 
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.e2e.conftest import auth, choice_spec, post_spec, wait_for
+from tests.e2e.conftest import GRADE_WAIT_S, auth, choice_spec, post_spec, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -178,7 +178,11 @@ def test_staff_see_the_spec_and_report(client, world, keys):
 def code_task_ready(client, worker, admin_key) -> str:
     """finetune-freeze self-tested by the worker: code answers are checked against a ready task."""
     body = wait_for(
-        client, "/v1/tasks/finetune-freeze", admin_key, lambda b: b["status"] != "validating", 120
+        client,
+        "/v1/tasks/finetune-freeze",
+        admin_key,
+        lambda b: b["status"] != "validating",
+        GRADE_WAIT_S,
     )
     assert body["status"] == "ready", body
     return "finetune-freeze"

@@ -265,3 +265,34 @@ def test_messages_are_what_celery_itself_sends(broker_url, empty_queue):
         return message
 
     assert without_ids(ours) == without_ids(theirs)
+
+
+def test_answers_are_taken_before_the_self_tests_sent_earlier(broker_url, empty_queue):
+    """A worker's consumer takes every waiting answer before any self-test, whatever the
+    order they were sent in; and a self-test is what Celery sends at priority 9."""
+    from celery import Celery
+    from kombu import Connection
+
+    settings = Settings(redis_url=broker_url)
+    Celery("reference", broker=broker_url).send_task(
+        queue.VALIDATE, args=["v" * 32], queue="cpu", priority=queue.BACKGROUND, retry=False
+    )
+    (theirs,) = empty_queue.lrange(queue.list_key("cpu", queue.BACKGROUND), 0, -1)
+    empty_queue.flushdb()
+
+    self_tests = [queue.self_test(f"v{n}") for n in range(3)]
+    answers = [queue.grading(f"s{n}", "cpu") for n in range(2)]
+    assert queue.send_many(settings, self_tests[:2])
+    assert queue.send_many(settings, [answers[0], self_tests[2], answers[1]])
+    assert queue.broker_depth(settings) == {"cpu": 2, "gpu": 0, "webhooks": 0, "self-tests": 3}
+    ours = json.loads(empty_queue.lindex(queue.list_key("cpu", queue.BACKGROUND), 0))
+    assert ours["properties"]["priority"] == json.loads(theirs)["properties"]["priority"] == 9
+
+    taken = []
+    with Connection(broker_url) as connection:
+        waiting = connection.SimpleQueue("cpu", no_ack=True)
+        for _ in range(5):
+            message = waiting.get(timeout=2)
+            taken.append(message.headers["argsrepr"].strip("[]'"))
+        waiting.close()
+    assert taken == ["s0", "s1", "v0", "v1", "v2"]

@@ -17,14 +17,13 @@ import pytest
 import yaml
 
 from core.settings import PROJECT_ROOT
-from tests.e2e.conftest import auth, post_spec, wait_for
+from tests.e2e.conftest import GRADE_WAIT_S, auth, post_spec, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 CORRECT = "model.requires_grad_(False)\n"
 ONLY_HEAD = "for p in model.fc.parameters():\n    p.requires_grad = False\n"
 ONLY_HEAD_NAME = "only the last layer frozen"  # a known-wrong answer of finetune-freeze
-GRADE_WAIT_S = 300  # generous: on a fresh checkout the worker self-tests first, beside other tests
 
 
 def submit(client, key, **body) -> dict:
