@@ -55,6 +55,7 @@ from sqlalchemy import create_engine, text
 from core.settings import PROJECT_ROOT
 from db.session import temporary_database
 from sandbox.docker_backend import SANDBOX_LABEL
+from services import queue
 from services.queue import REAPER_LAST_RUN_KEY, REAPER_TURN_KEY
 from services.taskbank import load_examples, load_tasks
 
@@ -383,8 +384,7 @@ def leftovers(redis_url: str, tmp_dir: Path, started_at: float) -> dict:
         if not k.startswith(b"_kombu.") and k.decode() not in kept  # its bindings, the reaper's
     ]  # fmt: skip
     messages = [
-        json.loads(m)["headers"]["task"] for q in ("cpu", "gpu", "webhooks")
-        for m in r.lrange(q, 0, -1)
+        json.loads(m)["headers"]["task"] for q in queue.LISTS for m in r.lrange(q, 0, -1)
     ]  # fmt: skip
     return {
         "sandbox_containers": containers,
@@ -571,7 +571,7 @@ def settle(redis_url: str, grace_s: float) -> None:
     now_there = {c.id for c in client.containers.list(all=True, filters=label)}
 
     def quiet() -> bool:
-        waiting = sum(r.llen(q) for q in ("cpu", "gpu", "webhooks"))
+        waiting = sum(r.llen(q) for q in queue.LISTS)
         there = {c.id for c in client.containers.list(all=True, filters=label)}
         return waiting == 0 and not there & now_there
 

@@ -147,6 +147,7 @@ def delivery(delivery_id: str, countdown: float | None = None) -> Message:
 
 
 SELF_TESTS = "self-tests"  # the depth of the background list, beside the queues'
+LISTS = (*QUEUES, list_key("cpu", BACKGROUND))  # every Redis list a message waits in
 
 
 def broker_depth(settings: Settings) -> dict[str, int] | None:

@@ -355,7 +355,7 @@ def reap(ctx: Context) -> dict[str, int]:
         for sid in ids:  # ahead of the backlog: each has waited its turn already
             row = work.session.get(Submission, sid)
             work.enqueue(queue.grading(sid, row.queue, front=True))
-        validating = _overdue_self_tests(work.session, settings.stuck_grace_s)
+        validating = _overdue_self_tests(work.session, settings.stuck_grace_s, waiting)
         work.enqueue(*(queue.self_test(vid) for vid in validating))
         deliveries = webhooks.overdue(work.session, settings)
         work.enqueue(*(queue.delivery(delivery_id) for delivery_id in deliveries))
@@ -426,16 +426,29 @@ def stuck(
     return requeued
 
 
-def _overdue_self_tests(session: Session, grace_s: float) -> list[str]:
-    """Versions still validating long after their self-test was sent (its message was lost);
-    marked as sent again, so that a slow self-test is not run twice."""
+def _overdue_self_tests(
+    session: Session, grace_s: float, broker_waiting: dict[str, int] | None
+) -> list[str]:
+    """Versions still validating long after their self-test was sent, whose message is gone:
+    as many of the oldest as the validating versions outnumber the self-tests waiting in
+    the broker (all of them when it is unknown; a long backlog is not sent twice); marked
+    as sent again, so that a slow self-test is not run twice."""
     limit = now() - timedelta(seconds=VALIDATION_ALLOWANCE_S + grace_s)
+    validating = session.scalar(
+        select(func.count()).where(TaskVersion.status == VersionStatus.VALIDATING)
+    )
+    waiting = 0 if broker_waiting is None else broker_waiting.get(queue.SELF_TESTS, 0)
+    lost = (validating or 0) - waiting
+    if lost <= 0:
+        return []
     versions = session.scalars(
         select(TaskVersion)
         .where(
             TaskVersion.status == VersionStatus.VALIDATING,
             func.coalesce(TaskVersion.enqueued_at, TaskVersion.created_at) < limit,
         )
+        .order_by(func.coalesce(TaskVersion.enqueued_at, TaskVersion.created_at))
+        .limit(lost)
         .with_for_update(skip_locked=True)
     ).all()
     for version in versions:

@@ -11,10 +11,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import update
 
-from db.models import AttemptCounter, Submission, WebhookDelivery, aware, now
+from db.models import (
+    AttemptCounter,
+    Submission,
+    TaskVersion,
+    VersionStatus,
+    WebhookDelivery,
+    aware,
+    now,
+)
 from graders.result import CheckResult, GradeResult
 from services import webhooks
-from services.queue import DELIVER, GRADE
+from services.queue import DELIVER, GRADE, VALIDATE
 from tests.application.conftest import add_task
 from usecases import submitting, worker
 from usecases.admission import NewSubmission
@@ -138,6 +146,29 @@ def test_the_reaper_resends_only_queued_rows_whose_message_is_gone(ctx, broker, 
     broker.down = True
     assert worker.reap(ctx)["submissions"] == 1  # broker unknown: every old queued row
     assert now() - aware(row(ctx, submitted).enqueued_at) < timedelta(seconds=30)
+
+
+def test_the_reaper_resends_only_self_tests_whose_message_is_gone(ctx, broker):
+    add_task(ctx, "quiz", "c1")
+    past = now() - timedelta(hours=1)
+
+    def lose_the_message() -> None:  # validating, sent an hour ago, its message taken
+        broker.take()
+        with ctx.unit_of_work() as work:
+            work.session.execute(
+                update(TaskVersion).values(status=VersionStatus.VALIDATING, enqueued_at=past)
+            )
+
+    lose_the_message()
+    assert worker.reap(ctx)["versions"] == 1
+    (sent,) = broker.sent
+    assert sent.name == VALIDATE and sent.priority > 0  # behind every waiting answer
+    with ctx.unit_of_work() as work:
+        work.session.execute(update(TaskVersion).values(enqueued_at=past))
+    assert worker.reap(ctx)["versions"] == 0  # slow, not lost: its message waits
+    lose_the_message()
+    broker.down = True
+    assert worker.reap(ctx)["versions"] == 1  # broker unknown: every overdue version
 
 
 class _Receiver(BaseHTTPRequestHandler):

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 
 from core.settings import PROJECT_ROOT
 from sandbox.docker_backend import EXPIRES_LABEL
-from services.queue import QUEUES, REAP
+from services.queue import LISTS, REAP
 from tests.conftest import gradectl, require_or_skip
 from tests.e2e.conftest import (
     Key,
@@ -363,7 +363,7 @@ def _unfinished(stack: Stack) -> list:
 def _job_messages(stack: Stack) -> list[str]:
     """Task names of every message waiting or unacknowledged, the reaper's own ticks excepted."""
     client = stack.broker.client()
-    raw = [m for q in QUEUES for m in client.lrange(q, 0, -1)]
+    raw = [m for q in LISTS for m in client.lrange(q, 0, -1)]
     raw += [json.loads(v)[0] for v in client.hvals("unacked")] if client.exists("unacked") else []
     names = [(json.loads(m) if isinstance(m, bytes) else m)["headers"]["task"] for m in raw]
     return [name for name in names if name != REAP]
