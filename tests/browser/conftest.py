@@ -22,10 +22,11 @@ from tests.e2e.conftest import (  # noqa: F401  (fixtures)
     api_url,
     auth,
     database_url,
+    empty_redis_db,
     log_dir,
     make_key,
-    redis_url,
     service_env,
+    stack_redis_url,
     wait_for,
     worker,
 )
@@ -49,6 +50,13 @@ QUESTIONS = (
 )
 SEED_SET = CODE_TASKS + QUESTIONS
 READY_TIMEOUT_S = 600  # a fresh checkout self-tests the set first; later runs read the cache
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis DB of this stack's own: the e2e tests' stack may run in the same process."""
+    with empty_redis_db(stack_redis_url(12)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

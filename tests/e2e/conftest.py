@@ -30,11 +30,18 @@ from sandbox.docker_backend import engine_answers
 from tests.conftest import gradectl, require_or_skip
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-# DB 7, and one more per xdist worker: each test process starts a stack of its own, and two
-# stacks sharing a DB would take (and flush) each other's messages.
-REDIS_URL = "redis://127.0.0.1:6379/{}".format(
-    7 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")) % 8
-)
+
+
+def stack_redis_url(first_db: int) -> str:
+    """A Redis DB for one kind of service stack in this test process: `first_db`, and one
+    more per xdist worker (four kinds' worth). Two stacks sharing a DB would take (and
+    flush) each other's messages: each kind of stack (these tests, the browser tests) has
+    its own range, and so does test_intake (1-6)."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    return f"redis://127.0.0.1:6379/{first_db + worker % 4}"
+
+
+REDIS_URL = stack_redis_url(7)  # 7-10; the browser tests' stack takes 12-15
 START_TIMEOUT_S = 90
 # Generous: a fresh service self-tests its bank first (in the background), beside other tests.
 GRADE_WAIT_S = 300
@@ -76,14 +83,21 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+@contextlib.contextmanager
+def empty_redis_db(url: str) -> Iterator[str]:
+    """The Redis DB at `url`, empty at the start and at the end."""
+    require_or_skip(_redis_answers(), "Redis server")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A dedicated Redis DB index, empty at the start and at the end."""
-    require_or_skip(_redis_answers(), "Redis server")
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
+    with empty_redis_db(REDIS_URL) as url:
+        yield url
 
 
 E2E_TASKS = ("finetune-freeze.yaml", "quiz-freeze-syntax.yaml")
