@@ -147,7 +147,8 @@ def delivery(delivery_id: str, countdown: float | None = None) -> Message:
 
 
 SELF_TESTS = "self-tests"  # the depth of the background list, beside the queues'
-LISTS = (*QUEUES, list_key("cpu", BACKGROUND))  # every Redis list a message waits in
+SELF_TEST_LIST = list_key(self_test("").queue, BACKGROUND)  # where every self-test waits
+LISTS = (*QUEUES, SELF_TEST_LIST)  # every Redis list a message waits in
 
 
 def broker_depth(settings: Settings) -> dict[str, int] | None:
@@ -156,7 +157,7 @@ def broker_depth(settings: Settings) -> dict[str, int] | None:
     try:
         r = redis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
         depth = {q: int(r.llen(q)) for q in QUEUES}
-        depth[SELF_TESTS] = int(r.llen(list_key("cpu", BACKGROUND)))
+        depth[SELF_TESTS] = int(r.llen(SELF_TEST_LIST))
         return depth
     except redis.RedisError:
         return None

@@ -438,16 +438,14 @@ def _overdue_self_tests(
         select(func.count()).where(TaskVersion.status == VersionStatus.VALIDATING)
     )
     waiting = 0 if broker_waiting is None else broker_waiting.get(queue.SELF_TESTS, 0)
-    lost = (validating or 0) - waiting
+    lost = validating - waiting
     if lost <= 0:
         return []
+    sent_at = func.coalesce(TaskVersion.enqueued_at, TaskVersion.created_at)
     versions = session.scalars(
         select(TaskVersion)
-        .where(
-            TaskVersion.status == VersionStatus.VALIDATING,
-            func.coalesce(TaskVersion.enqueued_at, TaskVersion.created_at) < limit,
-        )
-        .order_by(func.coalesce(TaskVersion.enqueued_at, TaskVersion.created_at))
+        .where(TaskVersion.status == VersionStatus.VALIDATING, sent_at < limit)
+        .order_by(sent_at)
         .limit(lost)
         .with_for_update(skip_locked=True)
     ).all()

@@ -277,7 +277,7 @@ def test_answers_are_taken_before_the_self_tests_sent_earlier(broker_url, empty_
     Celery("reference", broker=broker_url).send_task(
         queue.VALIDATE, args=["v" * 32], queue="cpu", priority=queue.BACKGROUND, retry=False
     )
-    (theirs,) = empty_queue.lrange(queue.list_key("cpu", queue.BACKGROUND), 0, -1)
+    (theirs,) = empty_queue.lrange(queue.SELF_TEST_LIST, 0, -1)
     empty_queue.flushdb()
 
     self_tests = [queue.self_test(f"v{n}") for n in range(3)]
@@ -285,7 +285,7 @@ def test_answers_are_taken_before_the_self_tests_sent_earlier(broker_url, empty_
     assert queue.send_many(settings, self_tests[:2])
     assert queue.send_many(settings, [answers[0], self_tests[2], answers[1]])
     assert queue.broker_depth(settings) == {"cpu": 2, "gpu": 0, "webhooks": 0, "self-tests": 3}
-    ours = json.loads(empty_queue.lindex(queue.list_key("cpu", queue.BACKGROUND), 0))
+    ours = json.loads(empty_queue.lindex(queue.SELF_TEST_LIST, 0))
     assert ours["properties"]["priority"] == json.loads(theirs)["properties"]["priority"] == 9
 
     taken = []
