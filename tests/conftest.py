@@ -25,6 +25,9 @@ from services.taskbank import get_task
 from services.validation import validate
 
 REQUIRE_SERVICES = os.environ.get("GRADER_REQUIRE_SERVICES") == "1"
+# The Redis server whose numbered DBs the tests' stacks use (each kind of stack has its own
+# range of DBs): another server lets a second test run on the same machine keep apart.
+TEST_REDIS = os.environ.get("GRADER_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
 CANARY_NAME = "GRADER_SECRET_TOKEN"
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from core.settings import PROJECT_ROOT
 from db.session import temporary_database
 from sandbox.docker_backend import engine_answers
-from tests.conftest import gradectl, require_or_skip
+from tests.conftest import TEST_REDIS, gradectl, require_or_skip
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -38,7 +38,7 @@ def stack_redis_url(first_db: int) -> str:
     flush) each other's messages: each kind of stack (these tests, the browser tests) has
     its own range, and so does test_intake (1-6)."""
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-    return f"redis://127.0.0.1:6379/{first_db + worker % 4}"
+    return f"{TEST_REDIS}/{first_db + worker % 4}"
 
 
 REDIS_URL = stack_redis_url(7)  # 7-10; the browser tests' stack takes 12-15

@@ -33,7 +33,7 @@ from db.session import MIGRATIONS, session_scope
 from graders.spec import parse_spec
 from sandbox.docker_backend import engine_answers
 from services.keys import hash_key
-from tests.conftest import gradectl, require_or_skip
+from tests.conftest import TEST_REDIS, gradectl, require_or_skip
 from tests.e2e.conftest import (
     Key,
     Process,
@@ -421,7 +421,7 @@ def test_a_version_whose_sandbox_cannot_start_ends_invalid_with_the_engines_reas
             False, "a Docker engine (or a machine where raising hard limits is refused)"
         )
         return
-    broker = "redis://127.0.0.1:6379/15"  # no other stack's worker takes these messages
+    broker = f"{TEST_REDIS}/15"  # no other stack's worker takes these messages
     with fresh_database("grader_e2e_refused") as url:
         env = {
             **service_env, "GRADER_DATABASE_URL": url, "GRADER_REDIS_URL": broker,

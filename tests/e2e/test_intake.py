@@ -26,6 +26,7 @@ from db.session import migrate, session_scope
 from graders.spec import parse_spec
 from services import catalog, keys, queue
 from services.errors import Conflict, Forbidden, NotFound, Unauthorized, Unavailable
+from tests.conftest import TEST_REDIS
 from tests.e2e.conftest import choice_spec, fresh_database
 from usecases import admission, submitting
 from usecases.admission import Accepted
@@ -35,7 +36,7 @@ from usecases.unit_of_work import Context
 
 ONCE, TWICE, OPEN = "intake-once", "intake-twice", "intake-open"  # 1, 2, unlimited attempts
 # A Redis DB of these tests' own (one per test process): no worker of the e2e stacks reads it.
-BROKER_URL = "redis://127.0.0.1:6379/{}".format(
+BROKER_URL = TEST_REDIS + "/{}".format(
     1 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")) % 6
 )
 
