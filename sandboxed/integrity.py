@@ -182,8 +182,10 @@ def changes(before: tuple) -> list[str]:
 # defaults and closure, every class's and module's dictionary, every container a module
 # holds. An answer reaches these objects (`object.__subclasses__()` finds every class,
 # and a method's `__globals__` its module); what it changes there is found here.
-# What the grader fills itself: the calls into the answer kept alive, this state's own list.
-_UNWATCHED = frozenset({"_KEPT", "_GRADER_STATE"})
+# What the grader fills itself: the calls into the answer kept alive, this state's own list,
+# and the registry of warnings a module's code has issued (numpy's overflow warning over an
+# answer's infinite weights is one), made before the snapshot so that none is added after.
+_UNWATCHED = frozenset({"_KEPT", "_GRADER_STATE", "__warningregistry__"})
 
 
 # Modules whose Python code the observers run (numpy's wrappers, a dtype's name) or whose
@@ -248,6 +250,8 @@ def grader_snapshot(modules: list, libraries: list = ()) -> list[tuple]:
 
     for module, library in [(m, False) for m in modules] + [(m, True) for m in libraries]:
         space = _module_dict(module)
+        if not library:
+            space.setdefault("__warningregistry__", {})
         entries.append(("names" if library else "items", module.__name__, space, _contents(space)))
         members(module.__name__, space, space.get("__name__"), library)
     done: set[int] = set()

@@ -44,6 +44,9 @@ from contract.checks.base import MODULE_PATH_PATTERN, VARIABLE_PATTERN, CheckBas
 
 TYPE = "training_loop"
 MAX_EVENTS = 20_000
+# The prefix of a compared head's values as they were before the answer ran, exported beside
+# its values after the epoch by the aspects that read the event log: how the weights moved.
+START = "start:"
 
 
 class Params(CheckBase):

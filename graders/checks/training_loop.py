@@ -12,16 +12,21 @@ import numpy as np
 from pydantic import Field
 
 from contract.checks.base import MAX_NAMES, plural, preview
-from contract.checks.training_loop import MAX_EVENTS, TYPE, Params
+from contract.checks.training_loop import MAX_EVENTS, START, TYPE, Params
 from graders.checks.base import FactsBase, Observed, Verdict
 
 __all__ = ["TYPE", "REASONS", "Facts", "judge"]  # what the judge reads
 
 BACKWARD, STEP = "wW", "se"
 MOVED_LOW, MOVED_HIGH = 0.9, 1.1  # how far the parameters moved, as a correct epoch's share
-# The least a loop's weights must move the loss (a share of one correct epoch's fall, either
-# way) for its record (batches, order) to count.
+# The least a loop's weights must move the loss (a share of one correct epoch's fall) for
+# its record (batches, order) to count, and how closely their movement must follow (or
+# oppose) a correct epoch's: the cosine between the compared heads' changes. Weights moved
+# at random are orthogonal to it (|cosine| about 1/sqrt(size): 0.014 for a 512-to-10 head);
+# a loop that trains, however wrongly (gradients accumulated, a step twice, one batch
+# only, in eval mode, gradient ascent), follows it by 0.2 and more.
 EFFECT_SHARE = 0.001
+DIRECTION_MIN = 0.1
 
 # What a failing verdict found (mistake triggers name them as `check-name:code`).
 REASONS: dict[str, str] = {
@@ -54,9 +59,11 @@ REASONS: dict[str, str] = {
     "step(): more than one epoch",
     "iterator-restarted": "the data loader was iterated afresh during the epoch and its first "
     "batch trained again, while not every batch trained as often",
-    "no-effect": "the record of the loop looks right, but the weights after it compute (almost) "
-    "what they computed before: the loss on the epoch's data moved by less than "
-    f"{EFFECT_SHARE:.1%} of what one correct epoch moves it",
+    "no-effect": "the record of the loop looks right, but the weights after it do not bear it "
+    "out: they compute (almost) what they computed before (the loss on the epoch's data moved "
+    f"by less than {EFFECT_SHARE:.1%} of one correct epoch's fall), or they did not move the "
+    "way training moves them (their change is unrelated to a correct epoch's; where that "
+    "cannot be compared, the loss did not fall)",
     "record-forged": "the record of the loop shows optimizer steps with gradients that did not "
     "write (or, at a learning rate above zero, move) the optimizer's parameters: the answer "
     "wrote the grader's record",
@@ -484,6 +491,8 @@ def _judge_weights(
     if changed:
         return Verdict.fail(f"the model's layers changed ({preview(changed)})", "layers-changed")
     for name, values in expected.tensors.items():
+        if name.startswith(START):  # the heads before the epoch (the same start for both)
+            continue
         mine = got.tensors.get(name)
         if mine is None or mine.shape != values.shape:
             return Verdict.fail(
@@ -548,29 +557,74 @@ def _forged_record(have: Facts) -> Verdict | None:
     )
 
 
-def _without_effect(verdict: Verdict, have: Facts, want: Facts) -> Verdict | None:
+def _without_effect(verdict: Verdict, got: Observed, expected: Observed) -> Verdict | None:
     """When a record that passes is not borne out by the weights: its verdict. The record is
-    within the answer's reach, the loss is not (it is what the answer's weights compute, by
-    the setup's code): a loop earns points for its record only if its weights compute
-    something else than before, by at least EFFECT_SHARE of one correct epoch's fall of the
-    loss (a loop that diverged has an effect: its record still counts)."""
+    within the answer's reach (its code can write the log, call the hooks and bump the
+    version counters), the weights are not: the loss they compute (by the setup's code)
+    must have moved, and their change must follow (or oppose) a correct epoch's, which only
+    a loop that computed gradients on the epoch's data can do; weights moved at random, or
+    to infinity, beside a written record earn nothing. Where the heads' changes cannot be
+    compared, the loss must have fallen."""
+    have, want = got.facts, expected.facts
     if want.loss_before is None or want.loss_after is None:
         return None
     learned = want.loss_before - want.loss_after
     if learned <= 0:
         return None
-    if have.loss_after is not None and have.loss_before is not None:
-        moved = abs(have.loss_before - have.loss_after)
-        if not math.isfinite(moved) or moved >= EFFECT_SHARE * learned:
-            return None
-        found = f"the loss on the epoch's data went from {have.loss_before:.4f} to {have.loss_after:.4f}"
+    correct = f"one correct epoch takes it from {want.loss_before:.4f} to {want.loss_after:.4f}"
+    if have.loss_after is None or have.loss_before is None:
+        why = have.loss_error or "no batch"
+        found = f"the loss after the epoch could not be measured ({why}), where {correct}"
     else:
-        found = f"the loss after the epoch could not be measured ({have.loss_error or 'no batch'})"
+        fell = have.loss_before - have.loss_after
+        went = f"the loss on the epoch's data went from {have.loss_before:.4f} to {have.loss_after:.4f}"
+        direction = _direction(got, expected)
+        if not math.isfinite(fell):
+            found = f"they compute no finite loss: {went}, where {correct}"
+        elif abs(fell) < EFFECT_SHARE * learned:
+            found = f"they compute what they did before: {went}, where {correct}"
+        elif direction is None:
+            if fell > 0:
+                return None
+            found = f"they compute a higher loss than before: {went}, where {correct}"
+        elif abs(direction) >= DIRECTION_MIN:
+            return None
+        else:
+            found = (
+                f"they moved, but not as training on the epoch's batches moves them: their "
+                f"change is unrelated to a correct epoch's (cosine {round(direction, 2) + 0.0:.2f}); {went}"
+            )
     return Verdict.fail(
-        f"{verdict.message}, but the weights after it compute what they did before: {found}, "
-        f"where one correct epoch takes it from {want.loss_before:.4f} to {want.loss_after:.4f}",
+        f"{verdict.message}, but the weights after it do not bear that out: {found}",
         "no-effect",
     )
+
+
+def _direction(got: Observed, expected: Observed) -> float | None:
+    """The cosine between how the compared heads moved in the answer's epoch and in a
+    correct one, from their values before and after; None when a run did not export them
+    or a correct epoch does not move them."""
+    mine, theirs = [], []
+    for name, before in expected.tensors.items():
+        if not name.startswith(START):
+            continue
+        after_name = name.removeprefix(START)
+        want_after = expected.tensors.get(after_name)
+        have_before, have_after = got.tensors.get(name), got.tensors.get(after_name)
+        arrays = (before, want_after, have_before, have_after)
+        if any(a is None or a.shape != before.shape for a in arrays):
+            return None
+        theirs.append((want_after.astype(np.float64) - before).ravel())
+        mine.append((have_after.astype(np.float64) - have_before).ravel())
+    if not theirs:
+        return None
+    a, b = np.concatenate(mine), np.concatenate(theirs)
+    with np.errstate(all="ignore"):
+        norms = float(np.linalg.norm(a)) * float(np.linalg.norm(b))
+        if float(np.linalg.norm(b)) == 0:
+            return None
+        cosine = float(np.dot(a, b)) / norms if norms else 0.0
+    return cosine if math.isfinite(cosine) else 0.0
 
 
 _SETTLED = {
@@ -594,7 +648,7 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     else:
         verdict = _judge_loss(params, have, want)
     if params.aspect in ("batches", "order") and verdict.passed:
-        verdict = _without_effect(verdict, have, want) or verdict
+        verdict = _without_effect(verdict, got, expected) or verdict
     # The decisive fact, as the task's final_weights check establishes it (from the reference
     # run's facts): a loop whose weights are right loses no points to its diagnostics, nor to
     # a loss its forward kept from being measured (a hook, a forward set on the instance).

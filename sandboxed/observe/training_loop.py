@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from contract.checks.base import PROTECTED, ObservationError
-from contract.checks.training_loop import MAX_EVENTS, TYPE, Params
+from contract.checks.training_loop import MAX_EVENTS, START, TYPE, Params
 
 __all__ = ["TYPE", "EXECUTES_ANSWER", "prepare", "observe"]  # what the harness reads
 
@@ -111,6 +111,7 @@ class _Recorder:
             self.batches.append((ti.copy_of(inputs), ti.copy_of(labels)))
         self.events: list[str] = []
         self.heads: set[str] = set()  # what final_weights compares element-wise
+        self.head_start: dict[str, dict | ObservationError] = {}  # their values before
         self.tolerance: tuple[float, float] | None = None  # and with which rtol, atol
         self.observed: tuple[dict, dict] | BaseException | None = None  # see observe()
         self._make_twin(self.model)
@@ -120,8 +121,19 @@ class _Recorder:
         self._instrument(loader)
 
     def decides(self, params: Params) -> None:
-        if params.head:
+        """`params` (a final_weights aspect) compares its head: its values are recorded now,
+        before the answer runs, so that the record's aspects can tell how they moved."""
+        if params.head and params.head not in self.heads:
             self.heads.add(params.head)
+            ti = self.ti
+            try:
+                head = ti.submodule(self.model, params.head, params.model)
+                self.head_start[params.head] = {
+                    f"{START}{params.head}.{name}": ti.snapshot(t)
+                    for name, t in ti.named_state(head)
+                }
+            except ObservationError as exc:
+                self.head_start[params.head] = exc
         rtol, atol = self.tolerance or (params.rtol, params.atol)
         self.tolerance = (min(rtol, params.rtol), min(atol, params.atol))
 
@@ -270,6 +282,10 @@ def observe(ctx, params: Params) -> dict:
         if isinstance(heads[path], dict):
             for name, values in heads[path].items():
                 ctx.add_tensor(name, values)
+            start = recorder.head_start.get(path)
+            if params.aspect in ("batches", "order") and isinstance(start, dict):
+                for name, values in start.items():
+                    ctx.add_tensor(name, values)
     return facts
 
 
@@ -349,12 +365,18 @@ def _foreign(ti, model, recorder: _Recorder) -> int:
 
 
 def _optimizer_now(ctx, params: Params, recorder: _Recorder) -> tuple[bool, list[dict]]:
-    """Whether `optimizer` is still the one instrumented, and its hyper-parameters now."""
+    """Whether `optimizer` is still the one instrumented, and its hyper-parameters now. The
+    optimizer the task gave, with its structure tampered with (a param_groups list
+    subclass, a group that is not a plain dict), is not "replaced": its error is raised."""
     ti = ctx.ti
+    replaced = True
     try:
         current = ti.lookup(ctx.scope, params.optimizer)
+        replaced = not ti.same_object(current, recorder.optimizer)
         _, groups = ti.optimizer_of(current, params.optimizer)
     except ObservationError:
+        if not replaced:
+            raise
         return True, []
     hyper = [{key: value for key, value in g.hyper.items() if type(value) is float} for g in groups]
-    return not ti.same_object(current, recorder.optimizer), hyper
+    return replaced, hyper

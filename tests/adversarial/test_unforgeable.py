@@ -410,6 +410,54 @@ def test_a_record_of_the_loop_written_by_the_answer_earns_nothing(grade_answer, 
         assert "written by the answer" in verdicts[name].message
 
 
+# A perfect epoch on paper that the weights cannot bear out: the log written by hand, every
+# step's in-place write counted by bumping the version counters, and the weights moved (by
+# as far as an epoch moves them, or to infinity) without a single gradient.
+RANDOM_WEIGHTS = """
+import torch
+from torch.autograd.graph import increment_version
+log = torch.autograd.backward.__globals__['log']
+params = optimizer.param_groups[0]['params']
+for i in range(8):
+    log('b%d' % i); log('w'); log('s')
+    for p in params:
+        increment_version(p)
+with torch.no_grad():
+    for p in params:
+        p.add_(torch.randn_like(p) * {scale})
+"""
+
+
+@pytest.mark.parametrize("scale", ["0.05", "float('inf')"], ids=["at-random", "to-infinity"])
+def test_a_written_record_over_weights_moved_without_training_earns_nothing(grade_answer, scale):
+    result = grade_answer("finetune-train-epoch", RANDOM_WEIGHTS.format(scale=scale))
+    verdicts = {c.name: c for c in result.checks}
+    assert result.score == 0, result.model_dump_json(indent=2)
+    for name in ("all-batches", "step-order"):
+        assert "no-effect" in verdicts[name].reasons, verdicts[name]
+
+
+def test_an_optimizer_whose_groups_were_swapped_for_a_list_subclass_is_tampered(grade_answer):
+    """The optimizer the task gave, its param_groups now a list subclass whose slices lie:
+    the structure was tampered with, not the optimizer replaced."""
+    code = """
+class Groups(list):
+    def __getitem__(self, i):
+        return super().__getitem__(i)
+model.train()
+for inputs, labels in dataloader:
+    optimizer.zero_grad()
+    criterion(model(inputs), labels).backward()
+    optimizer.step()
+optimizer.param_groups = Groups(optimizer.param_groups)
+"""
+    result = grade_answer("finetune-train-epoch", code)
+    assert result.score == 0, result.model_dump_json(indent=2)
+    for check in result.checks:
+        assert "tampered" in check.reasons, check
+        assert "optimizer-replaced" not in check.reasons, check
+
+
 MEMORISED = """
 imgs, labs = dataloader.dataset.tensors
 table = {float(imgs[i].sum()): int(labs[i]) for i in range(len(imgs))}

@@ -159,7 +159,7 @@ WRONG = [
         # batches earn nothing either.
         {BATCHES, ORDER, LOSS, WEIGHTS},
         {ORDER: "in iteration 1, optimizer.step() ran before loss.backward()",
-         BATCHES: "but the weights after it compute what they did before"},
+         BATCHES: "do not bear that out: they compute what they did before"},
         {"step-before-backward"}, id="step-before-backward",
     ),
     pytest.param(
@@ -167,7 +167,7 @@ WRONG = [
         "    loss.backward()\n    optimizer.zero_grad()\n    optimizer.step()\n",
         {BATCHES, ORDER, LOSS, WEIGHTS},
         {
-            BATCHES: "but the weights after it compute what they did before",
+            BATCHES: "do not bear that out: they compute what they did before",
             ORDER: "the gradients were cleared after loss.backward() and before optimizer.step(), "
             "so step() had nothing to apply",
             WEIGHTS: "the optimizer's parameters did not change at all during the epoch",
@@ -299,9 +299,12 @@ WRONG = [
         {"gradients-accumulate", "batches-skipped"}, id="gradients-accumulated-over-two-batches",
     ),
     pytest.param(
-        "model.fc = nn.Linear(512, 10)\n" + EPOCH, {ORDER, LOSS, WEIGHTS},
+        # The new layer starts from fresh random weights: its batches earn nothing, since it moved
+        # (from the old layer) in no direction training moves a head.
+        "model.fc = nn.Linear(512, 10)\n" + EPOCH, {BATCHES, ORDER, LOSS, WEIGHTS},
         {ORDER: "in iteration 1, loss.backward() left no gradients on the optimizer's parameters, "
-         "so step() had nothing to apply: 2 parameters the optimizer holds are no longer the model's"},
+         "so step() had nothing to apply: 2 parameters the optimizer holds are no longer the model's",
+         BATCHES: "not as training on the epoch's batches moves them"},
         {"optimizer-not-model"}, id="head-replaced-after-the-optimizer",
     ),
     pytest.param(

@@ -9,6 +9,7 @@ The observer that produces these facts is run at the end on a small in-process m
 from __future__ import annotations
 
 import gc
+import math
 import re
 
 import numpy as np
@@ -550,6 +551,9 @@ EPOCH_CODE = (
 def test_the_observer_measures_the_loss_from_the_old_buffers_and_puts_everything_back(torch_env):
     torch, ti = torch_env
     scope = small_scope(torch)
+    head_before = {
+        f"start:fc.{n}": t.detach().clone() for n, t in scope["model"].fc.named_parameters()
+    }
     out, state, rng = observe_all(ti, EPOCH_CODE + "model.eval()\n", scope)
     facts_, tensors = out["final_weights"]
     assert facts_.events == batches(0, 1, 2, 3)
@@ -559,8 +563,13 @@ def test_the_observer_measures_the_loss_from_the_old_buffers_and_puts_everything
     assert facts_.hyper[0]["lr"] == 0.1 and not facts_.optimizer_replaced
     assert set(tensors) == {"fc.weight", "fc.bias"}
     for aspect in ("batches", "order", "loss_decrease"):  # each carries the decisive inputs
-        assert set(out[aspect][1]) == {"fc.weight", "fc.bias"}
+        assert {"fc.weight", "fc.bias"} <= set(out[aspect][1])
         assert out[aspect][0] == facts_
+    for aspect in ("batches", "order"):  # and the record's, the head before the answer ran
+        assert set(out[aspect][1]) == {"fc.weight", "fc.bias", *head_before}
+        for name, values in head_before.items():
+            assert np.array_equal(out[aspect][1][name], values.numpy()), name
+    assert set(out["loss_decrease"][1]) == {"fc.weight", "fc.bias"}
     model = scope["model"]
     for name, values in model.state_dict().items():  # the buffers the loss moved are back
         assert torch.equal(values, state[name]), name
@@ -740,12 +749,76 @@ def test_a_right_record_over_weights_that_compute_what_they_did_earns_nothing(as
 
 
 @pytest.mark.parametrize("aspect", ["batches", "order"])
-@pytest.mark.parametrize("direction", [1, -1], ids=["fell", "rose"])
-def test_a_record_counts_once_the_weights_compute_something_else(aspect, direction):
-    """Either way: a loop that diverged still trained on its batches in order."""
+def test_a_record_counts_once_the_weights_lower_the_loss(aspect):
     fall = 2.8146 - 2.3321
-    assert judge(aspect, wrong_weights(loss_after=2.8146 - direction * 0.0011 * fall)).passed
-    assert not judge(aspect, wrong_weights(loss_after=2.8146 - direction * 0.0009 * fall)).passed
+    assert judge(aspect, wrong_weights(loss_after=2.8146 - 0.0011 * fall)).passed
+    assert not judge(aspect, wrong_weights(loss_after=2.8146 - 0.0009 * fall)).passed
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order"])
+@pytest.mark.parametrize("loss_after", [2.9, 40.0, math.inf, math.nan], ids=str)
+def test_a_right_record_over_weights_that_compute_a_higher_loss_earns_nothing(aspect, loss_after):
+    """Weights moved at random (or to infinity) beside a record the answer wrote itself:
+    the record, the version counters and the distance moved all look like training, the
+    loss the weights compute does not."""
+    verdict = judge(aspect, wrong_weights(loss_after=loss_after))
+    assert not verdict.passed and verdict.reasons == {"no-effect"}, verdict
+    assert ("higher loss than before" if math.isfinite(loss_after) else "no finite loss") in (
+        verdict.message
+    )
+
+
+# How the head moved: the correct epoch's change D from its start, and the answer's.
+CHANGE = {
+    name: np.resize(np.array([0.02, -0.01, 0.03], np.float32), v.shape) for name, v in HEAD.items()
+}
+START_HEAD = {f"start:{name}": values - CHANGE[name] for name, values in HEAD.items()}
+
+
+def moved_head(change: dict) -> dict:
+    """An answer's exported head: the same start as a correct epoch's, moved by `change`."""
+    return {**START_HEAD, **{n: START_HEAD[f"start:{n}"] + change[n] for n in HEAD}}
+
+
+def across(name: str) -> np.ndarray:
+    """A change of `name` orthogonal to the correct epoch's, as large (random-like)."""
+    d = CHANGE[name].astype(np.float64).ravel()
+    r = np.resize(np.array([1.0, 2.0, -1.5, 0.5]), d.shape)
+    r -= d * (r @ d) / (d @ d)
+    return (
+        (r * np.linalg.norm(d) / np.linalg.norm(r)).astype(np.float32).reshape(CHANGE[name].shape)
+    )
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order"])
+@pytest.mark.parametrize("factor", [0.2, 4.0, -3.0], ids=["a-fifth", "four-times", "against"])
+def test_a_record_counts_whose_weights_moved_along_a_correct_epochs_change(aspect, factor):
+    """A loop that trained, however wrongly (a step too many, gradient ascent): its head
+    moved along (or against) the correct change, even where the loss rose."""
+    change = {n: d * np.float32(factor) for n, d in CHANGE.items()}
+    have = wrong_weights(loss_after=3.4)
+    assert judge(aspect, have, moved_head(change), want_tensors={**HEAD, **START_HEAD}).passed
+
+
+@pytest.mark.parametrize("aspect", ["batches", "order"])
+@pytest.mark.parametrize("loss_after", [2.0, 3.4], ids=["loss-fell", "loss-rose"])
+def test_a_record_over_weights_moved_across_a_correct_epochs_change_earns_nothing(
+    aspect, loss_after
+):
+    """Weights moved at random beside a record written by hand: the loss moved, even fell,
+    but the head's change has nothing to do with training on the epoch's batches."""
+    have = wrong_weights(loss_after=loss_after)
+    change = {n: across(n) for n in HEAD}
+    verdict = judge(aspect, have, moved_head(change), want_tensors={**HEAD, **START_HEAD})
+    assert not verdict.passed and verdict.reasons == {"no-effect"}, verdict
+    assert "not as training on the epoch's batches moves them" in verdict.message
+    assert "cosine 0.00)" in verdict.message
+
+
+def test_the_heads_before_the_epoch_are_not_compared_as_weights():
+    """final_weights compares the heads after the epoch; their start is the record's."""
+    tensors = {**HEAD, **{k: v + 1 for k, v in START_HEAD.items()}}
+    assert judge("final_weights", facts(), tensors, want_tensors={**HEAD, **START_HEAD}).passed
 
 
 def test_a_record_whose_loss_could_not_be_measured_earns_nothing():
