@@ -244,3 +244,17 @@ class LearnerSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class StaffSession(Base):
+    """An instructor's session at the desk (/teach), started by signing in with their key;
+    named by a cookie whose value is stored hashed, it acts through that key (and ends with
+    it, when the key is revoked), and holds the token its forms must send back (CSRF)."""
+
+    __tablename__ = "staff_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", name="fk_staff_sessions_key_id"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -6,7 +6,12 @@ class GraderError(Exception):
 
 
 class SpecError(GraderError):
-    """A spec is unreadable or breaks the schema; the message names the field."""
+    """A spec is unreadable or breaks the schema; the message names the field, and
+    `problems` holds each (the field path it names, what is wrong there)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [("", message)]
 
 
 class FactsError(GraderError):

@@ -55,8 +55,8 @@ class Limits(_Strict):
         "`required`: refuse to grade on a worker without one.",
     )
 
-    def beyond(self, bounds: LimitBounds) -> list[str]:
-        """What these limits ask beyond a deployment's bounds, one message per field."""
+    def beyond(self, bounds: LimitBounds) -> list[tuple[str, str]]:
+        """What these limits ask beyond a deployment's bounds: (field path, message) each."""
         asked = [
             ("time_limit_s", self.time_limit_s, bounds.time_limit_s, "s"),
             ("memory_bytes", self.memory_bytes, bounds.memory_bytes, "bytes"),
@@ -64,14 +64,17 @@ class Limits(_Strict):
             ("cpus", self.cpus, bounds.cpus, "cores"),
         ]
         problems = [
-            f"limits.{name}: {_amount(value)} {unit} asked; this deployment allows at most "
-            f"{_amount(bound)} {unit}"
+            (
+                f"limits.{name}",
+                f"{_amount(value)} {unit} asked; this deployment allows at most "
+                f"{_amount(bound)} {unit}",
+            )
             for name, value, bound, unit in asked
             if value > bound
         ]
         if self.gpu == "required" and not bounds.gpu:
             problems.append(
-                "limits.gpu: required, but this deployment offers no GPU (use optional or none)"
+                ("limits.gpu", "required, but this deployment offers no GPU (use optional or none)")
             )
         return problems
 
@@ -319,8 +322,10 @@ def spec_from_data(data: object) -> CodeTask | ChoiceTask:
             loc = tuple(
                 p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))
             )
-            problems.append(f"{_field_path(loc)}: {err['msg']}")
-        raise SpecError("invalid spec: " + "; ".join(problems)) from None
+            problems.append((_field_path(loc), err["msg"]))
+        raise SpecError(
+            "invalid spec: " + "; ".join(f"{path}: {msg}" for path, msg in problems), problems
+        ) from None
 
 
 def parse_spec(text: str) -> CodeTask | ChoiceTask:

@@ -22,7 +22,12 @@ class Conflict(ServiceError):
 
 
 class InvalidInput(ServiceError):
-    """Well-formed but unacceptable input (a spec failing its schema, bad blanks, a bad URL)."""
+    """Well-formed but unacceptable input (a spec failing its schema, bad blanks, a bad URL);
+    `problems` holds each (the field path it names, or "", and what is wrong there)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [("", message)]
 
 
 class TooLarge(ServiceError):

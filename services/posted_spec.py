@@ -36,15 +36,19 @@ def parse_posted_spec(body: bytes, settings: Settings) -> CodeTask | ChoiceTask:
     try:
         spec = parse_spec(text)
     except SpecError as exc:
-        raise InvalidInput(str(exc)) from None
+        raise InvalidInput(str(exc), exc.problems) from None
     problems = [
-        f"{field}: holds a lone surrogate (a \\uXXXX escape of half a pair), which no UTF-8 text can hold"
+        (
+            field,
+            "holds a lone surrogate (a \\uXXXX escape of half a pair), which no UTF-8 text can hold",
+        )
         for field in _unencodable(spec.model_dump(mode="json"), "")[:5]
     ]
     if isinstance(spec, CodeTask):
         problems += spec.limits.beyond(limit_bounds(settings))
     if problems:
-        raise InvalidInput("invalid spec: " + "; ".join(problems))
+        text = "; ".join(f"{path}: {msg}" for path, msg in problems)
+        raise InvalidInput("invalid spec: " + text, problems)
     return spec
 
 

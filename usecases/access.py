@@ -144,3 +144,18 @@ def learner(key_id: str, course: str, student_id: str) -> Principal:
     """Who a learner's session acts as: the student, in the course of the key that made its
     link (submissions record that key), with what a student key may do."""
     return Principal(key_id, Role.STUDENT, course, student_id, webhook_secret="")
+
+
+# --- the instructor's desk in the pages ----------------------------------------------
+
+
+def may_use_desk(who: Principal) -> Decision:
+    """Sign in to the desk (/teach) with the key, and act there as it: a course's
+    instructor, whose desk shows that course alone (an admin, of every course, works
+    through the API). A learner's session, a student's or an LMS's key never reach it."""
+    if who.role == Role.INSTRUCTOR and who.course:
+        return ALLOWED
+    return Decision(
+        False,
+        f"the desk is for a course's instructors: sign in with an instructor key, not {who.role}",
+    )

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Submission, SubmissionStatus, now
-from services import queue, webhooks
+from services import catalog, queue, webhooks
 from services.errors import NotFound
 from services.keys import Principal
 from usecases import access, views
@@ -43,8 +43,16 @@ def _status(ctx: Context, submission_id: str) -> str | None:
         return work.session.scalar(select(Submission.status).where(Submission.id == submission_id))
 
 
-def read(ctx: Context, who: Principal, submission_id: str) -> dict[str, Any]:
-    return views.submission(_row(ctx, who, submission_id))
+def read(
+    ctx: Context, who: Principal, submission_id: str, with_answer: bool = False
+) -> dict[str, Any]:
+    """The submission's view; `with_answer`: with what it sent (`answer`, views.answer)."""
+    if not with_answer:
+        return views.submission(_row(ctx, who, submission_id))
+    with ctx.unit_of_work() as work:
+        row = visible_submission(work.session, who, submission_id)
+        spec = catalog.spec_by_id(work.session, row.task_version_id)
+        return views.submission(row) | {"answer": views.answer(row, spec)}
 
 
 async def wait(ctx: Context, who: Principal, submission_id: str, wait_s: float) -> dict[str, Any]:

@@ -16,8 +16,10 @@ from db.models import (
     WebhookDelivery,
     aware,
 )
+from graders.errors import AnswerError
 from graders.result import printable_data
-from graders.spec import ChoiceTask
+from graders.spec import ChoiceTask, CodeTask
+from services.answers import fill_blanks
 from services.catalog import spec_of
 
 
@@ -41,6 +43,32 @@ def submission(row: Submission, attempts_left: int | None = None) -> dict[str, A
             "result": printable_data(row.result),
         }
     return out
+
+
+def answer(row: Submission, spec: CodeTask | ChoiceTask) -> dict[str, Any]:
+    """What the submission sent, for its own student and its course's staff: the code, the
+    blanks' fills (each with the code it puts in, and the template filled), or the choice
+    (with its option's text)."""
+    if row.code is not None:
+        return {"kind": "code", "code": row.code}
+    if row.blanks is not None:
+        template = spec.template if isinstance(spec, CodeTask) else None
+        options = {b.id: b.options for b in template.blanks} if template else {}
+        fills = {int(blank): value for blank, value in row.blanks.items()}
+        try:
+            filled = fill_blanks(spec, fills) if isinstance(spec, CodeTask) else None
+        except AnswerError:
+            filled = None
+        return {
+            "kind": "blanks",
+            "blanks": [
+                {"blank": n, "value": v, "code": options.get(n, {}).get(v, v)}
+                for n, v in sorted(fills.items())
+            ],
+            "code": filled,
+        }
+    options = spec.options if isinstance(spec, ChoiceTask) else {}
+    return {"kind": "choice", "choice": row.choice, "text": options.get(row.choice or "")}
 
 
 def task(task: Task, version: TaskVersion | None) -> dict[str, Any]:

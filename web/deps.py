@@ -1,9 +1,11 @@
 """What a page's request brings: the learner its session cookie names, and a form checked
-against the session's CSRF token."""
+against its session's CSRF token (`checked`, which the desk's forms use too)."""
 
 from __future__ import annotations
 
 import hmac
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Annotated
 from urllib.parse import parse_qsl
 
@@ -28,17 +30,58 @@ def current_learner(request: Request, ctx: ContextDep) -> Learner:
 LearnerDep = Annotated[Learner, Depends(current_learner)]
 
 
-async def checked_form(request: Request, learner: LearnerDep) -> dict[str, str]:
-    """The posted form's fields, once its CSRF token is the session's; else `Forbidden`.
-    Browsers send a textarea's lines ended by CRLF: they are read as LF."""
+class Form(dict[str, str]):
+    """A posted form's text fields; `files`: each file field's name, with its bytes."""
+
+    files: dict[str, bytes]
+
+
+async def checked(request: Request, csrf_token: str) -> Form:
+    """The posted form's fields (URL-encoded, or multipart with files), once its CSRF token
+    is `csrf_token`; else `Forbidden`. Browsers send a textarea's lines ended by CRLF: they
+    are read as LF."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
     try:
-        fields = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        if content_type.startswith("multipart/form-data"):
+            fields, files = _multipart(content_type, body)
+        else:
+            fields, files = dict(parse_qsl(body.decode(), keep_blank_values=True)), {}
     except UnicodeDecodeError:
         raise InvalidInput("the form must be sent as UTF-8") from None
     sent = fields.pop(CSRF_FIELD, "")
-    if not hmac.compare_digest(sent.encode(), learner.csrf_token.encode()):
+    if not hmac.compare_digest(sent.encode(), csrf_token.encode()):
         raise Forbidden("this form did not come from your session's page: reload it and try again")
-    return {name: value.replace("\r\n", "\n") for name, value in fields.items()}
+    form = Form({name: value.replace("\r\n", "\n") for name, value in fields.items()})
+    form.files = files
+    return form
 
 
-FormDep = Annotated[dict[str, str], Depends(checked_form)]
+def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    """A multipart/form-data body's text fields and files (a file field left empty: none)."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise InvalidInput("the form's multipart body could not be read")
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        data = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None:
+            if data:
+                files[str(name)] = data
+        else:
+            fields[str(name)] = data.decode("utf-8")
+    return fields, files
+
+
+async def checked_form(request: Request, learner: LearnerDep) -> Form:
+    """The learner's posted form, checked against their session's token."""
+    return await checked(request, learner.csrf_token)
+
+
+FormDep = Annotated[Form, Depends(checked_form)]

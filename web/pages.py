@@ -80,9 +80,9 @@ async def submit(
 
 @router.get("/submissions/{submission_id}")
 def attempt(request: Request, submission_id: str, learner: LearnerDep, ctx: ContextDep) -> Response:
-    """One of the learner's attempts, with its result."""
+    """One of the learner's attempts: what they sent, and its result."""
     with _only_own():
-        view = submissions.read(ctx, learner.who, submission_id)
+        view = submissions.read(ctx, learner.who, submission_id, with_answer=True)
     return render(request, "submission.html", learner=learner, s=view)
 
 

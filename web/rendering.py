@@ -84,7 +84,9 @@ REFUSALS = {
 }
 
 
-def refusal(request: Request, exc: ServiceError | RequestValidationError) -> HTMLResponse:
+def refusal(
+    request: Request, exc: ServiceError | RequestValidationError, page: str = "refusal.html"
+) -> HTMLResponse:
     """A refusal as a page: the status the API gives the error, and what it says."""
     if isinstance(exc, RequestValidationError):
         status, title, message = 422, "That request was not understood", "check the address"
@@ -96,11 +98,16 @@ def refusal(request: Request, exc: ServiceError | RequestValidationError) -> HTM
             status = next((v[0] for cls, v in STATUS.items() if isinstance(exc, cls)), 400)
             title = {403: "Not yours to see", 404: "Not found"}.get(status, "That did not work")
         message = str(exc)
-    return render(request, "refusal.html", status, title=title, message=message)
+    return render(request, page, status, title=title, message=message)
 
 
 class PageRoute(APIRoute):
     """A page's route: a refusal (no session, a used link, a forbidden read) is a page."""
+
+    refusal_page = "refusal.html"
+
+    def refused(self, request: Request, exc: ServiceError | RequestValidationError) -> Response:
+        return refusal(request, exc, self.refusal_page)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
@@ -109,6 +116,6 @@ class PageRoute(APIRoute):
             try:
                 return await handle(request)
             except (ServiceError, RequestValidationError) as exc:
-                return refusal(request, exc)
+                return self.refused(request, exc)
 
         return page

@@ -145,3 +145,24 @@ def learner(client: httpx.Client, lms: Key, page: Page, ready) -> Callable[..., 
         return page
 
     return enter
+
+
+@pytest.fixture(scope="session")
+def instructor(make_key) -> Key:  # noqa: F811
+    return make_key("instructor", COURSE)
+
+
+@pytest.fixture
+def desk(instructor: Key, page: Page, worker) -> Callable[[], Page]:  # noqa: F811
+    """Sign the page in to the instructor's desk with the course's instructor key, as a
+    person does: the key pasted into the sign-in form."""
+
+    def sign_in() -> Page:
+        page.goto("/teach/sign-in")
+        page.get_by_label("Instructor API key").fill(instructor.key)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Sign in").click()
+        assert page.url.endswith("/teach"), page.url
+        return page
+
+    return sign_in

@@ -15,7 +15,7 @@ import yaml
 from playwright.sync_api import Page, expect
 
 from core.settings import PROJECT_ROOT
-from tests.browser.conftest import CODE_TASKS, QUESTIONS, SEED_SET
+from tests.browser.conftest import ARTIFACTS, CODE_TASKS, QUESTIONS, SEED_SET
 from tests.e2e.conftest import Key, auth
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.redis, pytest.mark.postgres]
@@ -152,6 +152,8 @@ def test_a_wrong_answer_is_told_its_mistake(learner, client, lms):
     feedback = page.locator("#result ul.feedback")
     expect(feedback).to_contain_text("Using pretrained=False will initialize random weights")
     expect(page.locator("#result ul.checks li.failed").first).to_contain_text("Failed")
+    # The task page after a graded answer, as the README shows it (docs/images/).
+    page.screenshot(path=ARTIFACTS / "task-page-after-a-graded-answer.png", full_page=True)
     page.goto("/learn")
     best = f"best score {shown['score']:g} of {shown['max']:g} · 2 attempts left"
     expect(page.get_by_text(best, exact=True)).to_be_visible()
