@@ -650,35 +650,44 @@ def _os_settled(before: int) -> bool:
     return False
 
 
-_HOOK_FIELDS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs")
-_global_hooks = [
-    value
+_FORWARD_HOOK_FIELDS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs")
+_HOOK_FIELDS = (
+    *_FORWARD_HOOK_FIELDS, "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
+    "_backward_hooks", "_backward_pre_hooks",
+)  # fmt: skip
+_global_hooks = {
+    name: value
     for name, value in vars(torch.nn.modules.module).items()
-    if name.startswith("_global_forward") and type(value) is _OrderedDict
-]
+    if name.startswith(("_global_forward", "_global_backward")) and type(value) is _OrderedDict
+}
+
+
+def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> None:
+    """No hook on `root` or any module inside it, nor a global module hook: a hook is code
+    that runs whenever the model is used (`effect`: what it could do), which no reading of
+    the model's state can see. Refused as `tampered`."""
+    for name, hooks in _global_hooks.items():
+        if (name.startswith("_global_forward") or "_backward_hooks" in fields) and _len(hooks):
+            raise ObservationError(f"a global module hook is registered: {effect}", "tampered")
+    for prefix, module in named_modules(root):
+        where = f"`{prefix}`" if prefix else "the model"
+        module_fields = _fields_of(module, where)
+        for name in fields:
+            hooks = _field(module_fields, name)
+            if hooks is not None and (_obj_type(hooks) is not _OrderedDict or _len(hooks)):
+                raise ObservationError(f"a hook is registered on {where}: {effect}", "tampered")
 
 
 def _plain_forward(root: Any) -> None:
     """A forward the model's classes define, without hooks: a `forward` set on an instance
     or a hook (the module's or a global one) would change what the model computes."""
-    for hooks in _global_hooks:
-        if _len(hooks):
-            raise ObservationError(
-                "a global module hook is registered: it changes every forward", "tampered"
-            )
+    no_hooks(root, "it changes its forward", _FORWARD_HOOK_FIELDS)
     for prefix, module in named_modules(root):
         where = f"`{prefix}`" if prefix else "the model"
-        fields = _fields_of(module, where)
-        if _field(fields, "forward") is not None:
+        if _field(_fields_of(module, where), "forward") is not None:
             raise ObservationError(
                 f"the forward of {where} was replaced on the instance", "tampered"
             )
-        for name in _HOOK_FIELDS:
-            hooks = _field(fields, name)
-            if hooks is not None and (_obj_type(hooks) is not _OrderedDict or _len(hooks)):
-                raise ObservationError(
-                    f"a hook is registered on {where}: it changes its forward", "tampered"
-                )
 
 
 def forward(module: Any, inputs: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from contract.checks.base import ObservationError
 from contract.checks.frozen_backbone import TYPE, Params
 from sandboxed.observe.architecture import find_module, settings_of
+from sandboxed.observe.trainable_params import HOOKS
 
 __all__ = ["TYPE", "prepare", "observe"]  # what the harness reads
 
@@ -39,6 +40,7 @@ def _observe(ctx, params: Params) -> dict:
     ti = ctx.ti
     model = ti.require_module(ti.lookup(ctx.scope, params.variable), params.variable)
     head = find_module(ti, model, params.head, params.variable)
+    ti.no_hooks(model, HOOKS)
     inside = params.head + "."
     layers = {}
     for path, module in ti.named_modules(model):

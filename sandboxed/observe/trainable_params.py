@@ -8,10 +8,15 @@ from contract.checks.trainable_params import TYPE, Params
 
 __all__ = ["TYPE", "observe"]  # what the harness reads
 
+# Why a model with hooks is not judged by its flags: what a hook would do.
+HOOKS = "it runs whenever the model is used, and can set requires_grad back (or change the weights)"
+
 
 def observe(ctx, params: Params) -> dict:
     ti = ctx.ti
-    root = ti.submodule(ti.lookup(ctx.scope, params.variable), params.module, params.variable)
+    model = ti.lookup(ctx.scope, params.variable)
+    root = ti.submodule(model, params.module, params.variable)
+    ti.no_hooks(model, HOOKS)
     parameters = {
         name: {"numel": ti.numel(p), "requires_grad": ti.requires_grad(p)}
         for name, p in ti.named_parameters(root)

@@ -283,7 +283,7 @@ def observe(ctx, params: Params) -> dict:
             for name, values in heads[path].items():
                 ctx.add_tensor(name, values)
             start = recorder.head_start.get(path)
-            if params.aspect in ("batches", "order") and isinstance(start, dict):
+            if params.aspect != "final_weights" and isinstance(start, dict):
                 for name, values in start.items():
                     ctx.add_tensor(name, values)
     return facts

@@ -437,6 +437,17 @@ def test_a_written_record_over_weights_moved_without_training_earns_nothing(grad
         assert "no-effect" in verdicts[name].reasons, verdicts[name]
 
 
+@pytest.mark.parametrize("factor", ["0.0", "0.3"], ids=["zeroed", "shrunk"])
+def test_a_head_shrunk_without_training_earns_nothing_for_the_lower_loss(grade_answer, factor):
+    """Scores closer to uniform lower the loss on the epoch's (random) labels, below a
+    correct epoch's; no batch was trained on."""
+    code = f"import torch\nwith torch.no_grad():\n    for p in model.fc.parameters():\n        p.mul_({factor})\n"
+    result = grade_answer("finetune-train-epoch", code)
+    verdicts = {c.name: c for c in result.checks}
+    assert result.score == 0, result.model_dump_json(indent=2)
+    assert verdicts["loss-decreases"].reasons == ["not-trained"], verdicts["loss-decreases"]
+
+
 def test_an_optimizer_whose_groups_were_swapped_for_a_list_subclass_is_tampered(grade_answer):
     """The optimizer the task gave, its param_groups now a list subclass whose slices lie:
     the structure was tampered with, not the optimizer replaced."""
@@ -560,3 +571,36 @@ def test_a_head_that_only_answers_the_right_shape_earns_no_baseline_points(
     earned = {c.name: c.points for c in result.checks if c.points}
     assert set(earned) <= {"head-shape", "classifier-shape", "model-output"}, earned
     assert result.score <= 4, result.model_dump_json(indent=2)
+
+
+UNFREEZING_HOOK = """
+import torch
+def unfreeze(module, *_):
+    torch.nn.Module.requires_grad_(module, True)
+"""
+HOOKED = {
+    "forward-pre-hook": "model.requires_grad_(False)\nmodel.register_forward_pre_hook(unfreeze)",
+    "hook-on-a-layer": "model.requires_grad_(False)\nmodel.bn1.register_forward_hook(unfreeze)",
+    "full-backward-hook": "model.requires_grad_(False)\n"
+    "model.fc.register_full_backward_hook(lambda *a: unfreeze(model))",
+    "global-hook": "model.requires_grad_(False)\n"
+    "torch.nn.modules.module.register_module_forward_pre_hook(unfreeze)",
+}
+
+
+@pytest.mark.parametrize("task", ["finetune-freeze", "finetune-replace-head"])
+@pytest.mark.parametrize("hook", HOOKED.values(), ids=HOOKED.keys())
+def test_a_model_frozen_with_a_hook_that_unfreezes_it_is_tampered(grade_answer, task, hook):
+    """The flags read frozen, but a hook sets them back the first time the model is used:
+    what is frozen is the model's code's to decide, so the model is refused, not judged."""
+    code = UNFREEZING_HOOK
+    if task == "finetune-replace-head":
+        code += "model.fc = torch.nn.Linear(model.fc.in_features, 10)\n"
+    result = grade_answer(task, code + hook)
+    # Only output shapes (what a forward gives, which a backward hook does not change) may
+    # still earn points.
+    earned = {c.name for c in result.checks if c.points}
+    assert earned <= {"head-shape", "model-output"}, result.model_dump_json(indent=2)
+    told = [c for c in result.checks if "tampered" in c.reasons]
+    assert told and all("hook" in c.message for c in told), result.model_dump_json(indent=2)
+    assert {"frozen", "backbone-frozen"} & {c.name for c in told}, [c.name for c in told]

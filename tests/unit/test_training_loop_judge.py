@@ -565,11 +565,10 @@ def test_the_observer_measures_the_loss_from_the_old_buffers_and_puts_everything
     for aspect in ("batches", "order", "loss_decrease"):  # each carries the decisive inputs
         assert {"fc.weight", "fc.bias"} <= set(out[aspect][1])
         assert out[aspect][0] == facts_
-    for aspect in ("batches", "order"):  # and the record's, the head before the answer ran
+    for aspect in ("batches", "order", "loss_decrease"):  # and the head before the answer ran
         assert set(out[aspect][1]) == {"fc.weight", "fc.bias", *head_before}
         for name, values in head_before.items():
             assert np.array_equal(out[aspect][1][name], values.numpy()), name
-    assert set(out["loss_decrease"][1]) == {"fc.weight", "fc.bias"}
     model = scope["model"]
     for name, values in model.state_dict().items():  # the buffers the loss moved are back
         assert torch.equal(values, state[name]), name
@@ -813,6 +812,23 @@ def test_a_record_over_weights_moved_across_a_correct_epochs_change_earns_nothin
     assert not verdict.passed and verdict.reasons == {"no-effect"}, verdict
     assert "not as training on the epoch's batches moves them" in verdict.message
     assert "cosine 0.00)" in verdict.message
+
+
+def test_a_loss_that_fell_counts_for_weights_that_moved_along_a_correct_epochs_change():
+    have = wrong_weights(loss_after=2.3)
+    assert judge(
+        "loss_decrease", have, moved_head(CHANGE), want_tensors={**HEAD, **START_HEAD}
+    ).passed
+
+
+def test_a_loss_that_fell_without_training_earns_nothing():
+    """A head shrunk towards uniform scores lowers the loss on random labels: its change
+    has nothing to do with a correct epoch's."""
+    have = wrong_weights(loss_after=2.3026)
+    change = {n: across(n) for n in HEAD}
+    verdict = judge("loss_decrease", have, moved_head(change), want_tensors={**HEAD, **START_HEAD})
+    assert not verdict.passed and verdict.reasons == {"not-trained"}, verdict
+    assert "went from 2.8146 to 2.3026" in verdict.message and "cosine 0.00" in verdict.message
 
 
 def test_the_heads_before_the_epoch_are_not_compared_as_weights():
