@@ -19,7 +19,19 @@ gradient and the learning rate alone. Aspects, one per check:
   parameter held twice (an optimizer of another class: its `lr` setting, by value); a step
   whose size differs although the `lr` setting is the reference's is another setting's
   doing (nesterov), which `update` tells;
-- `type`: the class."""
+- `type`: the class.
+
+The probe steps a new optimizer, not the answer's, so the observer also reads what the
+answer attached to its own that a new one of the class (made by the observer before the
+answer ran, with each implementation setting, stepped, saved and loaded, copied) does not
+have: an attribute of its own (a `step` that shadows the class's), a hook in any of its
+hook tables, a global optimizer hook, state (or a state table of another kind, or with a
+factory of its own). Hooks the setup installed, and the grader's own instrumentation (the
+training loop's), are not the answer's; nor is the state of the optimizer the setup left,
+which the answer's own steps fill. Any finding fails every aspect (`tampered`). A setting
+outside the range it has a meaning in (momentum in [0, 1), dampening in [0, 1], weight
+decay at least 0), which torch checks only when the optimizer is built and the first step
+may not show, fails `update` (`out-of-range`)."""
 
 from __future__ import annotations
 

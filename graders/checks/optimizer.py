@@ -5,7 +5,7 @@ reference's probe (the check: contract/checks/optimizer.py).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
@@ -31,6 +31,15 @@ REASONS = {
     "not-a-multiple": "a step from zero is not a multiple of the reference's (another update rule)",
     "settings": "the step depends on a parameter's value: settings such as weight_decay differ",
     "step-differs": "one step changes a parameter differently from the reference's step",
+    "out-of-range": "a setting is outside the range it has a meaning in (momentum not in [0, 1), "
+    "dampening not in [0, 1], a negative weight_decay): the steps after the first are not SGD's",
+}
+# The settings whose meaning holds in a range only (torch checks some when the optimizer is
+# built, none when a param group is changed later): (low, high, whether high is allowed).
+RANGES = {
+    "momentum": (0.0, 1.0, False, "the steps after the first do not average the gradients"),
+    "dampening": (0.0, 1.0, True, "the steps after the first scale the gradient by 1 - dampening"),
+    "weight_decay": (0.0, math.inf, False, "each step pushes the parameters away from zero"),
 }
 Hyper = float | bool | None | list[float]
 MULTIPLE_TOL = 1e-4  # how close a change must be to a multiple of the reference's
@@ -63,6 +72,12 @@ class Facts(FactsBase):
         default_factory=list, max_length=MAX_NAMES, description="Held but not trainable."
     )
     changes: dict[str, Change] = Field(default_factory=dict, max_length=MAX_NAMES)
+    tampering: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="What the answer attached to the optimizer (or to every optimizer) that a "
+        "new one does not have: attributes of its own, hooks, state. The probe steps a new one.",
+    )
     probe_error: str | None = Field(None, max_length=2000)
     probe_reason: Literal["unobservable", "tampered"] = "unobservable"
 
@@ -91,6 +106,12 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
     have, want = got.facts, expected.facts
     if want.probe_error is not None:  # the reference's step is the grader's to probe
         raise ValueError(f"the reference's optimizer could not be probed: {want.probe_error}")
+    if have.tampering:  # the probe's new optimizer is not the one the answer left
+        more = have.tampering[1:3]
+        return Verdict.fail(
+            have.tampering[0] + "".join(f"; {text}" for text in more),
+            "tampered",
+        )
     if params.aspect == "type":
         if have.class_name != want.class_name:
             return Verdict.fail(
@@ -107,7 +128,38 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
         return _judge_lr(params, got, expected)
     if have.probe_error is not None:
         return Verdict.fail(have.probe_error, have.probe_reason)
-    return _judge_update(params, got, expected)
+    verdict = _judge_update(params, got, expected)
+    outside = _out_of_range(have, want)
+    if outside is None:
+        return verdict
+    if verdict.passed:
+        return Verdict.fail(outside, "out-of-range")
+    return Verdict(False, f"{outside}; and {verdict.message}", verdict.reasons | {"out-of-range"})
+
+
+def _out_of_range(have: Facts, want: Facts) -> str | None:
+    """A setting outside the range it has a meaning in, for a parameter the reference's
+    optimizer holds with another value (the probe's steps may not show it: SGD's first step
+    with momentum is plain SGD's, whatever its momentum and dampening)."""
+    theirs = want.hyper_by_param()
+    for name, mine in have.hyper_by_param().items():
+        for key, (low, high, closed, effect) in RANGES.items():
+            value = mine.get(key)
+            if value is None or isinstance(value, list) or value == theirs.get(name, {}).get(key):
+                continue
+            number = float(value)
+            if low <= number < high or (closed and number == high):
+                continue
+            bounds = (
+                f"[{low:g}, {high:g}{']' if closed else ')'}"
+                if high != math.inf
+                else f"at least {low:g}"
+            )
+            return (
+                f"the optimizer's {key} for {name} is {_plain(value)}, outside the range it has a "
+                f"meaning in ({bounds}): {effect}"
+            )
+    return None
 
 
 def _judge_update(params: Params, got: Observed, expected: Observed) -> Verdict:

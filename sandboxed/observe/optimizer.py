@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from contract.checks.base import MAX_NAMES, ObservationError, preview
+from contract.checks.base import MAX_NAMES, PROTECTED, ObservationError, plural, preview
 from contract.checks.optimizer import IMPLEMENTATION, MAX_STEPS, TYPE, Params
 
 __all__ = ["TYPE", "RUNS_TORCH", "prepare", "observe"]  # what the harness reads
@@ -42,6 +42,26 @@ def prepare(ctx, params: Params) -> None:
                 gc.enable()
         ctx.shared[(TYPE, "kit")] = kit
         ctx.shared[(TYPE, "tables")] = kit.tables()
+    if (TYPE, "before", params.variable) not in ctx.shared:
+        ctx.shared[(TYPE, "before", params.variable)] = _before(ctx, params.variable)
+
+
+def _before(ctx, variable: str) -> tuple | None:
+    """The optimizer the setup left under `variable` (None: none), and the identities of the
+    hooks it carries before the answer runs: the setup's, not the answer's."""
+    ti, kit = ctx.ti, ctx.shared[(TYPE, "kit")]
+    try:
+        optimizer = ti.lookup(ctx.scope, variable)
+        ti.optimizer_of(optimizer, variable)
+        fields = _fields(ti, optimizer, variable)
+    except ObservationError:
+        return None
+    hooks = set()
+    for key in kit.hook_keys:
+        held = fields.get(key)
+        if ti._obj_type(held) is kit.ordered_dict:
+            hooks.update(ti._id(h) for h in ti._list(kit.dict_values(held)))
+    return optimizer, frozenset(hooks)  # (the object is kept, so that its identity stays its own)
 
 
 class _Kit:
@@ -65,6 +85,7 @@ class _Kit:
     )
 
     def __init__(self) -> None:
+        import collections
         import hashlib
         import inspect
         import sys
@@ -118,6 +139,23 @@ class _Kit:
                 for value in list(module.__dict__.values()):
                     self._allow(value, seen, types, 0)
         self._warm_up(torch)  # (a class's first instance wraps its `step`: before the identities)
+        self._attributes()
+        self._scheduler_wrapper()
+        self.hook_keys = tuple(sorted({k for _, _, keys in self.attributes.values() for k in keys}))
+        self.ordered_dict, self.default_dict = collections.OrderedDict, collections.defaultdict
+        self.default_factory = collections.defaultdict.__dict__["default_factory"].__get__
+        self.dict_values, self.dict_items, self.plain_dict = dict.values, dict.items, dict
+        # The hooks every optimizer's step runs (torch.optim.optimizer's globals), and the
+        # identities of those registered before the answer ran (the setup's).
+        home = sys.modules["torch.optim.optimizer"].__dict__
+        self.global_hooks = [
+            (register, home[name], frozenset(id(h) for h in list(dict.values(home[name]))))
+            for name, register in (
+                ("_global_optimizer_pre_hooks", "register_optimizer_step_pre_hook"),
+                ("_global_optimizer_post_hooks", "register_optimizer_step_post_hook"),
+            )
+            if type(home.get(name)) is collections.OrderedDict
+        ]
         self.identities = [self._identities(space) for _, space in self.spaces]
 
     def _allow(self, value, seen: set[int], types, depth: int) -> None:
@@ -170,6 +208,105 @@ class _Kit:
                 continue
             finally:
                 self.setprofile(None)
+
+    def _attributes(self) -> None:
+        """What a new optimizer of each class holds as its own attributes, from new ones made
+        here: built with each implementation setting, stepped, zeroed, saved and loaded, given
+        a group, copied. `attributes[id(cls)]`: (every name one of them had, the names all of
+        them had, the names of the hook dictionaries)."""
+        import copy
+        from collections import OrderedDict
+
+        self.attributes: dict[int, tuple[frozenset, frozenset, tuple]] = {}
+        for cls, step, accepted in self.classes.values():
+            plain = {k: False for k in IMPLEMENTATION if k in accepted}
+            variants = [plain] + [{**plain, k: True} for k in IMPLEMENTATION if k in accepted]
+            seen: list[frozenset] = []
+            hooks: set[str] = set()
+            for settings in variants:
+                tensor = self.from_numpy(np.zeros((2, 2), dtype=np.float32))  # (Muon: 2-D only)
+                self.set_grad(tensor, self.from_numpy(np.ones((2, 2), dtype=np.float32)))
+                try:
+                    optimizer = cls([tensor], **settings)
+                except Exception:  # noqa: S112  (a setting this machine does not support)
+                    continue
+                seen.append(frozenset(vars(optimizer)))
+                hooks.update(k for k, v in vars(optimizer).items() if type(v) is OrderedDict)
+                for action in ("step", "zero_grad", "reload", "add_param_group", "copy"):
+                    try:
+                        if action == "step":
+                            step(optimizer)
+                        elif action == "zero_grad":
+                            optimizer.zero_grad()
+                        elif action == "reload":
+                            optimizer.load_state_dict(optimizer.state_dict())
+                        elif action == "add_param_group":
+                            extra = self.from_numpy(np.zeros((2, 2), dtype=np.float32))
+                            optimizer.add_param_group({"params": [extra]})
+                        else:
+                            seen.append(frozenset(vars(copy.deepcopy(optimizer))))
+                    except Exception:  # noqa: S112  (a class that needs more: a closure)
+                        continue
+                    seen.append(frozenset(vars(optimizer)))
+            if seen:
+                every = frozenset().union(*seen)
+                self.attributes[id(cls)] = (every, every.intersection(*seen), tuple(sorted(hooks)))
+
+    def _scheduler_wrapper(self) -> None:
+        """torch's learning-rate schedulers set an optimizer's `step` to a wrapper of the
+        class's (it counts the steps): its code, the readers of a function and of a cell, and
+        the class's `step` it wraps, by identity; the attribute it sets when called."""
+        import types
+        import weakref
+
+        from torch.optim import lr_scheduler
+
+        def nested(code, name: str):
+            for const in code.co_consts:
+                if type(const) is types.CodeType:
+                    if const.co_qualname.endswith(name):
+                        return const
+                    found = nested(const, name)
+                    if found is not None:
+                        return found
+            return None
+
+        self.wrapper_code = nested(
+            lr_scheduler.LRScheduler.__init__.__code__, "wrap_step.<locals>.wrapper"
+        )
+        if self.wrapper_code is not None and self.wrapper_code.co_freevars != ("func", "opt_ref"):
+            self.wrapper_code = None
+        self.function, self.cell, self.weak_ref = types.FunctionType, types.CellType, weakref.ref
+        self.code_of = types.FunctionType.__code__.__get__
+        self.closure_of = types.FunctionType.__closure__.__get__
+        self.cell_contents = types.CellType.cell_contents.__get__
+        self.dereference = weakref.ref.__call__
+        self.class_steps = {
+            key: next(c.__dict__["step"] for c in cls.__mro__ if "step" in c.__dict__)
+            for key, (cls, _, _) in self.classes.items()
+        }
+        self.wrapper_keys = frozenset({"step", "_opt_called"})
+
+    def scheduler_step(self, optimizer, step) -> bool:
+        """Whether `step`, an optimizer's own attribute, is a scheduler's wrapper of its class's
+        step over this very optimizer (read by exact type, through C-level readers)."""
+        if self.wrapper_code is None or type(step) is not self.function:
+            return False
+        if self.code_of(step) is not self.wrapper_code:
+            return False
+        cells = self.closure_of(step)
+        if type(cells) is not tuple or len(cells) != 2:
+            return False
+        if type(cells[0]) is not self.cell or type(cells[1]) is not self.cell:
+            return False
+        try:
+            func, ref = self.cell_contents(cells[0]), self.cell_contents(cells[1])
+        except ValueError:  # an empty cell
+            return False
+        wrapped = self.class_steps.get(id(type(optimizer)))
+        if wrapped is None or func is not wrapped or type(ref) is not self.weak_ref:
+            return False
+        return self.dereference(ref) is optimizer
 
     @staticmethod
     def _identities(space) -> dict[str, int] | None:
@@ -333,6 +470,7 @@ def _observe(ctx, params: Params) -> tuple[dict, dict]:
         }
         out_groups.append({"params": [labels[i] for i in indexes], "hyper": hyper})
     facts: dict = {"class_name": class_name, "groups": out_groups, "frozen": frozen}
+    facts["tampering"] = _tampering(ctx, optimizer, params.variable)
     in_model = [id(p) in names for p in held]
     try:
         facts["changes"], tensors = _probe(
@@ -341,6 +479,138 @@ def _observe(ctx, params: Params) -> tuple[dict, dict]:
     except _ProbeError as exc:
         facts["probe_error"], facts["probe_reason"], tensors = str(exc), exc.reason, {}
     return facts, tensors
+
+
+MAX_FINDINGS = 8  # what `_tampering` reports at most
+
+
+def _fields(ti, optimizer, variable: str) -> dict:
+    """The optimizer's own attributes, by name (exact strings), read through Optimizer's own
+    `__dict__` descriptor and C-level iteration."""
+    items = ti._plain_items(ti._optimizer_dict(optimizer), f"the attributes of `{variable}`")
+    return {key: value for key, value in items}
+
+
+def _tampering(ctx, optimizer, variable: str) -> list[str]:
+    """What the answer attached to its optimizer, or to every optimizer, that a new one of
+    the class (which the probe steps) does not have: attributes of its own (a `step` that
+    shadows the class's), hooks, state its next step would start from. Read by exact type,
+    by identity and by C-level iteration; nothing of it is called."""
+    ti, kit = ctx.ti, ctx.shared.get((TYPE, "kit"))
+    if kit is None:
+        return []  # the probe says it was not prepared
+    what, cls = f"`{variable}`", ti._obj_type(optimizer)
+    allowed, required, hook_keys = kit.attributes.get(ti._id(cls), (None, (), kit.hook_keys))
+    fields = _fields(ti, optimizer, variable)
+    found: list[str] = []
+    if allowed is not None:
+        if "step" in fields and kit.scheduler_step(optimizer, fields["step"]):
+            allowed = allowed | kit.wrapper_keys  # a learning-rate scheduler's, of torch's own
+        own = [key for key in fields if key not in allowed]
+        label = ti.type_name(cls)
+        if "step" in own:
+            found.append(
+                f"{what} has an attribute `step` of its own: it shadows {label}'s step, so "
+                f"`{variable}.step()` runs your code instead (a new optimizer has no such attribute)"
+            )
+        others = [f"`{key[:40]}`" for key in own if key != "step"]
+        if others:
+            found.append(
+                f"{what} has {'an attribute' if len(others) == 1 else 'attributes'} of its own "
+                f"that a new {label} does not have: {preview(others)}"
+            )
+        lacking = [f"`{key}`" for key in sorted(required) if key not in fields]
+        if lacking:
+            found.append(f"{what} lacks {preview(lacking)}, which every new {label} holds")
+    # Hooks the grader itself installed (its instrumentation), or the setup did, are not the answer's.
+    before = ctx.shared.get((TYPE, "before", variable))
+    graders = _grader_functions(ti, ctx.shared.get(PROTECTED))
+    mine = graders | before[1] if before is not None and before[0] is optimizer else graders
+    for key in hook_keys:
+        held = fields.get(key)
+        if held is None:
+            continue  # (reported as lacking)
+        kind = key.removeprefix("_optimizer_").removesuffix("_hooks")
+        if ti._obj_type(held) is not kit.ordered_dict:
+            found.append(
+                f"{what}'s {kind.replace('_', ' ')} hooks are a {ti.class_name(held)} where an "
+                "OrderedDict was expected: the structure its step reads was replaced"
+            )
+            continue
+        hooks = [h for h in ti._list(kit.dict_values(held)) if ti._id(h) not in mine]
+        if hooks:
+            event, _, when = kind.rpartition("_")
+            label = "step" if event == "step" else f"`{event}`"
+            count = "a" if len(hooks) == 1 else str(len(hooks))
+            found.append(
+                f"{what} carries {count} {label} {when}-hook{'s' if len(hooks) > 1 else ''} of "
+                f"yours (`{variable}.register_{kind}_hook`), which a new optimizer does not: it "
+                f"runs with each {'step' if event == 'step' else f'call of {label}'}"
+            )
+    for register, held, setup in kit.global_hooks:
+        hooks = [
+            h
+            for h in ti._list(kit.dict_values(held))
+            if ti._id(h) not in setup and ti._id(h) not in graders
+        ]
+        if hooks:
+            found.append(
+                f"a global optimizer hook of yours is registered "
+                f"(`torch.optim.optimizer.{register}`): it runs at every optimizer's step"
+            )
+    if (
+        before is None or before[0] is not optimizer
+    ):  # the setup's optimizer: its state is the answer's steps
+        found += _state(ti, kit, fields.get("state"), what)
+    return [text[:500] for text in found[:MAX_FINDINGS]]
+
+
+def _grader_functions(ti, namespaces) -> frozenset[int]:
+    """The identities of the functions of the grader's instrumentation (`PROTECTED`): a hook
+    the grader installed on the answer's optimizer (the training loop's) is not the answer's."""
+    found: set[int] = set()
+    if ti._obj_type(namespaces) is not ti._list:
+        return frozenset()
+    for space in ti._list(namespaces):
+        if ti._obj_type(space) is dict:
+            found.update(ti._id(value) for value in ti._list(dict.values(space)))
+    return frozenset(found)
+
+
+def _state(ti, kit, state, what: str) -> list[str]:
+    """What `state` holds that a new optimizer's does not: any entry but an empty dict (torch
+    makes one on reading a tensor's state), or a factory of its own for new entries."""
+    if state is None:
+        return []
+    if ti._obj_type(state) is not kit.default_dict:
+        return [
+            f"{what}.state is a {ti.class_name(state)} where a defaultdict was expected (a new "
+            "optimizer's): the state its step reads was replaced"
+        ]
+    found = []
+    if kit.default_factory(state) is not kit.plain_dict:
+        found.append(
+            f"{what}.state makes new entries with a factory of its own (`default_factory`): "
+            "a new optimizer's starts each tensor's state empty"
+        )
+    held, names = 0, []
+    for _, entry in ti._list(kit.dict_items(state)):
+        if ti._obj_type(entry) is kit.plain_dict and ti._len(entry) == 0:
+            continue
+        held += 1
+        if ti._obj_type(entry) is kit.plain_dict:
+            names += [
+                f"`{k[:40]}`"
+                for k in ti._list(entry)
+                if ti._obj_type(k) is str and f"`{k[:40]}`" not in names
+            ]
+    if held:
+        found.append(
+            f"{what} already holds state for {plural(held, 'tensor')}"
+            + (f" ({preview(names)})" if names else "")
+            + ": its next step starts from it, where a new optimizer holds none"
+        )
+    return found
 
 
 def _probe(ctx, optimizer, groups, layout, held, labels, in_model, steps) -> tuple[dict, dict]:

@@ -1,8 +1,11 @@
 """The `optimizer` check's judge, on hand-made facts: what one step of an optimizer did to
 each parameter, as the observer reports it, for the reference (SGD, lr 0.001, over the
-head `fc`) and for answers with one mistake each. No sandbox, no torch."""
+head `fc`) and for answers with one mistake each, no sandbox, no torch; and, in process on
+a small model, what the observer finds attached to an optimizer."""
 
 from __future__ import annotations
+
+import gc
 
 import numpy as np
 import pytest
@@ -292,3 +295,188 @@ def test_a_check_of_two_steps_tells_momentum_apart():
     assert verdict.message.startswith("after 2 steps from the same gradients, the second step")
     assert "momentum=0.9 (expected 0)" in verdict.message
     assert judge(observed(steps=2), "update", two, steps=2).passed
+
+
+def tampered(*found: str) -> Observed:
+    """The reference's facts, with what the observer found attached to the optimizer."""
+    return Observed(
+        REFERENCE.facts.model_copy(update={"tampering": list(found)}), REFERENCE.tensors
+    )
+
+
+@pytest.mark.parametrize("aspect", ASPECTS)
+def test_an_optimizer_the_answer_attached_to_fails_every_aspect(aspect):
+    """The probe steps a new optimizer, which is not the one the answer left: its facts,
+    although the reference's, earn nothing once something was found attached to it."""
+    found = "`optimizer` has an attribute `step` of its own: it shadows SGD's step"
+    verdict = judge(tampered(found, "`optimizer` carries a step pre-hook of yours"), aspect)
+    assert not verdict.passed and verdict.reasons == {"tampered"}
+    assert verdict.message.startswith(found), verdict.message
+    assert "step pre-hook" in verdict.message
+
+
+@pytest.mark.parametrize("found", [["x"] * 9, ["x" * 501]], ids=["too-many", "too-long"])
+def test_what_was_found_is_bounded(found):
+    facts = REFERENCE.facts.model_dump() | {"tampering": found}
+    with pytest.raises(ValueError):
+        optimizer.Facts.model_validate(facts)
+
+
+# (settings, a fragment of the update's failure): each outside the range it means anything in
+OUT_OF_RANGE = [
+    (hyper(momentum=0.5, dampening=-1000.0), "dampening for fc.weight is -1000, outside the range it has a meaning in ([0, 1])"),
+    (hyper(momentum=0.5, dampening=1.5), "dampening for fc.weight is 1.5"),
+    (hyper(momentum=-0.9), "momentum for fc.weight is -0.9, outside the range it has a meaning in ([0, 1))"),
+    (hyper(momentum=1.0), "momentum for fc.weight is 1,"),
+    (hyper(momentum=float("nan")), "momentum for fc.weight is nan"),
+    (hyper(momentum=True), "momentum for fc.weight is True"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("settings", "fragment"), OUT_OF_RANGE)
+def test_a_setting_outside_its_meaning_fails_the_update_alone(settings, fragment):
+    """SGD's first step with momentum is plain SGD's, whatever its momentum and dampening:
+    the probe's one step passes, the setting's value fails it."""
+    got = observed([(HEAD, settings)])
+    verdict = judge(got, "update")
+    assert not verdict.passed and verdict.reasons == {"out-of-range"}, verdict
+    assert fragment in verdict.message, verdict.message
+    for aspect in ("type", "params", "lr"):
+        assert judge(got, aspect).passed, aspect
+
+
+def test_a_negative_weight_decay_names_its_range_and_the_step():
+    verdict = judge(observed([(HEAD, hyper(weight_decay=-0.01))]), "update")
+    assert not verdict.passed
+    assert verdict.reasons == {"out-of-range", "settings", "step-differs"}, verdict.reasons
+    assert verdict.message.startswith(
+        "the optimizer's weight_decay for fc.weight is -0.01, outside the range it has a meaning "
+        "in (at least 0)"
+    ), verdict.message
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [hyper(momentum=0.9), hyper(momentum=0.9999), hyper(momentum=0.5, dampening=0.5),
+     hyper(momentum=0.5, dampening=1.0), hyper(weight_decay=0.0)],
+)  # fmt: skip
+def test_a_setting_within_its_meaning_passes(settings):
+    assert judge(observed([(HEAD, settings)]), "update").passed
+
+
+def test_a_setting_the_reference_has_is_not_out_of_range():
+    odd = observed([(HEAD, hyper(momentum=1.0))])
+    assert judge(odd, "update", expected=odd).passed
+
+
+# --- the observer's findings, in process, beside the training loop's instrumentation -----
+
+
+def observe_optimizer(code: str, first: str = "optimizer", steps: bool = True) -> dict:
+    """Prepare an optimizer check and the training loop's (in the order `first` says) on a
+    small model whose setup made `optimizer`, run `code` as the answer, observe the optimizer."""
+    import torch
+
+    from contract.checks.optimizer import Params as OptimizerParams
+    from contract.checks.training_loop import Params as LoopParams
+    from sandboxed import introspect, observe
+    from sandboxed.harness import ObserveContext
+
+    backward = torch.autograd.backward
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
+        model[0].requires_grad_(False)
+        data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+        scope = {
+            "model": model,
+            "optimizer": torch.optim.SGD(model[1].parameters(), lr=0.1, momentum=0.9),
+            "criterion": torch.nn.CrossEntropyLoss(),
+            "dataloader": torch.utils.data.DataLoader(data, batch_size=4),
+            "torch": torch,
+        }
+        shared: dict = {}
+        checks = [
+            (observe.optimizer, OptimizerParams(name="o", type="optimizer", aspect="update")),
+            (observe.training_loop, LoopParams(name="t", type="training_loop", aspect="batches")),
+        ]
+        for module, check in checks if first == "optimizer" else checks[::-1]:
+            module.prepare(ObserveContext(scope, 0, introspect, shared), check)
+        epoch = (
+            "for x, y in dataloader:\n    optimizer.zero_grad()\n"
+            "    criterion(model(x), y).backward()\n    optimizer.step()\n"
+        )
+        exec(code + (epoch if steps else ""), scope)
+        return observe.optimizer.observe(ObserveContext(scope, 0, introspect, shared), checks[0][1])
+    finally:
+        torch.autograd.backward = backward
+        gc.enable()
+
+
+@pytest.mark.parametrize("first", ["optimizer", "training_loop"])
+def test_the_grader_s_own_hook_and_the_setup_s_optimizer_state_are_not_the_answer_s(first):
+    """The training loop's instrumentation hooks the setup's optimizer, which the epoch fills
+    with momentum: neither is found, whichever check was prepared first."""
+    assert observe_optimizer("", first)["tampering"] == []
+
+
+@pytest.mark.parametrize("first", ["optimizer", "training_loop"])
+def test_a_hook_of_the_answer_s_beside_the_grader_s_is_found(first):
+    found = observe_optimizer("optimizer.register_step_pre_hook(lambda *a: None)\n", first)
+    assert found["tampering"] == [
+        "`optimizer` carries a step pre-hook of yours (`optimizer.register_step_pre_hook`), "
+        "which a new optimizer does not: it runs with each step"
+    ]
+
+
+ANSWER_MADE = {
+    "instance-step": (
+        "optimizer.step = lambda closure=None: None\n",
+        "`optimizer` has an attribute `step` of its own: it shadows torch.optim.sgd.SGD's step",
+    ),
+    "global-hook": (
+        "from torch.optim import optimizer as home\nh = home.register_optimizer_step_post_hook(lambda *a: None)\n",
+        "a global optimizer hook of yours is registered (`torch.optim.optimizer.register_optimizer_step_post_hook`)",
+    ),
+    "prefilled-state": (
+        "optimizer.state[model[1].bias]['momentum_buffer'] = torch.ones(3)\n",
+        "`optimizer` already holds state for 1 tensor (`momentum_buffer`)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("code", "fragment"), ANSWER_MADE.values(), ids=ANSWER_MADE.keys())
+def test_what_is_attached_to_an_optimizer_the_answer_made_is_found(code, fragment):
+    new = "optimizer = torch.optim.SGD(model[1].parameters(), lr=0.1, momentum=0.9)\n"
+    try:
+        found = observe_optimizer(new + code, steps=False)["tampering"]
+    finally:
+        import torch.optim.optimizer as home
+
+        home._global_optimizer_post_hooks.clear()
+    assert len(found) == 1 and found[0].startswith(fragment), found
+    assert observe_optimizer(new, steps=False)["tampering"] == []
+
+
+SCHEDULED = {
+    # the PyTorch fine-tuning tutorial's: a scheduler wraps the optimizer's step to count it
+    "step-lr": ("optimizer.zero_grad()\nscheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)\n", []),
+    "stepped-through-the-wrapper": (
+        "scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7)\n"
+        "model(torch.ones(1, 4)).sum().backward()\noptimizer.step()\noptimizer.zero_grad()\n",
+        [],  # (`_opt_called`, which the wrapper sets: torch's too)
+    ),
+    "another-optimizer-s-wrapper": (
+        "other = torch.optim.SGD(model[1].parameters(), lr=10.0)\n"
+        "scheduler = torch.optim.lr_scheduler.StepLR(other, step_size=7)\noptimizer.step = other.step\n",
+        ["`optimizer` has an attribute `step` of its own"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("code", "found"), SCHEDULED.values(), ids=SCHEDULED.keys())
+def test_a_learning_rate_scheduler_s_wrapper_is_torch_s_own(code, found):
+    new = "optimizer = torch.optim.SGD(model[1].parameters(), lr=0.1)\n"
+    tampering = observe_optimizer(new + code, steps=False)["tampering"]
+    assert [text[: len(f)] for text, f in zip(tampering, found, strict=False)] == found, tampering
+    assert len(tampering) == len(found), tampering
