@@ -12,6 +12,7 @@ import uuid
 import httpx
 import pytest
 import yaml
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
 from core.settings import PROJECT_ROOT
@@ -205,3 +206,39 @@ def test_what_a_learner_writes_prints_and_is_named_stays_inert(learner, client, 
         "/learn/tasks/finetune-freeze", form={"answer": "code", "code": "pass"}
     )  # a form without the session's token: what a page elsewhere could send
     assert forged.status == 403
+
+
+SERIOUS = ("serious", "critical")
+
+
+def axe_violations(page: Page) -> list[str]:
+    """What axe-core (the copy the axe-playwright-python package ships, no download) finds
+    serious or critical on the page as it is now: one line each, with the elements."""
+    results = Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+        if v["impact"] in SERIOUS
+    ]
+
+
+def test_an_accessibility_scan_finds_nothing_serious_on_the_learners_pages(learner):
+    task, question = "finetune-freeze", "quiz-freeze-syntax"
+    page = learner(student(), [task, question])
+    found = {"practice set": axe_violations(page)}
+    open_task(page, spec(task)["title"])
+    found["a code task"] = axe_violations(page)
+    fill_blanks(page, right_blanks(task))
+    graded(page)
+    found["a code task, graded"] = axe_violations(page)
+    page.get_by_role("link", name="Attempt 1", exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    found["an attempt"] = axe_violations(page)
+    page.goto("/learn")
+    open_task(page, spec(question)["title"])
+    found["a question"] = axe_violations(page)
+    choose(page, "A")
+    send(page)
+    graded(page)
+    found["a question, answered"] = axe_violations(page)
+    assert not any(found.values()), json.dumps(found, indent=2)
