@@ -91,8 +91,12 @@ def admit(
                 tuple_(Submission.client_key_id, Submission.idempotency_key).in_(list(first_of))
             )
         ):
-            outcomes[first_of[(row.client_key_id, row.idempotency_key)]] = Accepted(
-                row, False, attempts.attempts_left(session, row)
+            first = first_of[(row.client_key_id, row.idempotency_key)]
+            differ = _differences(_held(row), entries[first].new)
+            outcomes[first] = (
+                _reused(row.idempotency_key, differ)
+                if differ
+                else Accepted(row, False, attempts.attempts_left(session, row))
             )
 
     tasks: dict[tuple[str, Principal], Submittable | Exception] = {}
@@ -154,10 +158,45 @@ def admit(
 
     for i, first in repeats.items():  # the same request again: the first one's answer
         outcome = outcomes[first]
-        outcomes[i] = Accepted(outcome.row, False, outcome.attempts_left) if isinstance(
-            outcome, Accepted
-        ) else outcome  # fmt: skip
+        if isinstance(outcome, Accepted):  # what the key holds (stored before, or just now)
+            differ = _differences(_held(outcome.row), entries[i].new)
+        else:  # the first was refused: it holds nothing, so compare the requests
+            differ = _differences(entries[first].new, entries[i].new)
+        if differ:
+            outcomes[i] = _reused(entries[i].idempotency_key, differ)
+        elif isinstance(outcome, Accepted):
+            outcomes[i] = Accepted(outcome.row, False, outcome.attempts_left)
+        else:
+            outcomes[i] = outcome
     return outcomes  # type: ignore[return-value]
+
+
+_COMPARED = ("task_id", "student_id", "code", "blanks", "choice", "callback_url")
+
+
+def _held(row: Submission) -> NewSubmission:
+    """The request a stored submission was made from, as far as its row keeps it (all of
+    the body: the task, the student, the answer, the callback)."""
+    return NewSubmission(
+        row.task_id, row.student_id, code=row.code,
+        blanks={int(k): v for k, v in row.blanks.items()} if row.blanks else None,
+        choice=row.choice, callback_url=row.callback_url,
+    )  # fmt: skip
+
+
+def _differences(held: NewSubmission, new: NewSubmission) -> list[str]:
+    """The body's fields in which `new` is not the request `held` (empty: the same one)."""
+    return [
+        name for name in _COMPARED if (getattr(held, name) or None) != (getattr(new, name) or None)
+    ]
+
+
+def _reused(idempotency_key: str | None, differ: list[str]) -> Conflict:
+    return Conflict(
+        f"the Idempotency-Key {idempotency_key!r} was already used for another request"
+        f" (different: {', '.join(differ)}); send the same body to get that submission"
+        " again, or a new key for a new submission"
+    )
 
 
 def _check(
@@ -197,6 +236,11 @@ def _validate_answer(spec: CodeTask | ChoiceTask, new: NewSubmission, settings: 
     if isinstance(spec, ChoiceTask):
         if new.choice is None:
             raise InvalidInput(f"task {spec.id} is multiple choice: send `choice`")
+        if new.choice.strip().upper() not in spec.options:  # as the judge reads it
+            raise InvalidInput(
+                f"choice {new.choice!r} is not one of the options of task {spec.id}:"
+                f" {', '.join(sorted(spec.options))}"
+            )
         return
     if new.choice is not None:
         raise InvalidInput(f"task {spec.id} is graded on code: send `code` or `blanks`")
@@ -206,9 +250,35 @@ def _validate_answer(spec: CodeTask | ChoiceTask, new: NewSubmission, settings: 
                 raise TooLarge(f"the code is larger than {settings.max_code_bytes:,} bytes")
             check_code(new.code, settings.max_code_bytes)
         else:
+            _check_blanks(spec, new.blanks)
             check_code(fill_blanks(spec, new.blanks), settings.max_code_bytes)
     except AnswerError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+def _check_blanks(spec: CodeTask, blanks: dict[int, str]) -> None:
+    """Each blank the template has, filled with one of its option letters (read as
+    `fill_blanks` reads them: trimmed, either case); text only in a blank without options.
+    What is missing or the template's absence, `fill_blanks` refuses."""
+    if spec.template is None:
+        return
+    declared = {b.id: b for b in spec.template.blanks}
+    unknown = sorted(set(blanks) - set(declared))
+    if unknown:
+        raise AnswerError(
+            f"the template of task {spec.id} has no blank {', '.join(f'[{b}]' for b in unknown)};"
+            f" its blanks are {', '.join(f'[{b}]' for b in sorted(declared))}"
+        )
+    for bid, value in sorted(blanks.items()):
+        options = declared[bid].options
+        if not options:  # a free-text blank: any one line of code
+            continue
+        letter = value.strip().upper()
+        if len(letter) != 1 or letter not in options:
+            raise AnswerError(
+                f"blank [{bid}] takes one of its options {', '.join(sorted(options))},"
+                f" not {value!r}"
+            )
 
 
 @dataclass(frozen=True)

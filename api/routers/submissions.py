@@ -33,13 +33,18 @@ SUBMISSION_BODY = {
     responses={
         202: {"description": "Accepted: the new submission, queued for grading."},
         200: {
-            "description": "The submission first sent with this `Idempotency-Key`.",
+            "description": "The submission first sent with this `Idempotency-Key` and body.",
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
         **errors.documented(
             (403, "The key may not submit (an instructor's), or not as this student."),
             (404, "No such task, or one the key's course cannot see."),
-            (409, "The student's attempts are used up, or the task is archived or not ready."),
+            (
+                409,
+                "The student's attempts are used up, the task is archived or not ready, or "
+                "the `Idempotency-Key` was already used with another body (task, student, "
+                "answer or callback).",
+            ),
             (
                 413,
                 "The body is over `GRADER_MAX_REQUEST_BYTES` or the code over "
@@ -56,7 +61,8 @@ async def submit(
     ] = None,
 ) -> PrintableJSONResponse:
     """Accept an answer for grading: 202 with its id and the attempts left (200 with the
-    first submission when the `Idempotency-Key` was seen before).
+    first submission when the `Idempotency-Key` was seen before with the same body; 409
+    when it was seen with another).
 
     The hot path of the API: the key is checked, the body parsed, the attempt counted and
     the row stored with the submissions posted at the same moment, in one transaction
