@@ -490,7 +490,7 @@ def main(prepared: Prepared | None = None) -> None:
     dtype_codes = dict(SAFETENSORS_DTYPES)
     base_exception, max_chars, make_context = BaseException, MAX_OBSERVATION_CHARS, ObserveContext
     thread_count, settled, gc_disable = _thread._count, _settled, gc.disable
-    reads_only, executes = READS, EXECUTES_ANSWER
+    executes = EXECUTES_ANSWER
     copy_dict, clear_dict = dict.copy, dict.clear
     saved_builtins = dict(builtins_dict)
     # Everything a thread hands back, and every context an observer filled, stays referenced
@@ -580,8 +580,9 @@ def main(prepared: Prepared | None = None) -> None:
             keep(box)
             changed = box[0] if length(box) == 1 else None
             if exact_type(changed) is not exact_list or length(changed) != 0:
-                # Reads of a CPU tensor's memory and of C-level fields do not go through
-                # anything an answer can change; a forward, a loss and a copy from the GPU do.
+                # An answer that changed torch's own code (a method of `nn.Module`, of an
+                # optimizer, a kernel) changed what training with the model does, whatever
+                # its state reads as: every check fails, even those that only read.
                 text = "".join(
                     encode(
                         {
@@ -591,13 +592,9 @@ def main(prepared: Prepared | None = None) -> None:
                         0,
                     )
                 )
-                trusted = []
                 for entry in observers:
-                    if entry[0] != reads_only or device == "cuda":
-                        observations[entry[1]] = text
-                    else:
-                        trusted.append(entry)
-                observers = trusted
+                    observations[entry[1]] = text
+                observers = []
             done: list = []
             for kind, name, observe, check in observers:
                 ctx = make_context(scope, seed, introspect, shared)
@@ -791,8 +788,8 @@ def _tampered_torch_error(changed, exact_type, exact_list, exact_str) -> str:
         names = [c for c in changed[:4] if exact_type(c) is exact_str]
         what = ", ".join(names) + (f" (+{len(changed) - 4} more)" if len(changed) > 4 else "")
     return (
-        f"your code changed torch itself ({what}): the checks cannot trust what torch "
-        "computes, so the checks that rely on it do not pass"
+        f"your code changed torch itself ({what}): that changes what training with the model "
+        "does, and the checks cannot trust what torch computes, so no check passes"
     )
 
 

@@ -47,6 +47,8 @@ _Optimizer = torch.optim.Optimizer
 _requires_grad = _TensorBase.requires_grad.__get__
 _grad = _TensorBase.grad.__get__
 _version = _TensorBase._version.__get__
+_tensor_backward_hooks = _TensorBase._backward_hooks.__get__
+_tensor_post_accumulate_hooks = _TensorBase._post_accumulate_grad_hooks.__get__
 _shape = _TensorBase.shape.__get__
 _dtype = _TensorBase.dtype.__get__
 _device = _TensorBase.device.__get__
@@ -77,6 +79,9 @@ _optimizer_dict = _Optimizer.__dict__["__dict__"].__get__
 _is_subclass = type.__dict__["__subclasscheck__"]
 _type_mro = type.__dict__["__mro__"].__get__
 _type_qualname = type.__dict__["__qualname__"].__get__
+_class_dict = type.__dict__["__dict__"].__get__
+_FunctionType = type(lambda: None)
+_proxy_items = type(type.__dict__).items
 _obj_type = builtins.type
 _dict_items = dict.items
 _id = builtins.id
@@ -663,9 +668,10 @@ _global_hooks = {
 
 
 def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> None:
-    """No hook on `root` or any module inside it, nor a global module hook: a hook is code
-    that runs whenever the model is used (`effect`: what it could do), which no reading of
-    the model's state can see. Refused as `tampered`."""
+    """No hook on `root` or any module inside it, nor a global module hook, nor (where the
+    backward hooks are among `fields`) a hook on a parameter's gradient: a hook is code that
+    runs whenever the model is used or trained (`effect`: what it could do), which no reading
+    of the model's state can see. Refused as `tampered`."""
     for name, hooks in _global_hooks.items():
         if (name.startswith("_global_forward") or "_backward_hooks" in fields) and _len(hooks):
             raise ObservationError(f"a global module hook is registered: {effect}", "tampered")
@@ -676,6 +682,39 @@ def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> 
             hooks = _field(module_fields, name)
             if hooks is not None and (_obj_type(hooks) is not _OrderedDict or _len(hooks)):
                 raise ObservationError(f"a hook is registered on {where}: {effect}", "tampered")
+        if "_backward_hooks" in fields:
+            for name, param in _tensors_of(module, "_parameters", prefix, (_Parameter,)):
+                _no_tensor_hooks(name, param, effect)
+            _no_shadowed_methods(module, module_fields, where, effect)
+
+
+def _no_shadowed_methods(
+    module: Any, fields: list[tuple[str, Any]], where: str, effect: str
+) -> None:
+    """No method of the module's classes (`train`, `requires_grad_`, `parameters`, ...)
+    shadowed by an attribute of the instance: code that runs when the model is used."""
+    methods = set()
+    for cls in _type_mro(_obj_type(module)):
+        for name, value in _list(_proxy_items(_class_dict(cls))):
+            if _obj_type(value) is _FunctionType and _obj_type(name) is _str:
+                methods.add(name)
+    for name, _ in fields:
+        if name in methods:
+            raise ObservationError(
+                f"`{name}` of {where} was replaced on the instance: {effect}", "tampered"
+            )
+
+
+def _no_tensor_hooks(name: str, param: Any, effect: str) -> None:
+    """No hook on a parameter's gradient (`register_hook`, `register_post_accumulate_grad_hook`):
+    read through TensorBase's C-level getters, each an exact OrderedDict and empty, or None."""
+    with _no_torch_function():
+        held = (_tensor_backward_hooks(param), _tensor_post_accumulate_hooks(param))
+    for hooks in held:
+        if hooks is not None and (_obj_type(hooks) is not _OrderedDict or _len(hooks)):
+            raise ObservationError(
+                f"a hook is registered on the gradient of `{name}`: {effect}", "tampered"
+            )
 
 
 def _plain_forward(root: Any) -> None:

@@ -29,7 +29,7 @@ hook tables, a global optimizer hook, state (or a state table of another kind, o
 factory of its own). Hooks the setup installed, and the grader's own instrumentation (the
 training loop's), are not the answer's; nor is the state of the optimizer the setup left,
 which the answer's own steps fill. Any finding fails every aspect (`tampered`). A setting
-outside the range it has a meaning in (momentum in [0, 1), dampening in [0, 1], weight
+outside the range it has a meaning in (momentum in [0, 1), dampening in [0, 1), weight
 decay at least 0), which torch checks only when the optimizer is built and the first step
 may not show, fails `update` (`out-of-range`)."""
 

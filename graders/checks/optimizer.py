@@ -32,13 +32,14 @@ REASONS = {
     "settings": "the step depends on a parameter's value: settings such as weight_decay differ",
     "step-differs": "one step changes a parameter differently from the reference's step",
     "out-of-range": "a setting is outside the range it has a meaning in (momentum not in [0, 1), "
-    "dampening not in [0, 1], a negative weight_decay): the steps after the first are not SGD's",
+    "dampening not in [0, 1), a negative weight_decay): the steps after the first are not SGD's",
 }
 # The settings whose meaning holds in a range only (torch checks some when the optimizer is
 # built, none when a param group is changed later): (low, high, whether high is allowed).
 RANGES = {
     "momentum": (0.0, 1.0, False, "the steps after the first do not average the gradients"),
-    "dampening": (0.0, 1.0, True, "the steps after the first scale the gradient by 1 - dampening"),
+    # dampening 1 keeps the first gradient in the momentum buffer and adds none after it
+    "dampening": (0.0, 1.0, False, "the steps after the first scale the gradient by 1 - dampening"),
     "weight_decay": (0.0, math.inf, False, "each step pushes the parameters away from zero"),
 }
 Hyper = float | bool | None | list[float]

@@ -13,6 +13,8 @@ from contract.checks.architecture import TYPE, Params, Setting, short_name
 
 __all__ = ["TYPE", "observe"]  # what the harness reads
 
+# Why a model with hooks is not judged by its layers: what a hook would do.
+HOOKS = "it runs whenever the model is used or trained, and can change its layers or weights"
 MAX_SETTINGS = 64
 MAX_SETTING_ITEMS = 16
 
@@ -67,7 +69,9 @@ def _setting(ti: Any, value: Any) -> Setting:
 
 def observe(ctx, params: Params) -> dict:
     ti = ctx.ti
-    root = find_module(ti, ti.lookup(ctx.scope, params.variable), params.module, params.variable)
+    model = ti.require_module(ti.lookup(ctx.scope, params.variable), params.variable)
+    ti.no_hooks(model, HOOKS)
+    root = find_module(ti, model, params.module, params.variable)
     if root is None:
         return {"exists": False}
     where = params.variable + (f".{params.module}" if params.module else "")

@@ -12,6 +12,11 @@ from contract.checks.optimizer import IMPLEMENTATION, MAX_STEPS, TYPE, Params
 __all__ = ["TYPE", "RUNS_TORCH", "prepare", "observe"]  # what the harness reads
 
 RUNS_TORCH = True  # it steps a copy of the optimizer: torch must be as the setup left it
+# Why the optimizer of a model with hooks is not judged: what a hook would do.
+HOOKS = (
+    "it runs whenever the model is used or trained, and can change the optimizer's settings "
+    "or the gradients it steps with"
+)
 MAX_EXPORTED = 1 << 20  # elements of the changes exported as tensors, per probe
 
 
@@ -440,7 +445,9 @@ def _observe(ctx, params: Params) -> tuple[dict, dict]:
     ti = ctx.ti
     optimizer = ti.lookup(ctx.scope, params.variable)
     class_name, groups = ti.optimizer_of(optimizer, params.variable)
-    names = ti.param_ids(ti.require_module(ti.lookup(ctx.scope, params.model), params.model))
+    model = ti.require_module(ti.lookup(ctx.scope, params.model), params.model)
+    ti.no_hooks(model, HOOKS)
+    names = ti.param_ids(model)
     if len(groups) > 256 or sum(len(g.params) for g in groups) > MAX_NAMES:
         raise ObservationError(f"`{params.variable}` holds more tensors than the checks read")
     held: list = []  # each tensor once, in the order first held

@@ -10,10 +10,15 @@ from contract.checks.pretrained_weights import TYPE, Params
 
 __all__ = ["TYPE", "observe"]  # what the harness reads
 
+# Why a model with hooks is not judged by its weights: what a hook would do.
+HOOKS = "it runs whenever the model is used or trained, and can change its weights"
+
 
 def observe(ctx, params: Params) -> dict:
     ti = ctx.ti
-    root = ti.submodule(ti.lookup(ctx.scope, params.variable), params.module, params.variable)
+    model = ti.require_module(ti.lookup(ctx.scope, params.variable), params.variable)
+    ti.no_hooks(model, HOOKS)
+    root = ti.submodule(model, params.module, params.variable)
     parameters = {name for name, _ in ti.named_parameters(root)}
     state = {}
     for name, tensor in ti.named_state(root):

@@ -116,7 +116,7 @@ def test_what_the_answer_attached_to_its_optimizer_fails_every_aspect(grade_answ
 OUT_OF_RANGE = {
     "negative-dampening": (
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.5, dampening=-1000.0)\n",
-        "the optimizer's dampening for fc.weight is -1000, outside the range it has a meaning in ([0, 1])",
+        "the optimizer's dampening for fc.weight is -1000, outside the range it has a meaning in ([0, 1))",
     ),
     "negative-momentum-set-afterwards": (
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.5)\n"

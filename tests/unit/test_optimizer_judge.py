@@ -324,8 +324,9 @@ def test_what_was_found_is_bounded(found):
 
 # (settings, a fragment of the update's failure): each outside the range it means anything in
 OUT_OF_RANGE = [
-    (hyper(momentum=0.5, dampening=-1000.0), "dampening for fc.weight is -1000, outside the range it has a meaning in ([0, 1])"),
+    (hyper(momentum=0.5, dampening=-1000.0), "dampening for fc.weight is -1000, outside the range it has a meaning in ([0, 1))"),
     (hyper(momentum=0.5, dampening=1.5), "dampening for fc.weight is 1.5"),
+    (hyper(momentum=0.9999999, dampening=1.0), "dampening for fc.weight is 1,"),  # gradients unused
     (hyper(momentum=-0.9), "momentum for fc.weight is -0.9, outside the range it has a meaning in ([0, 1))"),
     (hyper(momentum=1.0), "momentum for fc.weight is 1,"),
     (hyper(momentum=float("nan")), "momentum for fc.weight is nan"),
@@ -358,7 +359,7 @@ def test_a_negative_weight_decay_names_its_range_and_the_step():
 @pytest.mark.parametrize(
     "settings",
     [hyper(momentum=0.9), hyper(momentum=0.9999), hyper(momentum=0.5, dampening=0.5),
-     hyper(momentum=0.5, dampening=1.0), hyper(weight_decay=0.0)],
+     hyper(momentum=0.5, dampening=0.0), hyper(weight_decay=0.0)],
 )  # fmt: skip
 def test_a_setting_within_its_meaning_passes(settings):
     assert judge(observed([(HEAD, settings)]), "update").passed
