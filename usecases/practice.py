@@ -1,5 +1,5 @@
 """A learner's practice set: the tasks of their set with where they stand at each (tried or
-not, attempts left, best score), and one task with their attempts at it. The same public
+not, attempts left, best score), one task with their attempts at it, and an answer to one. The same public
 views the REST API returns, read as the learner (a student of the course) reads them."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from db.models import Submission, SubmissionStatus
 from services import catalog
 from services.errors import NotFound
 from services.keys import Principal
-from usecases import attempts, views
+from usecases import attempts, submitting, views
+from usecases.admission import NewSubmission
+from usecases.submitting import Posted
 from usecases.tasks import list_tasks, visible_task
 from usecases.unit_of_work import Context
 
@@ -53,8 +55,7 @@ def task_page(
 ) -> dict[str, Any]:
     """One task of the set: its public view, the learner's state at it and their attempts
     (newest first). A task outside the learner's set is not found."""
-    if task_ids is not None and task_id not in task_ids:
-        raise NotFound(f"no task {task_id} in your set")
+    _require_in_set(task_id, task_ids)
     with ctx.unit_of_work() as work:
         task = visible_task(work.session, who, task_id)
         rows = _own(work.session, who, task_id)
@@ -63,6 +64,21 @@ def task_page(
             "state": _state(work.session, who, task, rows),
             "attempts": [views.submission(row) for row in rows],
         }
+
+
+def submit(
+    ctx: Context, who: Principal, task_ids: tuple[str, ...] | None, new: NewSubmission,
+    idempotency_key: str | None,
+) -> Posted:  # fmt: skip
+    """A learner's answer to a task of their set (as `submitting.submit` takes any answer);
+    a task outside the set their link allows is not found, as its page is not."""
+    _require_in_set(new.task_id, task_ids)
+    return submitting.submit(ctx, who, new, idempotency_key)
+
+
+def _require_in_set(task_id: str, task_ids: tuple[str, ...] | None) -> None:
+    if task_ids is not None and task_id not in task_ids:
+        raise NotFound(f"no task {task_id} in your set")
 
 
 def _own(session, who: Principal, task_id: str) -> list[Submission]:

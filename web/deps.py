@@ -7,7 +7,7 @@ import hmac
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Annotated
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import Depends, Request
 
@@ -40,6 +40,7 @@ async def checked(request: Request, csrf_token: str) -> Form:
     """The posted form's fields (URL-encoded, or multipart with files), once its CSRF token
     is `csrf_token`; else `Forbidden`. Browsers send a textarea's lines ended by CRLF: they
     are read as LF."""
+    require_same_origin(request)
     body = await request.body()
     content_type = request.headers.get("content-type", "")
     try:
@@ -55,6 +56,19 @@ async def checked(request: Request, csrf_token: str) -> Form:
     form = Form({name: value.replace("\r\n", "\n") for name, value in fields.items()})
     form.files = files
     return form
+
+
+def require_same_origin(request: Request) -> None:
+    """A form posted by a page of this service: a browser names the page's origin in every
+    POST (`Origin`; the pages' referrer policy, same-origin, keeps it from being `null`),
+    and one of another origin (a sibling subdomain or port, which can plant cookies but not
+    read the page's token) or a hidden one (`null`) is refused. A client that sends no
+    Origin is not a browser's page and still needs the session's token."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    if origin == "null" or urlsplit(origin).netloc != request.url.netloc:
+        raise Forbidden("this form was sent from another site's page: open the service's own page")
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:

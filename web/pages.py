@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from api.deps import ContextDep
 from api.errors import STATUS
 from services.errors import Forbidden, NotFound, ServiceError
-from usecases import links, practice, submissions, submitting
+from usecases import links, practice, submissions
 from usecases.admission import NewSubmission
 from web.deps import COOKIE, CSRF_FIELD, FormDep, LearnerDep
 from web.rendering import PageRoute, fragment, render, security_headers, status_line
@@ -29,7 +29,34 @@ LONG_POLL_S = 20.0
 
 @router.get("/enter/{token}")
 def enter(token: str, request: Request, ctx: ContextDep) -> Response:
-    """Use a learner's link: start their session (the cookie) and show their set."""
+    """Use a learner's link: start their session (the cookie) and show their set. A browser
+    already in a learner's session is asked first (a page of another site could send it to
+    someone else's link, whose answers would then be that learner's)."""
+    current = _session_of(request, ctx)
+    if current is not None:
+        return render(request, "enter.html", learner=current, token=token, csrf_field=CSRF_FIELD)
+    return _open(token, request, ctx)
+
+
+@router.post("/enter/{token}")
+def enter_confirmed(
+    token: str, request: Request, learner: LearnerDep, form: FormDep, ctx: ContextDep
+) -> Response:
+    """The link, opened from the session's own page (its token, the service's origin)."""
+    return _open(token, request, ctx)
+
+
+def _session_of(request: Request, ctx) -> links.Learner | None:
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        return None
+    try:
+        return links.learner_of(ctx, cookie)
+    except ServiceError:
+        return None
+
+
+def _open(token: str, request: Request, ctx) -> Response:
     opened = links.open_link(ctx, token)
     response = RedirectResponse("/learn", status_code=303)
     response.set_cookie(
@@ -70,7 +97,8 @@ async def submit(
         choice=form.get("choice", "") if answer == "choice" else None,
     )  # fmt: skip
     try:
-        await run_sync(submitting.submit, ctx, learner.who, new, _idempotency_key(learner, form))
+        key = _idempotency_key(learner, form)
+        await run_sync(practice.submit, ctx, learner.who, learner.task_ids, new, key)
     except ServiceError as exc:
         page = await run_sync(practice.task_page, ctx, learner.who, task_id, learner.task_ids)
         status = next((v[0] for cls, v in STATUS.items() if isinstance(exc, cls)), 400)

@@ -35,7 +35,9 @@ def security_headers(frame_ancestors: str) -> dict[str, str]:
             f"frame-ancestors {frame_ancestors}"
         ),
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",  # a link's token never leaves in a Referer
+        # A link's token never leaves for another site in a Referer; the pages' own forms
+        # name their origin (under no-referrer a browser sends `Origin: null` with a POST).
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
     }
 

@@ -273,6 +273,21 @@ def test_signing_in_sets_a_cookie_for_the_desk_alone(client, made_key):
     assert client.get("/teach", follow_redirects=False).status_code == 303
 
 
+def test_a_sign_in_posted_from_another_origin_is_refused(client, made_key):
+    """A sibling origin (another port or subdomain) can plant the sign-in form's cookie,
+    token and all, and post the attacker's key: the browser names that page's origin."""
+    client.cookies.set("grader_staff_sign_in", "planted", path="/teach")
+    form = {"key": made_key(Role.INSTRUCTOR), "csrf_token": "planted"}
+    for origin in ("http://testserver:9999", "http://evil.testserver", "null"):
+        sent = client.post("/teach/sign-in", data=form, headers={"Origin": origin})
+        assert sent.status_code == 403 and "another site" in sent.text
+        assert "grader_staff_session" not in client.cookies
+    sent = client.post(
+        "/teach/sign-in", data=form, headers={"Origin": "http://testserver"}, follow_redirects=False
+    )
+    assert sent.status_code == 303  # the service's own page
+
+
 def test_a_wrong_key_shows_the_form_again_with_why(client, made_key):
     page = client.get("/teach/sign-in")
     for key, status in (("grk_nope", 401), (made_key(Role.LMS), 403)):

@@ -6,6 +6,7 @@ another. The whole flow, graded for real in a browser: tests/browser."""
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -99,6 +100,24 @@ def test_a_link_opens_once_and_starts_a_session_held_in_a_cookie(client, lms):
     assert forged.status_code == 401
 
 
+def test_a_link_opened_in_a_learners_session_asks_first(client, lms, broker):
+    """A page of another site can send a signed-in learner to someone else's link: the
+    link is opened only from the session's own page, so their answers stay theirs."""
+    enter(client, link(client, lms, student_id="ann"))
+    other = link(client, lms, student_id="mallory")
+    asked = client.get(other, follow_redirects=False)
+    assert asked.status_code == 200 and 'signed in as <span class="student">ann' in asked.text
+    assert 'Signed in as <span class="student">ann' in client.get("/learn").text
+    token = csrf_of(asked.text)
+    path = urlsplit(other).path
+    refused = client.post(path, data={"csrf_token": token}, headers={"Origin": "http://evil"})
+    assert refused.status_code == 403
+    assert client.post(path, data={"csrf_token": "x" * 43}).status_code == 403
+    opened = client.post(path, data={"csrf_token": token}, follow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["location"] == "/learn"
+    assert 'Signed in as <span class="student">mallory' in client.get("/learn").text
+
+
 def test_over_https_the_cookie_is_secure(client, lms):
     url = link(client, lms).replace("http://testserver", "https://testserver")
     response = TestClient(client.app, base_url="https://testserver").get(
@@ -189,6 +208,27 @@ def test_a_link_for_some_tasks_shows_only_those(client, lms, ctx):
     assert 'href="/learn/tasks/other-quiz"' in client.get("/learn").text
     assert 'href="/learn/tasks/quiz"' not in client.get("/learn").text
     assert client.get("/learn/tasks/quiz").status_code == 404
+
+
+def test_a_link_for_some_tasks_takes_answers_to_those_only(client, lms, ctx, broker):
+    """The set is the link's: an answer to another task of the course is refused as its
+    page is (404), and nothing is stored or counted."""
+    add_task(ctx, "other-quiz", "c1")
+    enter(client, link(client, lms, task_ids=["other-quiz"]))
+    token = csrf_of(client.get("/learn/tasks/other-quiz").text)
+    sent = client.post(
+        "/learn/tasks/quiz", data={"answer": "choice", "choice": "A", "csrf_token": token},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert sent.status_code == 404 and "No task quiz in your set" in sent.text
+    assert broker.take(GRADE) == []
+    listed = client.get("/v1/submissions", params={"student_id": "ann"}, headers=lms)
+    assert listed.status_code == 200 and listed.json() == []
+    sent = client.post(
+        "/learn/tasks/other-quiz", data={"answer": "choice", "choice": "A", "csrf_token": token},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert sent.status_code == 303 and len(broker.take(GRADE)) == 1
 
 
 def test_the_pages_are_not_in_the_openapi_but_links_are(client):
