@@ -133,7 +133,13 @@ TAMPERING = {
 def test_tampering_gets_no_credit(grade_answer, code):
     result = grade_answer(TASK, code)
     assert (result.outcome, result.score) == ("failed", 0.0), result
-    assert "expected 0 trainable tensors, found 62" in check(result, "frozen").message
+    # Not fooled: the check reads the truth, or says that torch itself was changed (which
+    # fails every check).
+    message = check(result, "frozen").message
+    assert (
+        "expected 0 trainable tensors, found 62" in message
+        or "your code changed torch itself" in message
+    ), message
 
 
 def test_patching_the_c_level_descriptor_fails(grade_answer):
