@@ -155,3 +155,16 @@ def people(principal) -> dict[str, Principal]:
         "other_instructor": principal(Role.INSTRUCTOR, "c2"),
         "other_lms": principal(Role.LMS, "c2"),
     }
+
+
+@pytest.fixture
+def made_key(ctx):
+    """A key of `role` in course c1 (by default), made in the test's database: its plaintext."""
+
+    def make(role: Role, course: str | None = "c1", student_id: str | None = None) -> str:
+        with ctx.unit_of_work() as work:
+            return key_store.create_key(
+                work.session, name=str(role), role=role, course=course, student_id=student_id
+            )[1]
+
+    return make

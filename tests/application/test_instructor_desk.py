@@ -19,7 +19,6 @@ from core.settings import PROJECT_ROOT
 from db.models import ApiKey, Role, TaskVersion, VersionStatus, now
 from graders.spec import parse_spec
 from services import catalog
-from services import keys as key_store
 from services.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from services.queue import GRADE
 from tests.application.conftest import add_task, choice_spec
@@ -28,17 +27,6 @@ from usecases.admission import NewSubmission
 from web.export import best_scores_csv, cell
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-@pytest.fixture
-def made_key(ctx):
-    def make(role: Role, course: str | None = "c1", student_id: str | None = None) -> str:
-        with ctx.unit_of_work() as work:
-            return key_store.create_key(
-                work.session, name=str(role), role=role, course=course, student_id=student_id
-            )[1]
-
-    return make
 
 
 def answer(ctx, who, student: str, choice: str, task_id: str = "quiz", grade: bool = True) -> str:

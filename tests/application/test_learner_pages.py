@@ -13,23 +13,11 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from db.models import Role
-from services import keys as key_store
 from services.queue import GRADE
 from tests.application.conftest import add_task
 from tests.conftest import gradectl
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-@pytest.fixture
-def made_key(ctx):
-    def make(role: Role, course: str | None = "c1", student_id: str | None = None) -> str:
-        with ctx.unit_of_work() as work:
-            return key_store.create_key(
-                work.session, name=str(role), role=role, course=course, student_id=student_id
-            )[1]
-
-    return make
 
 
 @pytest.fixture
