@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import errors
 from api.limits import RequestLimits
 from api.responses import PrintableJSONResponse
-from api.routers import health, links, submissions, tasks
+from api.routers import health, links, lti, submissions, tasks
 from api.schemas import parse_submission
 from core.settings import Settings, get_settings
 from usecases.group_commit import GroupCommit
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, *, prepare_on_start: bool = Tru
         timeout_s=settings.request_body_timeout_s,
         discard_bytes=settings.max_discarded_body_bytes,
     )
-    for router in (tasks.router, submissions.router, links.router, health.router):
+    for router in (tasks.router, submissions.router, links.router, lti.router, health.router):
         app.include_router(router)
     install_pages(app)  # the learner's pages, outside the OpenAPI
     return app

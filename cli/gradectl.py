@@ -7,6 +7,7 @@ gradectl grade TASK FILE [--blanks JSON] [--choice X] [--json] [--backend B]
 gradectl examples                       grade every bundled example answer, print a table
 gradectl worker [--concurrency N]       a grading worker (one process per core) and the reaper
 gradectl link --course C --student S    a learner's one-time link into the pages
+gradectl lti add-platform|list-platforms|remove-platform|rotate-key   LTI 1.3 platforms
 """
 
 from __future__ import annotations
@@ -261,6 +262,34 @@ def cmd_link(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_lti(args: argparse.Namespace, settings: Settings) -> int:
+    """Register, list and remove LTI platforms, rotate the tool's key (as the operator)."""
+    from db.models import Role
+    from db.session import migrate
+    from services.keys import Principal
+    from usecases import lti_platforms
+    from usecases.unit_of_work import Context
+
+    migrate(settings.effective_database_url)
+    ctx, operator = Context.of(settings), Principal("", Role.ADMIN, None, None, "")
+    if args.action == "add-platform":
+        done = lti_platforms.add_platform(
+            ctx, operator, issuer=args.issuer, client_id=args.client_id,
+            deployment_ids=args.deployment_id, auth_login_url=args.auth_login_url,
+            auth_token_url=args.auth_token_url, key_set_url=args.key_set_url,
+        )  # fmt: skip
+        print(json.dumps(done, indent=2))
+    elif args.action == "list-platforms":
+        for p in lti_platforms.list_platforms(ctx, operator):
+            print(f"{p['id']}  {p['issuer']}  {p['client_id']}  {','.join(p['deployment_ids'])}")
+    elif args.action == "remove-platform":
+        lti_platforms.remove_platform(ctx, operator, args.id)
+        print(f"removed {args.id}")
+    else:
+        print(json.dumps(lti_platforms.rotate_key(ctx, operator)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gradectl", description="Grade PyTorch answers by behaviour."
@@ -327,6 +356,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", action="append", help="a task of their set (repeat; default: all)")
     p.add_argument("--expires-in-s", type=int, help="how long the link works (seconds)")
     p.set_defaults(func=cmd_link)
+
+    p = sub.add_parser("lti", help="LTI 1.3 platforms and the tool's key")
+    lsub = p.add_subparsers(dest="action", required=True)
+    a = lsub.add_parser("add-platform", help="register a platform (an LMS)")
+    a.add_argument("--issuer", required=True, help="the platform's iss")
+    a.add_argument("--client-id", required=True, help="this tool's client id there")
+    a.add_argument("--deployment-id", required=True, action="append", help="repeat for several")
+    a.add_argument("--auth-login-url", required=True, help="its OIDC authorisation endpoint")
+    a.add_argument("--auth-token-url", required=True, help="its OAuth 2 token endpoint")
+    a.add_argument("--key-set-url", required=True, help="its JWKS")
+    lsub.add_parser("list-platforms")
+    r = lsub.add_parser("remove-platform")
+    r.add_argument("id")
+    lsub.add_parser("rotate-key", help="a new signing key (the old one published a while)")
+    p.set_defaults(func=cmd_lti)
     return parser
 
 

@@ -149,6 +149,29 @@ class Settings(BaseSettings):
         "(e.g. `https://lms.example.org` for an LMS; `'none'`: nobody).",
     )
 
+    lti_leeway_s: int = Field(
+        60, ge=0, le=600, description="LTI: the clock skew allowed on a launch's exp and iat."
+    )
+    lti_key_grace_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="LTI: how long a rotated-out tool key is still published at /lti/jwks.",
+    )
+    lti_key_set_ttl_s: int = Field(
+        3600,
+        ge=0,
+        description="LTI: how long a platform's key set is cached (an unknown kid refetches it).",
+    )
+    lti_grade_policy: Literal["best", "latest"] = Field(
+        "best", description="LTI: what a new link's line item shows, the best or the latest score."
+    )
+    lti_passback_max_attempts: int = Field(
+        6, ge=1, description="LTI: tries of a score's passback before it is marked failed."
+    )
+    lti_passback_backoff_s: float = Field(
+        2.0, gt=0, description="LTI: the first passback retry's delay; doubles each try."
+    )
+
     @property
     def torch_home(self) -> Path:
         return self.data_dir / "torch_home"

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from graders.checks import REGISTRY, reasons_of
 from graders.checks.base import Observed, Verdict
 from graders.facts import Facts
-from graders.result import CheckResult, GradeResult, Outcome
+from graders.result import CheckResult, GradeResult, LossCurve, Outcome
 from graders.spec import ChoiceTask, CodeTask
 
 log = logging.getLogger(__name__)
@@ -254,8 +254,34 @@ def judge_run(
     error_line = m.error.message if m.error else None
     return GradeResult(
         outcome=outcome, score=round(score, 6), max_score=spec.max_score, checks=results,
-        **_told(spec, outcome, results, error_line), error=error, notes=notes, **common,
+        **_told(spec, outcome, results, error_line), error=error, notes=notes,
+        loss_curve=_loss_curve(spec, facts, expected.facts if expected else None), **common,
     )  # fmt: skip
+
+
+def _losses(check, facts: Facts | None) -> list[float | None] | None:
+    """What `check`'s type shows as the loss per iteration, from its facts in `facts`; None
+    when its type shows none or they were not observed (or not well formed)."""
+    module = REGISTRY[check.type]
+    read = getattr(module, "losses", None)
+    obs = facts.manifest.observations.get(check.name) if facts is not None else None
+    if read is None or obs is None or obs.facts is None:
+        return None
+    try:
+        return read(module.Facts.model_validate(obs.facts))
+    except ValidationError:
+        return None
+
+
+def _loss_curve(spec: CodeTask, facts: Facts, expected: Facts | None) -> LossCurve | None:
+    """The answer's loss per iteration beside the reference run's (empty where the expected
+    facts predate it), from the first check whose type records one. Shown, never scored:
+    it is made after the score and changes nothing of it."""
+    for check in spec.checks:
+        mine = _losses(check, facts)
+        if mine is not None:
+            return LossCurve(answer=mine, reference=_losses(check, expected) or [])
+    return None
 
 
 def _no_points(

@@ -6,10 +6,13 @@ no control characters) when the result is built, so any result can be stored and
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from contract.checks.training_loop import MAX_BATCHES
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -79,6 +82,29 @@ class CheckResult(BaseModel):
     )
 
 
+def _finite(values: list[float | None]) -> list[float | None]:
+    return [v if v is not None and math.isfinite(v) else None for v in values]
+
+
+Curve = Annotated[list[float | None], Field(max_length=MAX_BATCHES), AfterValidator(_finite)]
+
+
+class LossCurve(BaseModel):
+    """The loss per iteration of a training loop, for display: no score is made from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: Curve = Field(
+        description="The loss each backward() of the answer's epoch started from, in order; "
+        "null where it could not be read or was not finite."
+    )
+    reference: Curve = Field(
+        default_factory=list,
+        description="The same for a correct run (the reference solution at validation); "
+        "empty when the task version holds none.",
+    )
+
+
 class GradeResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,6 +129,9 @@ class GradeResult(BaseModel):
     backend: Text = Field("", description="Sandbox backend that ran the answer.")
     isolated: bool = Field(True, description="False when a weaker, development backend ran it.")
     notes: list[Text] = Field(default_factory=list, description="How the run went, for the record.")
+    loss_curve: LossCurve | None = Field(
+        None, description="A training task's loss per iteration, beside a correct run's."
+    )
 
     @property
     def retryable(self) -> bool:

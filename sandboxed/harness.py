@@ -266,7 +266,9 @@ def _guard(
                 and name[0] in CODE_ATTRIBUTES
                 and identity(args[0]) in protected
             ):
-                raise error("changing the grader's code is not available to answers")
+                raise error(
+                    "changing the code of the grader or of torch is not available to answers"
+                )
         if (
             event in FRAMES
             and get_ident() == main_thread
@@ -513,6 +515,7 @@ def main(prepared: Prepared | None = None) -> None:
         armed := [False],
         DENIED_EVENTS,
         integrity.grader_functions(grader_before)
+        | integrity.torch_functions(torch_before)
         | {id(f) for f in _isolated.values() if callable(f)},
         _thread.get_ident(),
         _thread.get_ident,

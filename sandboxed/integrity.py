@@ -136,6 +136,36 @@ def _namespaces() -> list[tuple[str, Any]]:
 
 _NAMESPACES = _namespaces()
 
+# Packages whose classes make the models the checks read and the answer trains: a method
+# of theirs replaced (`ResNet._forward_impl`, `BasicBlock.forward`, `Linear.reset_parameters`),
+# added to a class so that it shadows an inherited one, or a function's code swapped, runs
+# whenever the model is used, and no reading of the model's state can see it.
+MODEL_PACKAGES = ("torch.nn.modules", "torch.nn.parameter", "torchvision.models", "torchvision.ops")
+# Names Python adds to a class as it runs (a warning's registry, annotations read the first
+# time, the ABC cache): not changes of code.
+_LAZY = frozenset({"__warningregistry__", "__annotations__", "_abc_impl", "__abstractmethods__"})
+_FUNCTION_TYPE = type(_namespaces)
+
+
+def _model_namespaces() -> list[tuple[str, Any]]:
+    """The modules of MODEL_PACKAGES imported now (torchvision's models imported first, when
+    it is installed) and every class each defines."""
+    try:
+        import torchvision.models  # noqa: F401
+        import torchvision.ops  # noqa: F401
+    except ImportError:  # a sandbox image without torchvision: torch's own modules still count
+        pass
+    spaces: list[tuple[str, Any]] = []
+    for name, module in list(sys.modules.items()):
+        if _type(module) is not _type(sys) or not name.startswith(MODEL_PACKAGES):
+            continue
+        space = _module_dict(module)
+        spaces.append((name, space))
+        for value in list(space.values()):
+            if isinstance(value, type) and value.__module__ == name:
+                spaces.append((f"{name}.{value.__qualname__}", _class_dict(value)))
+    return spaces
+
 
 def _identities(space: Any) -> dict[str, int] | None:
     items = list(space.items()) if _type(space) is not _dict else list(_dict.items(space))
@@ -147,19 +177,46 @@ def _identities(space: Any) -> dict[str, int] | None:
     return out
 
 
+def _functions(spaces: list[tuple[str, Any]]) -> list[tuple[str, Any, int, int, int]]:
+    """Every Python function the namespaces hold (a property's parts, a static or class
+    method's function included), with the identities of its code and defaults."""
+    found = []
+    for label, space in spaces:
+        for name, value in list(space.items()):
+            if _type(value) in (staticmethod, classmethod):
+                value = value.__func__
+            parts = (value.fget, value.fset, value.fdel) if _type(value) is property else (value,)
+            for part in parts:
+                if _type(part) is _FUNCTION_TYPE:
+                    found.append(
+                        (f"{label}.{name}", part, _id(part.__code__), _id(part.__defaults__),
+                         _id(part.__kwdefaults__))
+                    )  # fmt: skip
+    return found
+
+
 def snapshot() -> tuple:
-    """The identities of what torch's namespaces hold, the watched operators' dispatch
-    tables, the default dtype and the mode stacks of the calling thread."""
-    python = {label: _identities(space) for label, space in _NAMESPACES}
+    """The identities of what torch's namespaces and the model classes hold (and the model
+    classes' functions' code), the watched operators' dispatch tables, the default dtype and
+    the mode stacks of the calling thread."""
+    spaces = _NAMESPACES + [s for s in _model_namespaces() if s[0] not in dict(_NAMESPACES)]
+    python = {label: _identities(space) for label, space in spaces}
     tables = tuple(_dump_table(op) for op in WATCHED_OPS)
-    return python, tables, _default_dtype(), _function_modes(), _dispatch_modes()
+    watched = (spaces, _functions(spaces))
+    return python, tables, _default_dtype(), _function_modes(), _dispatch_modes(), watched
+
+
+def torch_functions(before: tuple) -> frozenset[int]:
+    """The identities of the functions `snapshot` watched: the audit hook refuses changes to
+    their code and defaults."""
+    return frozenset(_id(entry[1]) for entry in before[5][1])
 
 
 def changes(before: tuple) -> list[str]:
     """What differs from `before`, in words (empty when torch is as it was)."""
-    python, tables, dtype, _, _ = before
+    python, tables, dtype, _, _, (spaces, functions) = before
     found: list[str] = []
-    for label, space in _NAMESPACES:
+    for label, space in spaces:
         now = _identities(space)
         was = python[label]
         if now is None:
@@ -168,6 +225,15 @@ def changes(before: tuple) -> list[str]:
         for name, ident in was.items():
             if now.get(name) != ident:
                 found.append(f"{label}.{name}")
+        if _type(space) is not _dict:  # a class: a name added there shadows an inherited one
+            found += [f"{label}.{name}" for name in now if name not in was and name not in _LAZY]
+    for label, fn, code, defaults, kwdefaults in functions:
+        if (
+            _id(fn.__code__) != code
+            or _id(fn.__defaults__) != defaults
+            or _id(fn.__kwdefaults__) != kwdefaults
+        ):
+            found.append(f"the code of {label}")
     for op, table in zip(WATCHED_OPS, tables, strict=True):
         if _dump_table(op) != table:
             found.append(f"the kernels registered for {op}")

@@ -49,6 +49,10 @@ _grad = _TensorBase.grad.__get__
 _version = _TensorBase._version.__get__
 _tensor_backward_hooks = _TensorBase._backward_hooks.__get__
 _tensor_post_accumulate_hooks = _TensorBase._post_accumulate_grad_hooks.__get__
+_tensor_attributes = torch.Tensor.__dict__["__dict__"].__get__
+_base_of = _TensorBase._base.__get__
+_untyped_storage = _TensorBase.untyped_storage
+_storage_ptr = torch._C.StorageBase.data_ptr
 _shape = _TensorBase.shape.__get__
 _dtype = _TensorBase.dtype.__get__
 _device = _TensorBase.device.__get__
@@ -84,6 +88,8 @@ _FunctionType = type(lambda: None)
 _proxy_items = type(type.__dict__).items
 _obj_type = builtins.type
 _dict_items = dict.items
+_dict_keys = dict.keys
+_dict = builtins.dict
 _id = builtins.id
 _float = builtins.float
 _int = builtins.int
@@ -480,11 +486,12 @@ def seeded_input(shape: list[int], seed: int) -> Any:
 
 class Group:
     """One param group of an optimizer, as plain data: the tensors it holds and its
-    hyper-parameters (floats, bools, None, tuples of floats)."""
+    hyper-parameters (floats, bools, None, tuples of floats), and those given as tensors."""
 
-    def __init__(self, params: list, hyper: dict) -> None:
+    def __init__(self, params: list, hyper: dict, tensors: list | None = None) -> None:
         self.params = params
         self.hyper = hyper
+        self.tensors = tensors or []  # (name, tensor): a 0-d learning rate, ...
 
 
 def optimizer_of(optimizer: Any, what: str) -> tuple[str, list[Group]]:
@@ -509,11 +516,13 @@ def optimizer_of(optimizer: Any, what: str) -> tuple[str, list[Group]]:
         held = _list(params)
         for p in held:
             _plain_tensor(p)
-        hyper = {}
+        hyper, tensors = {}, []
         for key, value in items:
             if key != "params":
                 hyper[key] = _hyper_value(value)
-        out.append(Group(held, hyper))
+                if _obj_type(value) is _Tensor:
+                    tensors.append((key, value))
+        out.append(Group(held, hyper, tensors))
     return type_name(cls), out
 
 
@@ -658,12 +667,15 @@ def _os_settled(before: int) -> bool:
 _FORWARD_HOOK_FIELDS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs")
 _HOOK_FIELDS = (
     *_FORWARD_HOOK_FIELDS, "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
-    "_backward_hooks", "_backward_pre_hooks",
+    "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
 )  # fmt: skip
+# Every global hook table of torch's modules: forward and backward hooks, and those that
+# run when a module, parameter or buffer is registered on any module.
 _global_hooks = {
     name: value
     for name, value in vars(torch.nn.modules.module).items()
-    if name.startswith(("_global_forward", "_global_backward")) and type(value) is _OrderedDict
+    if name.startswith("_global_") and type(value) is _OrderedDict
 }
 
 
@@ -673,7 +685,7 @@ def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> 
     runs whenever the model is used or trained (`effect`: what it could do), which no reading
     of the model's state can see. Refused as `tampered`."""
     for name, hooks in _global_hooks.items():
-        if (name.startswith("_global_forward") or "_backward_hooks" in fields) and _len(hooks):
+        if (not name.startswith("_global_backward") or "_backward_hooks" in fields) and _len(hooks):
             raise ObservationError(f"a global module hook is registered: {effect}", "tampered")
     for prefix, module in named_modules(root):
         where = f"`{prefix}`" if prefix else "the model"
@@ -682,10 +694,88 @@ def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> 
             hooks = _field(module_fields, name)
             if hooks is not None and (_obj_type(hooks) is not _OrderedDict or _len(hooks)):
                 raise ObservationError(f"a hook is registered on {where}: {effect}", "tampered")
+        if _field(module_fields, "_compiled_call_impl") is not None:
+            raise ObservationError(
+                f"the call of {where} was replaced on the instance (`_compiled_call_impl`): "
+                f"{effect}",
+                "tampered",
+            )
+        for name, value in module_fields:
+            if _Module in _type_mro(_obj_type(value)):
+                raise ObservationError(
+                    f"`{name}` of {where} is a layer set outside its registered modules: "
+                    f"the forward uses it where the checks read another one; {effect}",
+                    "tampered",
+                )
         if "_backward_hooks" in fields:
             for name, param in _tensors_of(module, "_parameters", prefix, (_Parameter,)):
                 _no_tensor_hooks(name, param, effect)
+            for name, tensor in _tensors_of(module, "_buffers", prefix, (_Tensor, _Parameter)):
+                _no_tensor_attributes(name, tensor, effect)
             _no_shadowed_methods(module, module_fields, where, effect)
+    if "_backward_hooks" in fields:
+        _no_shared_storage(root, effect)
+
+
+def storage_key(tensor: Any) -> int:
+    """Where the tensor's storage starts (0 for one without memory): two tensors with the
+    same key share memory, whatever views they are."""
+    with _no_torch_function():
+        return _storage_ptr(_untyped_storage(_plain_tensor(tensor)))
+
+
+def is_view(tensor: Any) -> bool:
+    with _no_torch_function():
+        return _base_of(_plain_tensor(tensor)) is not None
+
+
+def _no_shared_storage(root: Any, effect: str) -> None:
+    """No trainable parameter sharing memory with another tensor of the model: training it
+    would rewrite a frozen weight (or a buffer) that the checks read as untouched."""
+    owners: dict[int, str] = {}
+    trainable: list[tuple[str, int]] = []
+    params = {name for name, _ in named_parameters(root)}
+    for name, tensor in named_state(root):
+        key = storage_key(tensor)
+        if key == 0:
+            continue
+        if name in params and requires_grad(tensor):
+            trainable.append((name, key))
+        owners.setdefault(key, name)
+        if owners[key] != name:
+            other = owners[key]
+            shared = next((n for n, k in trainable if k == key), None)
+            if shared is not None:
+                partner = other if shared == name else name
+                raise ObservationError(
+                    f"`{shared}` shares its memory with `{partner}`: training it rewrites "
+                    f"`{partner}` too; {effect}",
+                    "tampered",
+                )
+
+
+_PLAIN_VALUES = (bool, int, float, str, bytes, type(None))
+
+
+def _no_tensor_attributes(name: str, tensor: Any, effect: str) -> None:
+    """No code set on a tensor's instance: an attribute that is not a plain value shadows
+    torch's method of that name (`to`, `add_`), which torch's own code calls when the model
+    is moved or trained. (A plain value, `p.train = False`, is a mistake the checks tell.)"""
+    held = _tensor_attributes(tensor)
+    if _obj_type(held) is not _dict:
+        raise tampered(f"the attributes of `{name}`", held, "a plain dict")
+    code = [
+        k
+        for k, v in _list(_dict_items(held))
+        if _obj_type(k) is not _str or _obj_type(v) not in _PLAIN_VALUES
+    ]
+    if code:
+        shown = ", ".join(f"`{k[:40]}`" for k in code[:3] if _obj_type(k) is _str) or "attributes"
+        raise ObservationError(
+            f"`{name}` has attributes of its own ({shown}), which shadow torch's methods of "
+            f"those names: {effect}",
+            "tampered",
+        )
 
 
 def _no_shadowed_methods(
@@ -705,9 +795,51 @@ def _no_shadowed_methods(
             )
 
 
+_subclasses = type.__dict__["__subclasses__"]
+# What a class may hold and still run no code of its own when its instances are used.
+_INERT = frozenset({"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
+                    "__annotations__", "__firstlineno__", "__static_attributes__"})  # fmt: skip
+
+
+def module_classes() -> frozenset[int]:
+    """The identities of every class that exists now: called before the answer runs, it
+    tells the classes of torch, torchvision and the task's setup from those the answer
+    defines (a few milliseconds: some ten thousand classes)."""
+    found: set[int] = set()
+    stack: list = [object]
+    while stack:
+        cls = stack.pop()
+        if _id(cls) in found:
+            continue
+        found.add(_id(cls))
+        stack.extend(_list(_subclasses(cls)))
+    return frozenset(found)
+
+
+def no_answer_classes(root: Any, before: frozenset[int], effect: str) -> None:
+    """No module inside `root` of a class the answer defined (one not in `before`) that holds
+    code of its own: its methods run whenever the model is used (`effect`), which no reading
+    of the model's state can see. A class that only renames one of torch's is allowed.
+    Refused as `tampered`."""
+    for prefix, module in named_modules(root):
+        for cls in _type_mro(_obj_type(module)):
+            if _id(cls) in before:
+                continue
+            names = [k for k, _ in _list(_proxy_items(_class_dict(cls)))]
+            if any(_obj_type(k) is not _str or k not in _INERT for k in names):
+                where = f"`{prefix}`" if prefix else "the model"
+                raise ObservationError(
+                    f"{where} is a {type_name(cls)}, a class with code of its own: {effect}; "
+                    "use torch's layers as they are",
+                    "tampered",
+                )
+
+
 def _no_tensor_hooks(name: str, param: Any, effect: str) -> None:
     """No hook on a parameter's gradient (`register_hook`, `register_post_accumulate_grad_hook`):
-    read through TensorBase's C-level getters, each an exact OrderedDict and empty, or None."""
+    read through TensorBase's C-level getters, each an exact OrderedDict and empty, or None;
+    nor an attribute on its instance."""
+    _no_tensor_attributes(name, param, effect)
     with _no_torch_function():
         held = (_tensor_backward_hooks(param), _tensor_post_accumulate_hooks(param))
     for hooks in held:

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 GRADE = "grader.grade_submission"
 VALIDATE = "grader.validate_version"
 DELIVER = "grader.deliver_webhook"
+PASSBACK = "grader.lti_passback"  # a score to an LMS's line item (LTI AGS)
 REAP = "grader.reap"
 QUEUES = ("cpu", "gpu", "webhooks")
 FOREGROUND, BACKGROUND = 0, 9  # kombu's Redis transport pops priority 0 first
@@ -144,6 +145,10 @@ def self_test(version_id: str) -> Message:
 
 def delivery(delivery_id: str, countdown: float | None = None) -> Message:
     return Message(DELIVER, [delivery_id], "webhooks", countdown)
+
+
+def passback(passback_id: str, countdown: float | None = None) -> Message:
+    return Message(PASSBACK, [passback_id], "webhooks", countdown)
 
 
 SELF_TESTS = "self-tests"  # the depth of the background list, beside the queues'

@@ -132,7 +132,9 @@ def histogram(scores: list[float | None], max_score: float | None) -> dict[str, 
     """How many of `scores` fall in each bin from 0 to `max_score`: one per whole score
     when the maximum is a whole number up to ten (the last holds the maximum alone), else
     ten of equal width (the last holds the maximum too). The scores not graded yet are
-    counted apart."""
+    counted apart. Each bin's `label` says which scores it holds ("1.5 to under 2", the
+    last "2 to 2.5", the maximum alone "10") and its `tick` where it starts, with as many
+    decimals as tell its edges apart; `top` is the maximum so written."""
     graded = [s for s in scores if s is not None]
     top = float(max_score or max(graded, default=0.0) or 1.0)
     if top.is_integer() and top <= BINS:
@@ -144,7 +146,33 @@ def histogram(scores: list[float | None], max_score: float | None) -> dict[str, 
         bins = [{"low": i * width, "high": (i + 1) * width, "count": 0} for i in range(BINS)]
     for score in graded:
         bins[min(max(int(score // width), 0), len(bins) - 1)]["count"] += 1
-    return {"bins": bins, "graded": len(graded), "pending": len(scores) - len(graded)}
+    edges = [b["low"] for b in bins] + [bins[-1]["high"]]
+    decimals = _decimals(edges, width)
+    for i, b in enumerate(bins):
+        low, high = _edge(b["low"], decimals), _edge(b["high"], decimals)
+        last = i == len(bins) - 1
+        b["tick"] = low
+        b["label"] = (
+            low if low == high else f"{low} to {high}" if last else f"{low} to under {high}"
+        )
+    top = _edge(bins[-1]["high"], decimals)
+    return {"bins": bins, "graded": len(graded), "pending": len(scores) - len(graded), "top": top}
+
+
+def _decimals(edges: list[float], width: float) -> int:
+    """The fewest decimals (up to six) that write each edge within a twentieth of a bin's
+    width of its value, and every two edges differently."""
+    for decimals in range(7):
+        rounded = [round(e, decimals) for e in edges]
+        close = all(abs(r - e) <= width / 20 for r, e in zip(rounded, edges, strict=True))
+        if close and len(set(rounded)) == len(set(edges)):
+            return decimals
+    return 6
+
+
+def _edge(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _best_scores(session, mine: list) -> list[dict[str, Any]]:

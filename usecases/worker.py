@@ -56,6 +56,7 @@ from services.answers import Answer
 from services.grading import grade, internal_error
 from services.sandboxes import sweep_sandboxes, worker_backend
 from services.validation import validate
+from usecases import lti_grades
 from usecases.submissions import requeue
 from usecases.unit_of_work import Context
 
@@ -256,6 +257,7 @@ def finish(ctx: Context, claimed: Claim, result: GradeResult) -> str:
             )
         )
         work.enqueue(*(queue.delivery(delivery_id) for delivery_id in pending))
+        work.enqueue(*lti_grades.passbacks_for(session, row))  # scores to LTI line items
         return "stored"
 
 
@@ -279,6 +281,8 @@ def bounded(result: GradeResult) -> dict[str, Any]:
     for key in ("feedback", "notes"):
         data[key] = [_clip(line, MAX_STORED_TEXT_CHARS) for line in data[key][:20]]
     data["notes"].append("parts of this result were too long to store and were shortened")
+    if len(json.dumps(data)) > MAX_RESULT_BYTES:
+        data["loss_curve"] = None  # display only: it goes before any check does
     while len(json.dumps(data)) > MAX_RESULT_BYTES and data["checks"]:
         data["checks"] = data["checks"][: len(data["checks"]) // 2]
         data["notes"][-1] = "parts of this result (texts, some checks) were too long to store"
@@ -344,8 +348,8 @@ def run_reaper(ctx: Context, owner: str) -> dict[str, int]:
 
 
 def reap(ctx: Context) -> dict[str, int]:
-    """Re-enqueue submissions stuck in queued or running, versions stuck validating and webhook
-    deliveries whose message was lost; remove orphaned sandbox containers. Reaps take turns
+    """Re-enqueue submissions stuck in queued or running, versions stuck validating, webhook
+    deliveries and LTI grade passbacks whose message was lost; remove orphaned sandbox containers. Reaps take turns
     (a database lock), so two never send the same lost rows again."""
     settings = ctx.settings
     with ctx.unit_of_work() as work:
@@ -359,10 +363,13 @@ def reap(ctx: Context) -> dict[str, int]:
         work.enqueue(*(queue.self_test(vid) for vid in validating))
         deliveries = webhooks.overdue(work.session, settings)
         work.enqueue(*(queue.delivery(delivery_id) for delivery_id in deliveries))
+        passbacks = lti_grades.overdue(work.session, settings)
+        work.enqueue(*(queue.passback(passback_id) for passback_id in passbacks))
     return {
         "submissions": len(ids),
         "versions": len(validating),
         "webhooks": len(deliveries),
+        "lti_passbacks": len(passbacks),
         "containers": sweep_sandboxes(settings),
     }
 

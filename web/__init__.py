@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from web import teach
+from web import lti, teach
 from web.pages import router
 from web.rendering import STATIC_DIR, STATIC_PATH
 
@@ -17,4 +17,6 @@ def install(app: FastAPI) -> None:
     """Mount the pages and their static files on the app."""
     app.include_router(router)
     app.include_router(teach.router)
+    app.include_router(lti.router)  # the LTI front door: login, launch, the tool's keys
+    app.include_router(lti.desk_router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")

@@ -47,9 +47,16 @@ async def checked(request: Request, csrf_token: str) -> Form:
         if content_type.startswith("multipart/form-data"):
             fields, files = _multipart(content_type, body)
         else:
-            fields, files = dict(parse_qsl(body.decode(), keep_blank_values=True)), {}
+            # Strict: parse_qsl would put U+FFFD in place of what is not UTF-8 (a stray
+            # byte, half a surrogate pair) and the answer would be graded as changed.
+            text = body.decode("utf-8")
+            fields, files = dict(parse_qsl(text, keep_blank_values=True, errors="strict")), {}
     except UnicodeDecodeError:
-        raise InvalidInput("the form must be sent as UTF-8") from None
+        raise InvalidInput(
+            "the form holds text that is not valid UTF-8 (a byte that is not UTF-8, or half "
+            "of a surrogate pair), so none of it was taken and no attempt was counted: remove "
+            "those characters and send it again"
+        ) from None
     sent = fields.pop(CSRF_FIELD, "")
     if not hmac.compare_digest(sent.encode(), csrf_token.encode()):
         raise Forbidden("this form did not come from your session's page: reload it and try again")

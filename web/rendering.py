@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse
 
 from api.errors import STATUS
 from services.errors import Gone, ServiceError, Unauthorized
+from web.plots import loss_plot
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -78,7 +79,9 @@ def capped(text: str | None) -> str:
     return text[:OUTPUT_CAP] + f"\n… ({len(text) - OUTPUT_CAP} more characters not shown)"
 
 
-templates.env.globals |= {"status_line": status_line, "number": number, "capped": capped}
+templates.env.globals |= {
+    "status_line": status_line, "number": number, "capped": capped, "loss_plot": loss_plot,
+}  # fmt: skip
 
 REFUSALS = {
     Unauthorized: (401, "Your session has ended"),

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from api.deps import ContextDep
 from api.errors import STATUS
 from services.errors import InvalidInput, ServiceError, Unauthorized
-from usecases import desk, staff_sessions, submissions, tasks
+from usecases import desk, lti_grades, lti_roster, staff_sessions, submissions, tasks
 from web.deps import CSRF_FIELD, Form
 from web.export import best_scores_csv
 from web.rendering import (
@@ -38,6 +38,7 @@ from web.staff import (
 )
 
 LONG_POLL_S = 20.0
+WHOSE_LOOP = "The learner's loop"  # the answer's line of a loss plot, as the desk names it
 
 
 class DeskRoute(PageRoute):
@@ -124,9 +125,10 @@ def task(
     """The task, its submissions (filtered by `student` and `outcome`), its learners' best
     scores as a histogram, and regrading."""
     page = desk.task_desk(ctx, staff.who, task_id, student or None, outcome or None)
+    roster = lti_roster.roster(ctx, staff.who, task_id)  # an LTI course's, from the LMS
     return render(
         request, "teach_task.html", staff=staff, csrf_field=CSRF_FIELD, regrading=regrading,
-        student=student or "", outcome=outcome or "", **page,
+        student=student or "", outcome=outcome or "", roster=roster, **page,
     )  # fmt: skip
 
 
@@ -171,7 +173,11 @@ def best_scores(task_id: str, staff: StaffDep, ctx: ContextDep) -> Response:
 def submission(request: Request, submission_id: str, staff: StaffDep, ctx: ContextDep) -> Response:
     """A submission: who sent it, what (code, blanks or choice), and its full result."""
     view = desk.submission(ctx, staff.who, submission_id)
-    return render(request, "teach_submission.html", staff=staff, csrf_field=CSRF_FIELD, s=view)
+    return render(
+        request, "teach_submission.html", staff=staff, csrf_field=CSRF_FIELD, s=view,
+        whose_loop=WHOSE_LOOP,
+        passbacks=lti_grades.submission_log(ctx, staff.who, submission_id),  # to an LMS (LTI)
+    )  # fmt: skip
 
 
 @router.get("/submissions/{submission_id}/status")
@@ -185,7 +191,7 @@ async def submission_status(
     kind = (await run_sync(desk.submission, ctx, staff.who, submission_id))["kind"]
     body = {
         "status": view["status"], "done": done, "text": status_line(view),
-        "html": fragment("_result.html", s=view, kind=kind) if done else None,
+        "html": fragment("_result.html", s=view, kind=kind, whose_loop=WHOSE_LOOP) if done else None,
     }  # fmt: skip
     return JSONResponse(body, headers=security_headers(ctx.settings.frame_ancestors))
 

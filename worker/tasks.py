@@ -10,9 +10,9 @@ from celery.signals import worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
 from sandbox.errors import SandboxError
-from services.queue import DELIVER, GRADE, REAP, VALIDATE
+from services.queue import DELIVER, GRADE, PASSBACK, REAP, VALIDATE
 from services.sandboxes import close_backends
-from usecases import worker
+from usecases import lti_grades, worker
 from worker.celery_app import app, context
 
 INFRA_ERRORS = (OperationalError, ConnectionError)
@@ -39,6 +39,12 @@ def validate_version(version_id: str) -> str:
 @app.task(name=DELIVER, autoretry_for=INFRA_ERRORS, retry_backoff=True, max_retries=20)
 def deliver_webhook(delivery_id: str) -> str:
     return worker.deliver_webhook(context, delivery_id)
+
+
+@app.task(name=PASSBACK, autoretry_for=INFRA_ERRORS, retry_backoff=True, max_retries=20)
+def lti_passback(passback_id: str) -> str:
+    delay = lti_grades.send_passback(context, passback_id)
+    return "retrying" if delay is not None else "done"
 
 
 @app.task(name=REAP)  # a reap on demand (`celery call grader.reap`); the timer's are in reaper.py

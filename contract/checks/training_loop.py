@@ -21,6 +21,11 @@ place of the loop's own is not told apart. Aspects, one per check:
   mode, without gradients, with the buffers as they were before the epoch, which are then
   put back), so that only updates of the weights can lower it, not running statistics.
 
+Every aspect's facts also carry `losses`: the value each `backward()` of the epoch started
+from (up to `MAX_BATCHES` of them), read only from a loss of torch's own tensor type, with
+torch function handling and Python dispatch off (no code of the answer's runs), for the
+learner's page to draw beside a correct run's. No judge reads them: shown, never scored.
+
 The three diagnostic aspects explain a failure; they never take points from a loop whose
 weights are right. Every aspect's facts carry the final-weights comparison's inputs (the
 state's summaries and the compared heads' values, up to `MAX_SHARED_VALUES`), and a
@@ -44,6 +49,7 @@ from contract.checks.base import MODULE_PATH_PATTERN, VARIABLE_PATTERN, CheckBas
 
 TYPE = "training_loop"
 MAX_EVENTS = 20_000
+MAX_BATCHES = 1_000  # batches of the setup's data loader; losses recorded, one a backward()
 # The prefix of a compared head's values as they were before the answer ran, exported beside
 # its values after the epoch by the aspects that read the event log: how the weights moved.
 START = "start:"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool, text
 
+from db import lti_models  # noqa: F401  (its tables are in Base.metadata)
 from db.models import Base
 
 MIGRATION_LOCK = 0x6772616465  # any constant, the same in every process of the service

@@ -12,10 +12,10 @@ import numpy as np
 from pydantic import Field
 
 from contract.checks.base import MAX_NAMES, plural, preview
-from contract.checks.training_loop import MAX_EVENTS, START, TYPE, Params
+from contract.checks.training_loop import MAX_BATCHES, MAX_EVENTS, START, TYPE, Params
 from graders.checks.base import FactsBase, Observed, Verdict
 
-__all__ = ["TYPE", "REASONS", "Facts", "judge"]  # what the judge reads
+__all__ = ["TYPE", "REASONS", "Facts", "judge", "losses"]  # what the judge reads
 
 BACKWARD, STEP = "wW", "se"
 MOVED_LOW, MOVED_HIGH = 0.9, 1.1  # how far the parameters moved, as a correct epoch's share
@@ -117,6 +117,13 @@ class Facts(FactsBase):
         "on clean/stale gradients; r: that backward raised; n: it returned leaving none of the "
         "optimizer's parameters with gradients; s/e: step with gradients to apply/with none.",
     )
+    losses: list[float | None] = Field(
+        default_factory=list,
+        max_length=MAX_BATCHES,
+        description="The loss each backward() of the epoch started from, in order (None where "
+        "it could not be read); shown beside a correct run's, never judged. Facts stored "
+        "before it was recorded have none.",
+    )
     loss_before: float | None
     loss_after: float | None
     loss_error: str | None = Field(max_length=1000, description="Why loss_after is missing.")
@@ -126,7 +133,9 @@ class Facts(FactsBase):
     buffers: dict[str, Summary] = Field(max_length=MAX_NAMES, description="The same per buffer.")
     buffers_moved: int = Field(ge=0, description="How many buffers changed during the epoch.")
     moved: float | None = Field(
-        ge=0, description="How far (L2) the optimizer's parameters moved during the epoch."
+        ge=0,
+        description="How far (L2) the optimizer's parameters moved during the epoch; None when "
+        "one could not be read or the distance is not finite (weights gone to NaN or inf).",
     )
     parameter_writes: int | None = Field(
         ge=0,
@@ -146,6 +155,11 @@ class Facts(FactsBase):
     decisive: Decisive | None = Field(
         description="What final_weights compares; its head values are this check's tensors."
     )
+
+
+def losses(facts: Facts) -> list[float | None]:
+    """The loss per iteration for display: each value not finite is None. No verdict reads it."""
+    return [v if v is not None and math.isfinite(v) else None for v in facts.losses]
 
 
 def _segments(events: list[str]) -> list[tuple[int, list[str]]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from contract.checks.base import ObservationError
 from contract.checks.frozen_backbone import TYPE, Params
 from sandboxed.observe.architecture import find_module, settings_of
-from sandboxed.observe.trainable_params import HOOKS
+from sandboxed.observe.trainable_params import CLASSES, HOOKS
 
 __all__ = ["TYPE", "prepare", "observe"]  # what the harness reads
 
@@ -18,8 +18,10 @@ def _key(params: Params, what: str) -> tuple:
 
 
 def prepare(ctx, params: Params) -> None:
-    """Remember the setup's head (trusted, before the answer), to tell a new head from it."""
+    """Remember the setup's head (trusted, before the answer), to tell a new head from it,
+    and the module classes that exist before the answer."""
     ti = ctx.ti
+    ctx.shared.setdefault(CLASSES, ti.module_classes())
     if _key(params, "given") not in ctx.shared:
         try:
             model = ti.lookup(ctx.scope, params.variable)
@@ -41,6 +43,7 @@ def _observe(ctx, params: Params) -> dict:
     model = ti.require_module(ti.lookup(ctx.scope, params.variable), params.variable)
     head = find_module(ti, model, params.head, params.variable)
     ti.no_hooks(model, HOOKS)
+    ti.no_answer_classes(model, ctx.shared[CLASSES], HOOKS)
     inside = params.head + "."
     layers = {}
     for path, module in ti.named_modules(model):

@@ -478,6 +478,7 @@ def _observe(ctx, params: Params) -> tuple[dict, dict]:
         out_groups.append({"params": [labels[i] for i in indexes], "hyper": hyper})
     facts: dict = {"class_name": class_name, "groups": out_groups, "frozen": frozen}
     facts["tampering"] = _tampering(ctx, optimizer, params.variable)
+    facts["tampering"] += _tensor_settings(ti, groups, model, params.variable)
     in_model = [id(p) in names for p in held]
     try:
         facts["changes"], tensors = _probe(
@@ -489,6 +490,29 @@ def _observe(ctx, params: Params) -> tuple[dict, dict]:
 
 
 MAX_FINDINGS = 8  # what `_tampering` reports at most
+
+
+def _tensor_settings(ti, groups, model, variable: str) -> list[str]:
+    """A setting given as a tensor (a 0-d learning rate) that is a view of another tensor or
+    shares memory with the model's state changes whenever that tensor does (a batch norm's
+    statistics move at every forward in training mode): what the probe reads now is not what
+    later steps use."""
+    state = {ti.storage_key(t): name for name, t in ti.named_state(model)}
+    found = []
+    for group in groups:
+        for key, tensor in group.tensors:
+            shared = state.get(ti.storage_key(tensor))
+            if shared is not None:
+                found.append(
+                    f"`{variable}`'s {key} is a tensor that shares its memory with `{shared}` "
+                    "of the model: it changes whenever that tensor does"
+                )
+            elif ti.is_view(tensor):
+                found.append(
+                    f"`{variable}`'s {key} is a view of another tensor: it changes whenever "
+                    "that tensor does"
+                )
+    return found[:MAX_FINDINGS]
 
 
 def _fields(ti, optimizer, variable: str) -> dict:
@@ -564,6 +588,24 @@ def _tampering(ctx, optimizer, variable: str) -> list[str]:
             found.append(
                 f"a global optimizer hook of yours is registered "
                 f"(`torch.optim.optimizer.{register}`): it runs at every optimizer's step"
+            )
+    defaults = fields.get("defaults")
+    if ti._obj_type(defaults) is not dict:
+        found.append(f"{what}'s defaults are a {ti.class_name(defaults)} where a dict was expected")
+    else:
+        flag = ti._field(ti._plain_items(defaults, f"the defaults of {what}"), "differentiable")
+        groups_flags = {
+            ti._obj_type(v) is bool and v
+            for g in ti.optimizer_of(optimizer, variable)[1]
+            for k, v in g.hyper.items()
+            if k == "differentiable"
+        }
+        if flag is not None and (
+            ti._obj_type(flag) is not bool or {flag} != (groups_flags or {flag})
+        ):
+            found.append(
+                f"{what}.defaults['differentiable'] differs from its param groups': its step "
+                "reads it (a new optimizer with these settings would hold the groups' value)"
             )
     if (
         before is None or before[0] is not optimizer

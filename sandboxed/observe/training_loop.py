@@ -11,12 +11,11 @@ import math
 import numpy as np
 
 from contract.checks.base import PROTECTED, ObservationError
-from contract.checks.training_loop import MAX_EVENTS, START, TYPE, Params
+from contract.checks.training_loop import MAX_BATCHES, MAX_EVENTS, START, TYPE, Params
 
 __all__ = ["TYPE", "EXECUTES_ANSWER", "prepare", "observe"]  # what the harness reads
 
 EXECUTES_ANSWER = True  # runs last: its forward runs torch's kernels on the answer's weights
-MAX_BATCHES = 1_000
 MAX_SHARED_VALUES = 1_000_000  # head values copied into each diagnostic aspect's facts
 
 # The instrumentation the answer can reach (the data loader's iterator, autograd's backward,
@@ -30,16 +29,38 @@ def logged_iter(self_):
         yield batch
 
 
+# Read by C functions with torch function handling and Python dispatch (a subclass's
+# handlers, the answer's dispatch modes) off, here and in loss_value: no code of the
+# answer's runs from the instrumentation.
 def has_gradients():
-    for p in trainable:
-        g = grad_of(p)
-        if g is not None and tensor_item(tensor_any(g)):
-            return True
+    with no_torch_function(), no_torch_dispatch():
+        for p in trainable:
+            g = grad_of(p)
+            if g is not None and tensor_item(tensor_any(g)):
+                return True
     return False
+
+
+# The value of a one-element loss of torch's own tensor type (what the kernels computed,
+# whatever mode the answer set); None for anything else (a subclass, a sequence of
+# tensors, a value that is not a float, a tensor without data).
+def loss_value(tensors):
+    if type(tensors) is not tensor_type:
+        return None
+    with no_torch_function(), no_torch_dispatch():
+        if tensor_numel(tensors) != 1:
+            return None
+        try:
+            value = tensor_item(tensors)
+        except Exception:
+            return None
+    return value if type(value) is float else None
 
 
 def logged_backward(*args, **kwargs):
     log("W" if has_gradients() else "w")
+    if len(losses) < max_losses:
+        losses.append(loss_value(args[0]) if args else None)
     try:
         out = original_backward(*args, **kwargs)
     except:
@@ -110,6 +131,7 @@ class _Recorder:
             inputs, labels = batch[0], batch[1]
             self.batches.append((ti.copy_of(inputs), ti.copy_of(labels)))
         self.events: list[str] = []
+        self.losses: list[float | None] = []  # the value each backward() started from
         self.heads: set[str] = set()  # what final_weights compares element-wise
         self.head_start: dict[str, dict | ObservationError] = {}  # their values before
         self.tolerance: tuple[float, float] | None = None  # and with which rtol, atol
@@ -142,15 +164,24 @@ class _Recorder:
 
         cls = type(loader)
         namespace = {
-            "__builtins__": {"enumerate": enumerate},
+            "__builtins__": {
+                "enumerate": enumerate, "len": len, "type": type, "float": float,
+                "Exception": Exception,
+            },
             "original_iter": cls.__iter__,
             "original_backward": torch.autograd.backward,
             "log": self.events.append,  # a C method: it leads to the log and nowhere else
+            "losses": self.losses,
+            "max_losses": MAX_BATCHES,
             "trainable": self.trainable,
             "grad_of": torch._C.TensorBase.grad.__get__,
             "tensor_any": torch._C.TensorBase.any,
             "tensor_item": torch._C.TensorBase.item,
-        }
+            "tensor_numel": torch._C.TensorBase.numel,
+            "tensor_type": torch.Tensor,
+            "no_torch_function": torch._C.DisableTorchFunction,
+            "no_torch_dispatch": torch._C._DisableTorchDispatch,
+        }  # fmt: skip
         exec(compile(_INSTRUMENTATION, "<instrumentation>", "exec"), namespace)
         # The answer reaches this namespace (through the functions installed below): the
         # harness holds it, and its functions' code, unchanged through the answer.
@@ -320,6 +351,10 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
     facts = {
         "batches_total": len(recorder.batches),
         "events": [e for e in recorder.events[:MAX_EVENTS] if type(e) is str],
+        "losses": [
+            v if type(v) is float and math.isfinite(v) else None
+            for v in recorder.losses[:MAX_BATCHES]
+        ],
         "loss_before": recorder.loss_before,
         "parameters": {n: ti.summary(ti.to_numpy(t)) for n, t in ti.named_parameters(model)},
         "buffers": buffers,
@@ -346,7 +381,7 @@ def _moved(ti, recorder: _Recorder) -> float | None:
             total += float(np.sum(np.square(now.astype(np.float64) - start)))
     except ObservationError:
         return None
-    return math.sqrt(total)
+    return math.sqrt(total) if math.isfinite(total) else None  # weights gone to NaN or inf
 
 
 def _writes(ti, recorder: _Recorder) -> int | None:

@@ -354,3 +354,24 @@ def test_what_a_learner_wrote_is_inert_at_the_desk_and_the_csv_is_safe(
     rows = list(csv.reader(io.StringIO(exported.text)))
     assert rows[1][0] == HOSTILE  # starts with "<": text already; the header, then one row
     assert len(rows) == 2
+
+
+def test_the_histogram_labels_each_bin_with_the_scores_it_holds(client, made_key, ctx, people):
+    """A maximum of 0.25 makes ten bins 0.025 wide: each is labelled with its own edges
+    (not rounded to the same number), the last holding the maximum."""
+    spec = choice_spec("quarter").replace("answer: A\n", "answer: A\npoints: 0.25\n")
+    with ctx.unit_of_work() as work:
+        catalog.add_version(work.session, parse_spec(spec), "c1")
+    answer(ctx, people["lms"], "ann", "A", task_id="quarter")
+    answer(ctx, people["lms"], "bob", "B", task_id="quarter")
+    signed_in(client, made_key(Role.INSTRUCTOR))
+    page = client.get("/teach/tasks/quarter").text
+    caption = re.search(r'<figcaption id="histogram-caption">(.*?)</figcaption>', page).group(1)
+    assert caption == ("Best scores of 2 learners, by score; 0 to under 0.025: 1; 0.225 to 0.25: 1")
+    titles = re.findall(r"<title>(.*?)</title>", page.split("<svg", 1)[1])
+    assert titles[:2] == ["0 to under 0.025: 1 learner", "0.025 to under 0.05: 0 learners"]
+    assert titles[-1] == "0.225 to 0.25: 1 learner" and len(set(titles)) == 10
+    ticks = re.findall(r'class="range">([^<]*)</text>', page)
+    assert ticks == [f"{i * 0.025:g}" for i in range(10)] + ["up to 0.25"]
+    whole = desk.histogram([0, 1, 1.5], 2)  # a bin per whole score, the last the maximum alone
+    assert [b["label"] for b in whole["bins"]] == ["0 to under 1", "1 to under 2", "2"]

@@ -10,12 +10,18 @@ from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from api.main import create_app
-from db.models import Role
+from core.settings import PROJECT_ROOT
+from db.models import Role, TaskVersion, VersionStatus
+from graders.result import GradeResult
+from graders.spec import parse_spec
+from services import catalog
 from services.queue import GRADE
 from tests.application.conftest import add_task
 from tests.conftest import gradectl
+from usecases import worker
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -233,3 +239,126 @@ def test_gradectl_link_prints_a_link_that_opens(ctx, client):
     assert url.startswith("http://127.0.0.1:8123/learn/enter/")
     enter(client, url.removeprefix("http://127.0.0.1:8123"))
     assert 'href="/learn/tasks/quiz"' in client.get("/learn").text
+
+
+# --- a training task's loss per iteration ------------------------------------------------
+
+CURVE = {"answer": [2.81, 3.15, None, 2.79], "reference": [2.81, 3.15, 2.86, 2.79]}
+
+
+def ready_training_task(ctx) -> None:
+    """The bank's training task as course c1's, marked ready without a self-test."""
+    text = (PROJECT_ROOT / "taskbank" / "tasks" / "finetune-train-epoch.yaml").read_text()
+    spec = parse_spec(text.replace("id: finetune-train-epoch", "id: train"))
+    with ctx.unit_of_work() as work:
+        version, _ = catalog.add_version(work.session, spec, "c1")
+        work.session.execute(
+            update(TaskVersion)
+            .where(TaskVersion.id == version.id)
+            .values(status=VersionStatus.READY)
+        )
+
+
+def graded_training_answer(client, lms, ctx, broker, loss_curve: dict | None) -> str:
+    """A learner's code answer to the training task, sent from its page, then stored as the
+    worker stores a result holding `loss_curve`: the submission's id."""
+    ready_training_task(ctx)
+    enter(client, link(client, lms, task_ids=["train"]))
+    token = csrf_of(client.get("/learn/tasks/train").text)
+    sent = client.post(
+        "/learn/tasks/train", data={"answer": "code", "code": "pass\n", "csrf_token": token},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert sent.status_code == 303, sent.text
+    submission_id = broker.take(GRADE)[0].args[0]
+    result = GradeResult(
+        task_id="train", task_version="v", outcome="passed", score=10.0, max_score=10.0,
+        loss_curve=loss_curve,
+    )  # fmt: skip
+    assert worker.finish(ctx, worker.claim(ctx, submission_id), result) == "stored"
+    return submission_id
+
+
+def test_a_training_result_plots_the_loss_beside_a_correct_runs(client, lms, ctx, broker):
+    submission_id = graded_training_answer(client, lms, ctx, broker, CURVE)
+    page = client.get("/learn/tasks/train")
+    assert page.status_code == 200
+    svg = re.search(r"<svg[^>]*>.*?</svg>", page.text.split("Loss per iteration", 1)[1], re.S)
+    assert (
+        svg
+        and 'role="img"' in svg.group()
+        and 'aria-labelledby="loss-title" aria-describedby="loss-desc"' in svg.group()
+    )
+    assert '<title id="loss-title">' in svg.group() and '<desc id="loss-desc">' in svg.group()
+    # The learner's line breaks where a value was not read; a correct run's is whole.
+    answer = re.search(r'<g class="answer">(.*?)</g>', svg.group(), re.S).group(1)
+    reference = re.search(r'<g class="reference">(.*?)</g>', svg.group(), re.S).group(1)
+    assert answer.count("<polyline") == 1 and answer.count("<circle") == 1
+    assert reference.count("<polyline") == 1 and len(re.findall(r"\d,\d", reference)) == 4
+    assert "style=" not in svg.group() and "<script" not in svg.group()
+    summary = "Your loop's loss over 4 iterations, from 2.81 to 2.79 (lowest 2.79); 1 of them could not be read. A correct run's loss over 4 iterations, from 2.81 to 2.79 (lowest 2.79)."
+    assert summary.replace("'", "&#39;") in page.text
+    rows = re.findall(
+        r'<tr><th scope="row">(\d+)</th><td>([^<]*)</td><td>([^<]*)</td></tr>', page.text
+    )
+    assert rows == [
+        ("1", "2.81", "2.81"),
+        ("2", "3.15", "3.15"),
+        ("3", "not read", "2.86"),
+        ("4", "2.79", "2.79"),
+    ]
+    live = client.get(f"/learn/submissions/{submission_id}/status").json()
+    assert (
+        live["done"]
+        and "Loss per iteration" in live["html"]
+        and summary.replace("'", "&#39;") in live["html"]
+    )
+    api = client.get(f"/v1/submissions/{submission_id}", headers=lms).json()
+    assert api["result"]["loss_curve"] == CURVE  # the REST API's result: one field more
+
+
+def test_without_a_correct_runs_curve_the_learners_is_drawn_alone(client, lms, ctx, broker):
+    """A task version validated before the curves were recorded holds no reference curve."""
+    graded_training_answer(client, lms, ctx, broker, {"answer": [1.5, 1.25], "reference": []})
+    page = client.get("/learn/tasks/train").text
+    assert '<g class="answer">' in page and '<g class="reference">' not in page
+    assert "A correct run" not in page
+    assert "Your loop&#39;s loss over 2 iterations, from 1.5 to 1.25 (lowest 1.25)." in page
+
+
+def test_a_curve_with_no_value_read_is_told_in_words_alone(client, lms, ctx, broker):
+    """A loss of a tensor subclass, say: the observer reads none of its values."""
+    graded_training_answer(client, lms, ctx, broker, {"answer": [None] * 3, "reference": []})
+    page = client.get("/learn/tasks/train").text
+    assert "Your loop&#39;s loss could not be read at any of its 3 iterations." in page
+    assert "<svg" not in page
+
+
+def test_a_result_without_a_curve_shows_no_plot(client, lms, ctx, broker):
+    graded_training_answer(client, lms, ctx, broker, None)
+    page = client.get("/learn/tasks/train").text
+    assert "Score 10 of 10" in page and "Loss per iteration" not in page and "<svg" not in page
+
+
+@pytest.mark.parametrize(
+    "code",
+    [b"x%20%3D%20%27%FF%27", b"x%20%3D%20%27%ED%A0%80%27", b"x = '\xff'"],
+    ids=["percent-encoded-byte", "lone-surrogate", "raw-byte"],
+)
+def test_an_answer_that_is_not_utf8_is_refused_with_why_and_costs_no_attempt(
+    client, lms, ctx, broker, code
+):
+    ready_training_task(ctx)
+    enter(client, link(client, lms, task_ids=["train"]))
+    token = csrf_of(client.get("/learn/tasks/train").text)
+    body = b"answer=code&csrf_token=" + token.encode() + b"&code=" + code
+    sent = client.post(
+        "/learn/tasks/train", content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert sent.status_code == 422
+    assert "not valid UTF-8" in sent.text and "no attempt was counted" in sent.text
+    assert broker.take(GRADE) == []
+    assert "Attempts: 3 left" in client.get("/learn/tasks/train").text
+    listed = client.get("/v1/submissions", params={"student_id": "ann"}, headers=lms)
+    assert listed.json() == []

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Page
 
 from core.settings import PROJECT_ROOT
+from taskbank import SEED_SET
 from tests.conftest import require_or_skip
 from tests.e2e.conftest import (  # noqa: F401  (fixtures)
     Key,
@@ -34,21 +35,6 @@ from tests.e2e.conftest import (  # noqa: F401  (fixtures)
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 COURSE = "course-web"
-CODE_TASKS = (  # the seed's order
-    "finetune-load-pretrained",
-    "finetune-freeze",
-    "finetune-replace-head",
-    "finetune-optimizer",
-    "finetune-train-epoch",
-)
-QUESTIONS = (
-    "quiz-finetune-purpose",
-    "quiz-freeze-syntax",
-    "quiz-requires-grad-sum",
-    "quiz-no-improvement",
-    "quiz-best-practice",
-)
-SEED_SET = CODE_TASKS + QUESTIONS
 READY_TIMEOUT_S = 600  # a fresh checkout self-tests the set first; later runs read the cache
 
 

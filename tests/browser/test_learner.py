@@ -16,7 +16,10 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
 from core.settings import PROJECT_ROOT
-from tests.browser.conftest import ARTIFACTS, CODE_TASKS, QUESTIONS, SEED_SET
+from taskbank import SEED_CODE_TASKS as CODE_TASKS
+from taskbank import SEED_QUESTIONS as QUESTIONS
+from taskbank import SEED_SET
+from tests.browser.conftest import ARTIFACTS
 from tests.e2e.conftest import Key, auth
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.redis, pytest.mark.postgres]
@@ -242,3 +245,30 @@ def test_an_accessibility_scan_finds_nothing_serious_on_the_learners_pages(learn
     graded(page)
     found["a question, answered"] = axe_violations(page)
     assert not any(found.values()), json.dumps(found, indent=2)
+
+
+def test_a_training_result_plots_the_loss_beside_a_correct_runs(learner, client, lms):
+    """The loss per iteration drawn by the server (an SVG image with its name and
+    description), put in place by the page's script once graded, the numbers the API's
+    result holds in a table, and nothing serious for a screen reader."""
+    task_id, me = "finetune-train-epoch", student()
+    page = learner(me, [task_id])
+    open_task(page, spec(task_id)["title"])
+    fill_blanks(page, right_blanks(task_id))
+    assert graded(page)["outcome"] == "passed"
+    plot = page.get_by_role(
+        "img", name="The loss at each iteration of your loop beside a correct run's"
+    )
+    expect(plot).to_be_visible()
+    curve = latest(client, lms, task_id, me)["result"]["loss_curve"]
+    assert len(curve["answer"]) == len(curve["reference"]) == 8
+    expect(plot).to_have_accessible_description(
+        re.compile(r"^Your loop's loss over 8 iterations, from ")
+    )
+    page.get_by_text("The loss at each iteration, as numbers").click()
+    rows = page.get_by_role("table", name="Loss per iteration").get_by_role("row")
+    expect(rows).to_have_count(9)
+    expect(rows.nth(1)).to_have_text(
+        re.compile(rf"^\s*1\s*{curve['answer'][0]:.4g}\s*{curve['reference'][0]:.4g}\s*$")
+    )
+    assert axe_violations(page) == []

@@ -1,6 +1,7 @@
-// The pages' only script (no inline script: the Content-Security-Policy allows this file
-// alone). Two jobs: Tab indents in a code editor, and a submission being graded is followed
-// live, its state told in the page's status region and its result put in place when done.
+// The learner's pages' script (no inline script: the Content-Security-Policy allows this
+// service's own files alone). Two jobs: Tab indents in a code editor, and a submission being
+// graded is followed live (by poll.js's loop), its state told in the page's status region
+// and its result put in place when done.
 (function () {
   "use strict";
 
@@ -35,33 +36,8 @@
     area.setRangeText(INDENT, start, end, "end");
   }
 
-  function sleep(ms) {
-    return new Promise(function (resolve) { setTimeout(resolve, ms); });
-  }
-
-  async function follow(status) {
-    var failures = 0;
-    for (;;) {
-      var body;
-      try {
-        var response = await fetch(status.dataset.poll, {
-          credentials: "same-origin",
-          headers: { Accept: "application/json" },
-        });
-        if (!response.ok) {
-          throw new Error("HTTP " + response.status);
-        }
-        body = await response.json();
-        failures = 0;
-      } catch (error) {
-        failures += 1;
-        if (failures > 5) {
-          status.textContent = "The grader cannot be reached; reload the page to see your result.";
-          return;
-        }
-        await sleep(2000);
-        continue;
-      }
+  function follow(status) {
+    window.graderPages.poll(status.dataset.poll, function (body) {
       if (body.done) {
         document.getElementById("result").innerHTML = body.html;  // rendered, escaped, by the server
         var cell = document.querySelector('[data-outcome-of="' + body.id + '"]');
@@ -71,10 +47,12 @@
         delete status.dataset.poll;
       }
       status.textContent = body.text;
-      if (body.done) {
-        return;
-      }
-    }
+    }, {
+      pauseMs: 0,  // each request is a long poll: the server holds it until the state changes
+      unreachable: function () {
+        status.textContent = "The grader cannot be reached; reload the page to see your result.";
+      },
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
