@@ -183,7 +183,7 @@ def _functions(spaces: list[tuple[str, Any]]) -> list[tuple[str, Any, int, int, 
     found = []
     for label, space in spaces:
         for name, value in list(space.items()):
-            if _type(value) in (staticmethod, classmethod):
+            if _type(value) is staticmethod or _type(value) is classmethod:
                 value = value.__func__
             parts = (value.fget, value.fset, value.fdel) if _type(value) is property else (value,)
             for part in parts:
@@ -299,7 +299,7 @@ def grader_snapshot(modules: list, libraries: list = ()) -> list[tuple]:
 
     def members(label: str, space: Any, owner: str, library: bool) -> None:
         for name, value in list(space.items()):
-            if _type(value) in (staticmethod, classmethod):
+            if _type(value) is staticmethod or _type(value) is classmethod:
                 value = value.__func__
             if _type(value) is property:
                 for part in (value.fget, value.fset, value.fdel):
@@ -310,7 +310,9 @@ def grader_snapshot(modules: list, libraries: list = ()) -> list[tuple]:
             elif isinstance(value, type) and value.__module__ == owner and not library:
                 classes.append((f"{label}.{name}", value, library))
             elif (
-                not library and _type(value) in (_dict, list, set, tuple) and name not in _UNWATCHED
+                not library
+                and any(_type(value) is c for c in (_dict, list, set, tuple))
+                and name not in _UNWATCHED
             ):
                 entries.append(("items", f"{label}.{name}", value, _contents(value)))
 
@@ -363,7 +365,7 @@ def grader_functions(entries: list[tuple]) -> frozenset[int]:
 
 
 def _contents(container: Any) -> tuple:
-    if _type(container) in (_dict, _MAPPINGPROXY):
+    if _type(container) is _dict or _type(container) is _MAPPINGPROXY:
         return tuple((key, _id(value)) for key, value in list(container.items()))
     return tuple(_id(value) for value in list(container))
 

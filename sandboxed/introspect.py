@@ -701,7 +701,7 @@ def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> 
                 "tampered",
             )
         for name, value in module_fields:
-            if _Module in _type_mro(_obj_type(value)):
+            if _among(_Module, _type_mro(_obj_type(value))):
                 raise ObservationError(
                     f"`{name}` of {where} is a layer set outside its registered modules: "
                     f"the forward uses it where the checks read another one; {effect}",
@@ -757,6 +757,12 @@ def _no_shared_storage(root: Any, effect: str) -> None:
 _PLAIN_VALUES = (bool, int, float, str, bytes, type(None))
 
 
+def _among(cls: Any, classes: tuple) -> bool:
+    """Whether `cls` is one of `classes`, by identity: `in` would compare with `==`, which
+    runs the metaclass's `__eq__` of an answer's class."""
+    return any(cls is c for c in classes)
+
+
 def _no_tensor_attributes(name: str, tensor: Any, effect: str) -> None:
     """No code set on a tensor's instance: an attribute that is not a plain value shadows
     torch's method of that name (`to`, `add_`), which torch's own code calls when the model
@@ -767,7 +773,7 @@ def _no_tensor_attributes(name: str, tensor: Any, effect: str) -> None:
     code = [
         k
         for k, v in _list(_dict_items(held))
-        if _obj_type(k) is not _str or _obj_type(v) not in _PLAIN_VALUES
+        if _obj_type(k) is not _str or not _among(_obj_type(v), _PLAIN_VALUES)
     ]
     if code:
         shown = ", ".join(f"`{k[:40]}`" for k in code[:3] if _obj_type(k) is _str) or "attributes"

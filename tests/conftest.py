@@ -29,6 +29,7 @@ REQUIRE_SERVICES = os.environ.get("GRADER_REQUIRE_SERVICES") == "1"
 # range of DBs): another server lets a second test run on the same machine keep apart.
 TEST_REDIS = os.environ.get("GRADER_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
 CANARY_NAME = "GRADER_SECRET_TOKEN"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def require_or_skip(available: bool, what: str) -> None:
@@ -38,6 +39,25 @@ def require_or_skip(available: bool, what: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{what} is required (GRADER_REQUIRE_SERVICES=1) but not available")
     pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    require_or_skip(CHROMIUM.exists(), f"Chromium ({CHROMIUM}; scripts/bootstrap.sh installs it)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict, chromium: Path) -> dict:
+    """pytest-playwright's one browser per test process (a second Playwright started in the
+    same process fails): Debian's Chromium, never a downloaded build; as root it runs
+    without its sandbox."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": str(chromium),
+        "headless": True,
+        "args": ["--no-sandbox"] if os.geteuid() == 0 else [],
+    }
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ screenshot in tests/browser/artifacts/."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,6 @@ from playwright.sync_api import Page
 
 from core.settings import PROJECT_ROOT
 from taskbank import SEED_SET
-from tests.conftest import require_or_skip
 from tests.e2e.conftest import (  # noqa: F401  (fixtures)
     Key,
     admin_key,
@@ -32,7 +30,6 @@ from tests.e2e.conftest import (  # noqa: F401  (fixtures)
     worker,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 COURSE = "course-web"
 READY_TIMEOUT_S = 600  # a fresh checkout self-tests the set first; later runs read the cache
@@ -52,23 +49,6 @@ def tasks_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for task_id in SEED_SET:
         shutil.copy(PROJECT_ROOT / "taskbank" / "tasks" / f"{task_id}.yaml", folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    require_or_skip(CHROMIUM.exists(), f"Chromium ({CHROMIUM}; scripts/bootstrap.sh installs it)")
-    return CHROMIUM
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict, chromium: Path) -> dict:
-    """Debian's Chromium, never a downloaded build; as root it runs without its sandbox."""
-    return {
-        **browser_type_launch_args,
-        "executable_path": str(chromium),
-        "headless": True,
-        "args": ["--no-sandbox"] if os.geteuid() == 0 else [],
-    }
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import html
 import json
-import os
 import re
 import shutil
 import socket
@@ -32,7 +31,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -55,7 +53,6 @@ from tests.lti.conftest import CLIENT_ID, DEPLOYMENT, INSTRUCTOR, LEARNER, Platf
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "tests" / "browser" / "artifacts"  # git-ignored
 TASK = "quiz-freeze-syntax"  # a question: graded without a sandbox
 TITLE = "Freezing layers in PyTorch"
@@ -307,9 +304,8 @@ def own_redis() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[dict]:
+def stack(tmp_path_factory, chromium) -> Iterator[dict]:
     """The service (API and worker) with one question for its task bank, and the LMS."""
-    require_or_skip(CHROMIUM.exists(), f"Chromium ({CHROMIUM})")
     require_or_skip(shutil.which("redis-server") is not None, "redis-server")
     tasks = tmp_path_factory.mktemp("tasks")
     (tasks / f"{TASK}.yaml").write_bytes(
@@ -351,19 +347,6 @@ def stack(tmp_path_factory) -> Iterator[dict]:
             api.stop()
 
 
-@pytest.fixture
-def chromium(stack) -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 def wait_until(what, timeout_s: float = WAIT_S):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -374,11 +357,11 @@ def wait_until(what, timeout_s: float = WAIT_S):
     return what()
 
 
-def test_staff_deep_link_a_task_and_a_learners_best_score_reaches_the_lms(stack, chromium):
+def test_staff_deep_link_a_task_and_a_learners_best_score_reaches_the_lms(stack, browser):
     from playwright.sync_api import expect
 
     lms: Lms = stack["lms"]
-    staff = chromium.new_context().new_page()
+    staff = browser.new_context().new_page()
     staff.goto(f"{lms.url}/start?" + urlencode({"user": "teacher", "role": INSTRUCTOR}))
     expect(staff.get_by_role("heading", level=1)).to_have_text("Add tasks to the course")
     staff.get_by_role("checkbox", name=re.compile(TITLE)).check()
@@ -387,7 +370,7 @@ def test_staff_deep_link_a_task_and_a_learners_best_score_reaches_the_lms(stack,
     [(link, item)] = lms.links.items()
     assert item["custom"] == {"task_id": TASK} and item["lineItem"]["resourceId"] == TASK
 
-    learner = chromium.new_context().new_page()
+    learner = browser.new_context().new_page()
     start = f"{lms.url}/start?" + urlencode({"user": "ann", "role": LEARNER, "link": link})
     learner.goto(start)
     expect(learner.get_by_role("heading", level=1)).to_have_text(TITLE)

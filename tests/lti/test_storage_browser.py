@@ -14,25 +14,21 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import uvicorn
 
 from api.main import create_app
-from tests.conftest import require_or_skip
 from tests.lti.conftest import CLIENT_ID, Handler, Platform, register, rsa_key
 
 pytestmark = [pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
 FRAME = "post_message_forwarding"
 TITLE = "Which call freezes a model?"  # the `quiz` task of tests/lti/conftest.py
 
@@ -121,8 +117,7 @@ class Lms(Handler):
 
 
 @pytest.fixture
-def stack(ctx, client, admin) -> Iterator[dict]:  # noqa: F811  (fixtures of conftest)
-    require_or_skip(CHROMIUM.exists(), f"Chromium ({CHROMIUM})")
+def stack(ctx, client, admin, chromium) -> Iterator[dict]:  # noqa: F811  (fixtures of conftest)
     tool_port = free_port()
     tool_url = f"http://localhost:{tool_port}"  # another site than 127.0.0.1
     pem, public = rsa_key()
@@ -153,23 +148,10 @@ def stack(ctx, client, admin) -> Iterator[dict]:  # noqa: F811  (fixtures of con
         lms.server_close()
 
 
-@pytest.fixture
-def chromium(stack) -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def test_a_learner_launches_in_a_frame_without_cookies_through_the_storage_frame(stack, chromium):
+def test_a_learner_launches_in_a_frame_without_cookies_through_the_storage_frame(stack, browser):
     from playwright.sync_api import expect
 
-    context = chromium.new_context()
+    context = browser.new_context()
     course = context.new_page()
     course.goto(f"{stack['platform'].url}/course")
     tool = course.frame_locator('iframe[name="tool"]')
@@ -191,10 +173,10 @@ def test_a_learner_launches_in_a_frame_without_cookies_through_the_storage_frame
     expect(window.get_by_role("heading", level=1)).to_have_text(TITLE)
 
 
-def test_a_storage_frame_that_does_not_answer_leaves_the_new_window(stack, chromium):
+def test_a_storage_frame_that_does_not_answer_leaves_the_new_window(stack, browser):
     from playwright.sync_api import expect
 
-    course = chromium.new_context().new_page()
+    course = browser.new_context().new_page()
     course.goto(f"{stack['platform'].url}/course?silent=1")
     tool = course.frame_locator('iframe[name="tool"]')
     expect(tool.get_by_text("does not allow this activity to keep you signed in")).to_be_visible(
