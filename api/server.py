@@ -10,12 +10,15 @@ hashes each connection to one of them.
 A process that dies is started again; SIGTERM or SIGINT stops them all (each finishes the
 requests it has in flight, as uvicorn does).
 
-Every connection the server closes is closed the lingering way (`LingeringHttpProtocol`).
+Every connection the server closes is closed the lingering way (`LingeringHttpProtocol`), and
+a request's headers must arrive within `GRADER_REQUEST_BODY_TIMEOUT_S` of its first byte (or
+of the connection, for its first request), else 408 and the connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import multiprocessing
 import signal
@@ -26,6 +29,8 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from core.settings import get_settings
 
 log = logging.getLogger("grader.api")
 STOP_GRACE_S = 30.0
@@ -59,14 +64,27 @@ class _LingeringTransport:
 
 
 class LingeringHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol with a lingering close (as Apache and nginx do it). A server
-    that closes while the client is still sending (a 408 cut a slow body short, a body over
-    the limit) has unread bytes in its socket, and the kernel answers them with a reset,
-    which can destroy the answer before the client reads it. Here the client gets FIN after
-    the answer, reads it, and what it still sends is read and thrown away."""
+    """uvicorn's HTTP protocol with a lingering close (as Apache and nginx do it) and a bound
+    on the time a request's headers take.
+
+    A server that closes while the client is still sending (a 408 cut a slow body short, a
+    body over the limit) has unread bytes in its socket, and the kernel answers them with a
+    reset, which can destroy the answer before the client reads it. Here the client gets FIN
+    after the answer, reads it, and what it still sends is read and thrown away.
+
+    uvicorn bounds the idle time between requests (`timeout_keep_alive`) but not the time a
+    request's headers take once a byte of them came, nor a new connection's wait for its
+    first byte: a client sending its headers a byte at a time held a connection open for
+    ever. Here a timer starts with the connection and with each request's first byte; the
+    headers complete in time, or the client gets 408 and the connection is closed. A timer in
+    the event loop: a slow client holds a socket, never a thread."""
+
+    header_timeout_s: float | None = None  # None: the settings' request_body_timeout_s
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._header_timer: asyncio.TimerHandle | None = None
         super().connection_made(_LingeringTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._await_headers()
 
     def data_received(self, data: bytes) -> None:
         if not self.transport.is_closing():
@@ -75,6 +93,48 @@ class LingeringHttpProtocol(HttpToolsProtocol):
     def eof_received(self) -> None:
         if self.transport.is_closing():  # lingering, and the client is done: close now
             self.transport._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def _await_headers(self) -> None:
+        if self._header_timer is None:
+            timeout_s = self.header_timeout_s or get_settings().request_body_timeout_s
+            self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow, timeout_s)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self, timeout_s: float) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # a pipelined request's: close after the answer
+            self.flow.pause_reading()
+            return
+        body = json.dumps({
+            "error": {
+                "code": "request_timeout",
+                "message": f"the request headers must arrive within {timeout_s:g} s",
+            }
+        }).encode()  # fmt: skip
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
 
 
 def listening_socket(host: str, port: int, shared: bool) -> socket.socket:

@@ -54,7 +54,7 @@ from sqlalchemy import create_engine, text
 
 from core.settings import PROJECT_ROOT
 from db.session import temporary_database
-from sandbox.docker_backend import SANDBOX_LABEL
+from sandbox.docker_backend import OWNER_LABEL, SANDBOX_LABEL
 from services import queue
 from services.queue import REAPER_LAST_RUN_KEY, REAPER_TURN_KEY
 from services.taskbank import load_examples, load_tasks
@@ -62,6 +62,7 @@ from services.taskbank import load_examples, load_tasks
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 START_TIMEOUT_S = 120
+SELF_TESTS_TIMEOUT_S = 1800  # the bank's self-tests, on a loaded 2-core machine
 CHOICE_SHARE = 0.1  # the rest are code answers (free-form code or filled-in blanks)
 RESTART_DELAY_S = 2.0  # a supervisor's (scripts/run.sh)
 CHAOS_KINDS = ("pool process", "reaper's main process", "sandbox container", "main process")
@@ -204,6 +205,7 @@ class Chaos:
             Service
         ] = []  # killed mains' services: their orphans, stopped at the end
         self.kills: list[dict] = []
+        self.seen: set[int] = set()  # pool processes seen: whose sandboxes are this run's
         self.rng = random.Random(seed)
         self.engine = create_engine(db_url)
         self.redis = redis.Redis.from_url(redis_url)
@@ -242,8 +244,13 @@ class Chaos:
         return [r.id for r in rows if r.claimed_by in owners]
 
     def _kill(self, kind: str) -> dict:
-        if kind == "sandbox container":
-            running = self.docker.containers.list(filters={"label": f"{SANDBOX_LABEL}=1"})
+        if kind == "sandbox container":  # this run's: others may share the engine
+            mine = {c for w in self.workers for c in _pids_of_children(w.popen.pid)}
+            self.seen |= mine
+            running = [
+                c for c in self.docker.containers.list(filters={"label": f"{SANDBOX_LABEL}=1"})
+                if _owner_pid(c.labels) in mine
+            ]  # fmt: skip
             if not running:
                 return {"skipped": "no sandbox running"}
             victim = self.rng.choice(running)
@@ -251,6 +258,7 @@ class Chaos:
             return {"container": victim.id[:12]}
         if kind == "pool process":
             children = [c for w in self.workers for c in _pids_of_children(w.popen.pid)]
+            self.seen |= set(children)
             if not children:
                 return {"skipped": "no pool process"}
             pid = self.rng.choice(children)
@@ -263,6 +271,7 @@ class Chaos:
             by = int(json.loads(last)["by"].rsplit(":", 1)[1]) if last else None
             index = next((i for i, w in enumerate(self.workers) if w.popen.pid == by), index)
         old = self.workers[index]
+        self.seen |= set(_pids_of_children(old.popen.pid))
         held = self._held_by(_pids_of_children(old.popen.pid))
         os.kill(old.popen.pid, signal.SIGKILL)
         old.popen.wait(timeout=10)
@@ -270,6 +279,14 @@ class Chaos:
         time.sleep(RESTART_DELAY_S)
         self.workers[index] = Service(old.name, old.argv, old.env, old.log_dir)
         return {"pid": old.popen.pid, "held": held, "restarted": self.workers[index].popen.pid}
+
+
+def _owner_pid(labels: dict) -> int | None:
+    """The pid of the process that made a sandbox container, from its owner label."""
+    try:
+        return int(labels.get(OWNER_LABEL, "").split("|")[2])
+    except (IndexError, ValueError):
+        return None
 
 
 def chaos_figures(kills: list[dict], rows: dict, grace_s: float) -> dict:
@@ -366,14 +383,16 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(cut[49], 2), "p95": round(cut[94], 2), "max": round(values[-1], 2)}
 
 
-def leftovers(redis_url: str, tmp_dir: Path, started_at: float) -> dict:
-    """What the run left behind once stopped: sandbox containers made since it started (by
-    anything on this engine), job messages and keys in its Redis, files in its temp dir."""
+def leftovers(redis_url: str, tmp_dir: Path, started_at: float, pids: set[int]) -> dict:
+    """What the run left behind once stopped: sandbox containers made since it started by its
+    own processes (`pids`, seen while it ran; others may share the engine), job messages and
+    keys in its Redis, files in its temp dir."""
     client = docker.from_env()
     try:
         containers = [
             c.id for c in client.containers.list(all=True, filters={"label": "grader.sandbox=1"})
             if datetime.datetime.fromisoformat(c.attrs["Created"]).timestamp() >= started_at
+            and _owner_pid(c.labels) in pids
         ]  # fmt: skip
     finally:
         client.close()
@@ -452,6 +471,10 @@ def main() -> int:
     if not 1 <= args.submissions <= 5000 or not 1 <= args.workers <= 8:
         parser.error("1 to 5000 submissions, 1 to 8 workers")
 
+    def stopped(signum: int, _frame: object) -> None:  # a run stopped still stops its stack
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stopped)
     started_at = time.time()
     work = Path(tempfile.mkdtemp(prefix="grader-load-"))
     tmp_dir = work / "tmp"
@@ -474,6 +497,7 @@ def main() -> int:
             env["GRADER_WARM_MAX_IDLE_S"] = "60"
         grace_s = args.grace_s if args.grace_s is not None else 120.0
         workers: list[Service] = []
+        seen: set[int] = set()  # the workers' pool processes: whose sandboxes are this run's
         chaos: Chaos | None = None
         gradectl = [sys.executable, "-m", "cli.gradectl"]
         try:
@@ -490,7 +514,7 @@ def main() -> int:
                 env={**os.environ, **env}, capture_output=True, check=True, cwd=PROJECT_ROOT,
             )  # fmt: skip
             key = json.loads(made.stdout)["key"]
-            wait(lambda: _all_ready(api_url, key), START_TIMEOUT_S * 5, "the tasks' self-tests")
+            wait(lambda: _all_ready(api_url, key), SELF_TESTS_TIMEOUT_S, "the tasks' self-tests")
 
             bodies = answers(args.submissions, args.seed)
             print(f"sending {len(bodies)} submissions to {args.workers} worker(s)", flush=True)
@@ -502,6 +526,7 @@ def main() -> int:
             engine = create_engine(db_url)
 
             def drained() -> bool:
+                seen.update(c for w in workers for c in _pids_of_children(w.popen.pid))
                 with engine.connect() as conn:
                     left = conn.execute(
                         text("SELECT count(*) FROM submissions WHERE status <> 'completed'")
@@ -533,7 +558,9 @@ def main() -> int:
             "drain_s": drain_s,
             "throughput_per_s": figures["completed"] / drain_s if drain_s else 0.0,
             "figures": figures,
-            "leftovers": leftovers(redis_url, tmp_dir, started_at),
+            "leftovers": leftovers(
+                redis_url, tmp_dir, started_at, seen | (chaos.seen if chaos else set())
+            ),
         }
         if chaos is not None:
             report["chaos"] = chaos_figures(chaos.kills, _rows(db_url), grace_s) | {
@@ -599,9 +626,19 @@ def _ready(api_url: str) -> bool:
 
 
 def _all_ready(api_url: str, key: str) -> bool:
+    """True once every bank task passed its self-test; a task that failed it (a machine so
+    loaded that a reference ran past its time limit) ends the run at once: it never will."""
     tasks = httpx.get(
         f"{api_url}/v1/tasks", headers={"Authorization": f"Bearer {key}"}, timeout=10
     ).json()
+    failed = [
+        f"{t['id']}: " + "; ".join(
+            line.strip() for line in (t.get("report") or "").splitlines() if "FAIL" in line
+        )
+        for t in tasks if t["status"] == "invalid"
+    ]  # fmt: skip
+    if failed:
+        raise SystemExit("self-tests failed: " + " | ".join(failed))
     return bool(tasks) and all(t["status"] == "ready" for t in tasks)
 
 

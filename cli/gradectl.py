@@ -205,10 +205,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.celery_app import app, context
 
     prepare(context)
-    concurrency = args.concurrency or os.cpu_count() or 1
-    argv = ["worker", "--loglevel", "INFO", "-Q", args.queues, "--concurrency", str(concurrency)]
-    app.worker_main([*argv, "--pool", "prefork"])
-    return 0
+    worker = app.Worker(
+        queues=args.queues, concurrency=args.concurrency or os.cpu_count() or 1, pool_cls="prefork",
+        loglevel="INFO", without_gossip=True, without_mingle=True, without_heartbeat=True,
+    )  # fmt: skip
+    worker.start()
+    return worker.exitcode or 0  # a worker that stopped on an error exits with it
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:

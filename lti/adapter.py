@@ -6,20 +6,26 @@ platforms' key sets, access tokens) is a row of `lti_values`, never a cookie ses
 The library is synchronous (it calls platforms with `requests`): front doors run these in a
 thread pool. Where the library checks less than a launch must pass, the subclasses here
 check the rest with PyJWT: the audience (and `azp` when there are several), `exp` and `iat`
-with a small leeway, the issuer, a nonce used once (consumed only once the signature holds),
-a key set refetched when a token names a kid it lacks, and only the message types we serve.
-A state is the one our login set: its cookie, or, where the browser keeps no cookie in the
-platform's frame, a proof our login page put in the platform's storage frame (the LTI
-client-side storage messages) and our launch page read back.
+with a small leeway (and an `iat` no older than an hour), the issuer, the claims' shape
+(lti/claims.py, before anything reads them), a nonce used once (consumed only once the
+signature holds), a key set refetched when a token names a kid it lacks (at most once a
+minute per key set), and only the message types we serve. A state is the one our login set:
+its cookie, or, where the browser keeps no cookie in the platform's frame, a proof our login
+page put in the platform's storage frame (the LTI client-side storage messages) and our
+launch page read back; either way it is bound to the nonce, issuer, client and deployment
+its login was for, and good for one launch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+import time
 import typing as t
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import requests
@@ -40,16 +46,18 @@ from sqlalchemy.orm import Session
 
 from db.lti_models import LtiDeployment, LtiPlatform, LtiValue
 from db.models import aware, now
+from lti.claims import CLAIM, DEEP_LINKING, RESOURCE_LINK, check_message
 from lti.keys import SigningKey
 
 HTTP_TIMEOUT_S = 10.0
-RESOURCE_LINK = "LtiResourceLinkRequest"
-DEEP_LINKING = "LtiDeepLinkingRequest"
 SERVED_MESSAGES = (RESOURCE_LINK, DEEP_LINKING)
 LaunchError = (LtiException, OIDCException)  # what the library raises on a refused launch
 STORAGE_TARGET = "lti_storage_target"  # the platform's storage frame, offered at the login
 STORAGE_PROOF = "lti_storage_proof"  # the launch form's field: the proof read back from it
 STORAGE_TTL_S = 5 * 60  # as long as the library's state cookie
+STATE_TTL_S = 5 * 60  # a state's binding: as long as its cookie
+TOKEN_MAX_AGE_S = 3600  # an id_token issued longer ago is refused, however late its exp
+KEY_SET_REFETCH_S = 60  # a key set is refetched for an unknown kid at most this often
 
 
 def storage_key(state: str) -> str:
@@ -61,6 +69,11 @@ def storage_key(state: str) -> str:
 def proof_key(state: str) -> str:
     """Where a state's proof (its digest) is kept in `lti_values`."""
     return f"storage-proof-{state}"
+
+
+def state_key(state: str) -> str:
+    """Where what a state was issued for (its nonce, issuer, client, deployment) is kept."""
+    return f"state-binding-{state}"
 
 
 def digest(value: str) -> str:
@@ -113,6 +126,10 @@ class Cookies(CookieService):
 
     def set_cookie(self, name: str, value: str | int, exp: int | None = 3600) -> None:
         self.to_set.append(SetCookie(self._name(name), str(value), exp))
+
+    def clear(self, name: str) -> None:
+        """Expire a cookie in the browser: a state's, once its launch used it."""
+        self.to_set.append(SetCookie(self._name(name), "", 0))
 
 
 class Values(LaunchDataStorage[t.Any]):
@@ -291,9 +308,25 @@ class Login(OIDCLogin[LtiRequest, ToolConfig, OneTimeNonces, Cookies, str]):
         super().__init__(
             tool.request, tool.config, session_service=tool.sessions, cookie_service=tool.cookies
         )
+        self.tool = tool
 
     def get_redirect(self, url: str) -> Redirect[str]:
         return _Redirect(url)
+
+    def _prepare_redirect_url(self, launch_url: str) -> str:
+        """The library's authorisation URL, its state bound here to what it was issued for:
+        the nonce sent with it, the registration's issuer and client, and the deployment the
+        platform named (`lti_deployment_id`, where it did). The launch takes it once."""
+        location = super()._prepare_redirect_url(launch_url)
+        sent = parse_qs(urlsplit(location).query)
+        binding = {
+            "nonce": sent["nonce"][-1],
+            "issuer": self._registration.get_issuer(),
+            "client_id": self._registration.get_client_id(),
+            "deployment_id": self._get_request_param("lti_deployment_id"),
+        }
+        self.tool.values.set_value(state_key(sent["state"][-1]), binding, STATE_TTL_S)
+        return location
 
 
 class Launch(MessageLaunch[LtiRequest, ToolConfig, OneTimeNonces, Cookies]):
@@ -328,9 +361,9 @@ class Launch(MessageLaunch[LtiRequest, ToolConfig, OneTimeNonces, Cookies]):
             raise LtiException("a restored launch cannot be validated again")
         self._validated = True
         try:
-            self.validate_state().validate_jwt_format().validate_registration()
-            self.validate_jwt_signature().validate_deployment().validate_message()
-            self.validate_nonce().save_launch_data()
+            self.validate_state().validate_jwt_format().validate_claims()
+            self.validate_registration().validate_jwt_signature().validate_deployment()
+            self.validate_message().take_state().validate_nonce().save_launch_data()
         except Exception:
             self._validated = False
             raise
@@ -350,6 +383,33 @@ class Launch(MessageLaunch[LtiRequest, ToolConfig, OneTimeNonces, Cookies]):
         ):
             raise LtiException("State not found in the platform's storage")
         if not self.tool.values.take(proof_key(state)):
+            raise LtiException("State was used already")
+        return self
+
+    def validate_claims(self) -> Launch:
+        """The decoded token's shape, before the registration's lookup or anything else reads
+        a claim (lti/claims.py)."""
+        check_message(self._jwt.get("header"), self._jwt.get("body"))
+        return self
+
+    def take_state(self) -> Launch:
+        """The state's binding, taken once the token is the platform's: the token must carry
+        the nonce that state's login sent, for the issuer, client and deployment it was for.
+        A second launch with the same state finds nothing."""
+        state = self._get_request_param("state")
+        bound = self.tool.values.get_value(state_key(state))
+        if not isinstance(bound, dict):
+            raise LtiException("State not found: it was used already, expired or never issued")
+        body = self._get_jwt_body()
+        issued_for = (bound["nonce"], bound["issuer"], bound["client_id"])
+        if issued_for != (body["nonce"], body["iss"], self.get_client_id()) or (
+            bound["deployment_id"] and bound["deployment_id"] != body[CLAIM + "deployment_id"]
+        ):
+            raise LtiException(
+                "the id_token was not issued for this state's login (its nonce, issuer, "
+                "client or deployment differ)"
+            )
+        if not self.tool.values.take(state_key(state)):
             raise LtiException("State was used already")
         return self
 
@@ -380,6 +440,11 @@ class Launch(MessageLaunch[LtiRequest, ToolConfig, OneTimeNonces, Cookies]):
             raise LtiException("the id_token's azp is not this tool's client id")
         if isinstance(aud, list) and len(aud) > 1 and azp is None:
             raise LtiException("the id_token has several audiences and no azp")
+        age_s = time.time() - self._get_jwt_body()["iat"]
+        if age_s > TOKEN_MAX_AGE_S + self.tool.leeway_s:
+            raise LtiException(
+                f"the id_token was issued {int(age_s)} s ago, more than {TOKEN_MAX_AGE_S} s"
+            )
         return self
 
     def validate_message(self) -> Launch:
@@ -411,9 +476,31 @@ class Launch(MessageLaunch[LtiRequest, ToolConfig, OneTimeNonces, Cookies]):
         except LtiKeyException:
             if self._refetched:
                 raise
+            if not refetch_allowed(self._registration.get_key_set_url()):
+                raise LtiKeyException(
+                    "Unable to find public key: the platform's key set was refetched less "
+                    f"than {KEY_SET_REFETCH_S} s ago"
+                ) from None
             self._refetched = True
             self._registration.set_key_set(None)
             return super().get_public_key()
+
+
+_refetched_at: dict[str, float] = {}
+_refetch_lock = threading.Lock()
+
+
+def refetch_allowed(key_set_url: str) -> bool:
+    """Whether a key set may be fetched again for a kid it lacks: once per
+    `KEY_SET_REFETCH_S` per key set, so that tokens naming made-up kids cannot make us
+    hammer the platform. Kept in the process, since a refused launch stores nothing."""
+    moment = time.monotonic()
+    with _refetch_lock:
+        last = _refetched_at.get(key_set_url)
+        if last is not None and moment - last < KEY_SET_REFETCH_S:
+            return False
+        _refetched_at[key_set_url] = moment
+        return True
 
 
 class Connector(ServiceConnector):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 import uuid
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 SANDBOX_LABEL = "grader.sandbox"
 BACKEND_LABEL = "grader.backend"
 EXPIRES_LABEL = "grader.expires"  # unix time after which a sweep may kill the container
+# The process that made it: a sweep on its host removes it once that process is gone.
+OWNER_LABEL = "grader.owner"
 GPU_SHM_BYTES = 1024 * 1024 * 1024  # data loaders' workers share batches through /dev/shm
 HOST_FILES = ("/etc/ld.so.cache", "/etc/alternatives")
 # The fast path's server: what it needs to give each job's child a uid and /tmp of its own.
@@ -173,17 +176,20 @@ class DockerBackend:
         )
 
     def sweep_orphans(self) -> int:
-        """Remove sandbox containers past their expiry: left by a worker that died mid-job."""
+        """Remove sandbox containers left by a process that died (a worker killed mid-job,
+        its warm sandboxes): at once when that process ran on this host and is gone, else
+        past their expiry."""
         now = time.time()
         removed = 0
         with engine_call("listing sandbox containers"):
             found = self.client.containers(all=True, filters={"label": f"{SANDBOX_LABEL}=1"})
         for container in found:
+            labels = container.get("Labels") or {}
             try:
-                expires = float((container.get("Labels") or {}).get(EXPIRES_LABEL, ""))
+                expires = float(labels.get(EXPIRES_LABEL, ""))
             except ValueError:
                 expires = 0.0
-            if expires > now:
+            if expires > now and not owner_gone(labels.get(OWNER_LABEL, "")):
                 continue
             with contextlib.suppress(*ENGINE_ERRORS):
                 self.client.remove_container(container["Id"], force=True)
@@ -243,6 +249,7 @@ class DockerBackend:
             SANDBOX_LABEL: "1",
             BACKEND_LABEL: self.instance_id,
             EXPIRES_LABEL: f"{expires:.0f}",
+            OWNER_LABEL: owner(os.getpid()),
         }
         entrypoint = [self.python, "-B", "-m", HARNESS_MODULE]
         if serving:
@@ -312,6 +319,41 @@ class DockerBackend:
             sandbox.discard()
             raise
         return sandbox
+
+
+def owner(pid: int) -> str:
+    """Who made a container, as its label says: this host, its pid namespace, the process's
+    pid and start time (a pid the kernel gave again to another process is not its owner)."""
+    return f"{socket.gethostname()}|{_pid_namespace()}|{pid}|{_started(pid)}"
+
+
+def owner_gone(label: str) -> bool:
+    """True when `label` (`owner`'s) names a process of this host's pid namespace that no
+    longer runs; False for another host's or namespace's, which only the expiry removes."""
+    try:
+        host, namespace, pid, started = label.split("|")
+        pid_number = int(pid)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or namespace != _pid_namespace() or not started:
+        return False
+    return _started(pid_number) != started
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _started(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat), "" when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def host_runtime_mounts(packages_root: Path, torch_home: Path) -> list[Mount]:

@@ -131,6 +131,14 @@ class DockerForkSandbox(DockerSandbox):
             stopped = self._stopped_result(
                 out, demux.stderr, duration, timed_out, overflow.is_set()
             )
+            if not (stopped.timed_out or stopped.channel_overflow or stopped.oom_killed):
+                # Not a limit the answer hit: the job's child runs under a uid of its own and
+                # cannot stop the server, so the engine, the host or an operator stopped the
+                # container. Ours to retry, never the answer's runtime error.
+                raise SandboxError(
+                    f"the sandbox container {self.container[:12]} stopped mid-job "
+                    f"(exit status {stopped.exit_code}), not by the answer's doing"
+                )
             return stopped, {}
         return (
             RunResult(

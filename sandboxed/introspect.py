@@ -65,6 +65,8 @@ _data_ptr = _TensorBase.data_ptr
 _is_conj = _TensorBase.is_conj
 _is_neg = _TensorBase.is_neg
 _numel = _TensorBase.numel
+_is_inference = _TensorBase.is_inference
+_internal_overlap = torch._debug_has_internal_overlap  # 1: some elements share memory
 _detach = _TensorBase.detach
 _to = _TensorBase.to
 _clone = _TensorBase.clone
@@ -282,18 +284,34 @@ def submodule(root: Any, path: str, what: str) -> Any:
 
 
 def named_modules(root: Any) -> Iterator[tuple[str, Any]]:
-    """Every module under root with its dotted path, each module once (root is "")."""
+    """Every module under root with its dotted path, each module once (root is ""). A
+    module that holds one of its own ancestors is refused: torch's `train()`, `to()` and
+    `state_dict()` recurse through it without end, so the model cannot be trained."""
     require_module(root, "the model")
     seen: set[int] = set()
-    stack = [("", root)]
+    path: dict[int, str] = {}  # the modules from root to the one being walked
+    stack: list[tuple[str, Any, bool]] = [("", root, False)]
     while stack:
-        prefix, module = stack.pop()
+        prefix, module, leaving = stack.pop()
+        if leaving:
+            path.pop(_id(module), None)
+            continue
+        if _id(module) in path:
+            held = f"`{path[_id(module)]}`" if path[_id(module)] else "the model itself"
+            raise ObservationError(
+                f"`{prefix}` is {held}, which holds it: a model that contains itself cannot "
+                "be trained, moved or saved (torch's train(), to() and state_dict() recurse "
+                "without end)",
+                "unusable",
+            )
         if _id(module) in seen:
             continue
         seen.add(_id(module))
+        path[_id(module)] = prefix
         yield prefix, module
+        stack.append((prefix, module, True))
         for name, child in reversed(_children(module, f"`{prefix}`" if prefix else "the model")):
-            stack.append((f"{prefix}.{name}" if prefix else name, child))
+            stack.append((f"{prefix}.{name}" if prefix else name, child, False))
 
 
 def _tensors_of(module: Any, field: str, prefix: str, allowed: tuple) -> list[tuple[str, Any]]:
@@ -309,7 +327,28 @@ def _tensors_of(module: Any, field: str, prefix: str, allowed: tuple) -> list[tu
         if kind is not allowed[0] and kind is not allowed[-1]:
             raise tampered(f"{name} in {where}", tensor, "a plain torch tensor")
         out.append((f"{prefix}.{name}" if prefix else name, tensor))
+        _trainable_memory(out[-1][0], tensor)
     return out
+
+
+def _trainable_memory(name: str, tensor: Any) -> None:
+    """A state tensor training can write: not made under `torch.inference_mode()` (torch
+    refuses to update it in place or save it for backward outside that mode), and no two of
+    its elements in one place in memory (an `expand`ed weight, which torch refuses to update
+    in place). Either is a model that cannot be fine-tuned, refused as `unusable`."""
+    with _no_torch_function():
+        if _is_inference(tensor):
+            raise ObservationError(
+                f"`{name}` was made under torch.inference_mode(): torch refuses to update it "
+                "or to save it for backward outside that mode, so the model cannot be trained",
+                "unusable",
+            )
+        if _internal_overlap(tensor) == 1:
+            raise ObservationError(
+                f"elements of `{name}` share their memory (a view such as expand()): torch "
+                "refuses to update it in place, so no optimizer step can train it",
+                "unusable",
+            )
 
 
 def named_parameters(root: Any) -> list[tuple[str, Any]]:

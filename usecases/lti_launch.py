@@ -39,7 +39,6 @@ from db.lti_models import GradePolicy, LtiContext, LtiLearner, LtiLink, LtiPlatf
 from db.models import LearnerLink, LearnerSession, Role, StaffSession, now
 from lti import keys
 from lti.adapter import (
-    DEEP_LINKING,
     STORAGE_PROOF,
     STORAGE_TARGET,
     STORAGE_TTL_S,
@@ -53,6 +52,7 @@ from lti.adapter import (
     proof_key,
     storage_key,
 )
+from lti.claims import AGS_CLAIM, CLAIM, DEEP_LINKING, DL_CLAIM, NRPS_CLAIM
 from services.errors import Forbidden, NotFound, ServiceError
 from services.keys import Principal, create_key, hash_key
 from usecases import access
@@ -61,12 +61,26 @@ from usecases.links import ENTER_PATH
 from usecases.tasks import get_task, visible_task
 from usecases.unit_of_work import Context
 
-CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
-AGS_CLAIM = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
-NRPS_CLAIM = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
-DL_CLAIM = "https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings"
-STAFF_ROLES = {"Instructor", "TeachingAssistant", "Administrator"}
-LEARNER_ROLES = {"Learner", "Student"}
+MEMBERSHIP = "http://purl.imsglobal.org/vocab/lis/v2/membership"
+INSTRUCTOR_SUB_ROLES = (
+    "ExternalInstructor", "Grader", "GuestInstructor", "Lecturer", "PrimaryInstructor",
+    "SecondaryInstructor", "TeachingAssistant", "TeachingAssistantGroup",
+    "TeachingAssistantOffering", "TeachingAssistantSection",
+    "TeachingAssistantSectionAssociation", "TeachingAssistantTemplate",
+)  # fmt: skip
+LEARNER_SUB_ROLES = ("ExternalLearner", "GuestLearner", "Learner", "NonCreditLearner")
+# Only roles in the course (context) decide: a platform sends institution and system roles
+# (an institution's instructor, a site's administrator) to people who are learners in this
+# course. The short names are the deprecated simple names LTI 1.3 allows for context roles.
+STAFF_ROLES = frozenset(
+    {f"{MEMBERSHIP}#Instructor", f"{MEMBERSHIP}#Administrator", "Instructor", "Administrator"}
+    | {f"{MEMBERSHIP}/Instructor#{sub}" for sub in INSTRUCTOR_SUB_ROLES}
+    | {f"{MEMBERSHIP}/Administrator#Administrator"}
+)
+LEARNER_ROLES = frozenset(
+    {f"{MEMBERSHIP}#Learner", "Learner"}
+    | {f"{MEMBERSHIP}/Learner#{sub}" for sub in LEARNER_SUB_ROLES}
+)
 LAUNCH_PATH = "/lti/launch"
 DEEP_LINK_PATH = "/teach/lti/deep-link/"
 FRAME_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # `_parent`, `post_message_forwarding`
@@ -198,6 +212,8 @@ def launch(ctx: Context, incoming: Incoming) -> Entered:
             message = Launch(tool)
             message.validate()
             entered = _entered(ctx, session, tool, message)
+            tool.cookies.clear(incoming.params["state"])  # the state is used up
+            entered.cookies += tool.cookies.to_set
             return _through_storage(session, entered, proven["retry"]) if proven else entered
     except LaunchError as exc:
         raise LaunchRefused(f"this launch was refused: {exc}") from None
@@ -245,12 +261,18 @@ def _entered(ctx: Context, session: Session, tool: Tool, message: Launch) -> Ent
 
 
 def _is_staff(body: dict) -> bool:
-    roles = {str(r).rsplit("#", 1)[-1].rsplit("/", 1)[-1] for r in body.get(CLAIM + "roles", [])}
+    """Staff or learner by the launch's roles in the course, matched exactly (see
+    `STAFF_ROLES`); anyone else is refused."""
+    roles = set(body[CLAIM + "roles"])
     if roles & STAFF_ROLES:
         return True
     if roles & LEARNER_ROLES:
         return False
-    raise Forbidden("your role in this course is not one this tool serves (learner or staff)")
+    raise Forbidden(
+        "your role in this course is not one this tool serves: a learner, or staff (an "
+        "instructor, teaching assistant or administrator of the course); roles outside the "
+        "course do not count"
+    )
 
 
 def course_of(issuer: str, deployment_id: str, context_id: str) -> str:
@@ -264,7 +286,7 @@ def _context(session: Session, platform: LtiPlatform, body: dict) -> LtiContext:
     launches: the unique key decides, the loser reads the winner's)."""
     deployment_id = body[CLAIM + "deployment_id"]
     claim = body.get(CLAIM + "context") or {}
-    context_id = str(claim.get("id") or "")
+    context_id = claim.get("id")
     if not context_id:
         raise LaunchRefused("this launch names no course (context): launch it from a course")
     key = {"platform_id": platform.id, "deployment_id": deployment_id, "context_id": context_id}
@@ -293,12 +315,12 @@ def _context(session: Session, platform: LtiPlatform, body: dict) -> LtiContext:
 def _link(ctx: Context, session: Session, context: LtiContext, body: dict) -> LtiLink:
     """The resource link, its task (the custom `task_id`, else the one it opened before),
     its line item and scopes as the launch's AGS claim gives them."""
-    resource_link_id = str((body.get(CLAIM + "resource_link") or {}).get("id"))
+    resource_link_id = body[CLAIM + "resource_link"]["id"]
     custom = body.get(CLAIM + "custom") or {}
     link = session.scalar(
         select(LtiLink).filter_by(context_pk=context.id, resource_link_id=resource_link_id)
     )
-    task_id = str(custom.get("task_id") or (link.task_id if link else "")).strip()
+    task_id = custom.get("task_id") or (link.task_id if link else "")
     if not task_id:
         raise LaunchRefused(
             "this link names no task: add it to the course through the tool's task picker "

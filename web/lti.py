@@ -54,6 +54,8 @@ async def _incoming(request: Request) -> Incoming:
             params |= dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         except UnicodeDecodeError:
             raise InvalidInput("the form must be sent as UTF-8") from None
+    if any("\x00" in text for pair in params.items() for text in pair):
+        raise InvalidInput("the request's parameters must not hold NUL characters")
     return Incoming(params, dict(request.cookies), _secure(request))
 
 

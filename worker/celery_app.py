@@ -31,6 +31,11 @@ app.conf.update(
     task_soft_time_limit=1700,
     broker_transport_options={"visibility_timeout": 3600},
     broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,  # a broker that is down for long is waited for
+    # No remote control (its broadcast channel) and, in cmd_worker, no gossip, mingle or
+    # heartbeat: nothing here uses them, and with their extra channels open a worker that
+    # loses Redis could crash in kombu's reconnect and exit 0 instead of reconnecting.
+    worker_enable_remote_control=False,
     worker_hijack_root_logger=False,
 )
 Reaper.context = context

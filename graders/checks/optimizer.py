@@ -31,17 +31,24 @@ REASONS = {
     "not-a-multiple": "a step from zero is not a multiple of the reference's (another update rule)",
     "settings": "the step depends on a parameter's value: settings such as weight_decay differ",
     "step-differs": "one step changes a parameter differently from the reference's step",
-    "out-of-range": "a setting is outside the range it has a meaning in (momentum not in [0, 1), "
-    "dampening not in [0, 1), a negative weight_decay): the steps after the first are not SGD's",
+    "out-of-range": "a setting is outside the range SGD at the task's learning rate allows "
+    "(momentum not in [0, 0.99], dampening not in [0, 1), a negative weight_decay): the steps "
+    "after the first are not those of SGD at that learning rate",
 }
-# The settings whose meaning holds in a range only (torch checks some when the optimizer is
-# built, none when a param group is changed later): (low, high, whether high is allowed).
+# The settings the first step does not show (SGD's first step with momentum is plain SGD's)
+# and the values they may take (torch checks some when the optimizer is built, none when a
+# param group is changed later): (low, high, whether high is allowed, what else does).
 RANGES = {
-    "momentum": (0.0, 1.0, False, "the steps after the first do not average the gradients"),
+    # momentum m steps by about lr / (1 - m) once the gradients agree: up to 100 times lr
+    "momentum": (
+        0.0, 0.99, True,
+        "the steps after the first average the gradients of more than a hundred steps, which "
+        "multiplies the learning rate by as much",
+    ),
     # dampening 1 keeps the first gradient in the momentum buffer and adds none after it
     "dampening": (0.0, 1.0, False, "the steps after the first scale the gradient by 1 - dampening"),
     "weight_decay": (0.0, math.inf, False, "each step pushes the parameters away from zero"),
-}
+}  # fmt: skip
 Hyper = float | bool | None | list[float]
 MULTIPLE_TOL = 1e-4  # how close a change must be to a multiple of the reference's
 
@@ -80,7 +87,7 @@ class Facts(FactsBase):
         "new one does not have: attributes of its own, hooks, state. The probe steps a new one.",
     )
     probe_error: str | None = Field(None, max_length=2000)
-    probe_reason: Literal["unobservable", "tampered"] = "unobservable"
+    probe_reason: Literal["unobservable", "tampered", "unusable"] = "unobservable"
 
     def lr_by_param(self) -> dict[str, float | None]:
         return {name: _lr(hyper) for name, hyper in self.hyper_by_param().items()}
@@ -139,7 +146,7 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
 
 
 def _out_of_range(have: Facts, want: Facts) -> str | None:
-    """A setting outside the range it has a meaning in, for a parameter the reference's
+    """A setting outside what the task allows (`RANGES`), for a parameter the reference's
     optimizer holds with another value (the probe's steps may not show it: SGD's first step
     with momentum is plain SGD's, whatever its momentum and dampening)."""
     theirs = want.hyper_by_param()
@@ -151,14 +158,15 @@ def _out_of_range(have: Facts, want: Facts) -> str | None:
             number = float(value)
             if low <= number < high or (closed and number == high):
                 continue
-            bounds = (
-                f"[{low:g}, {high:g}{']' if closed else ')'}"
-                if high != math.inf
-                else f"at least {low:g}"
-            )
+            if low == high:
+                bounds = f"only {low:g}"
+            elif high == math.inf:
+                bounds = f"at least {low:g}"
+            else:
+                bounds = f"[{low:g}, {high:g}{']' if closed else ')'}"
             return (
-                f"the optimizer's {key} for {name} is {_plain(value)}, outside the range it has a "
-                f"meaning in ({bounds}): {effect}"
+                f"the optimizer's {key} for {name} is {_plain(value)}, outside what the task "
+                f"allows ({bounds}): {effect}"
             )
     return None
 

@@ -95,6 +95,15 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
             f"{have[first].shape}, expected {want[first].shape}",
             *reasons,
         )
+    retyped = [n for n in sorted(want) if have[n].dtype != want[n].dtype]
+    if retyped:
+        first = retyped[0]
+        return Verdict.fail(
+            f"{plural(len(retyped), 'tensor')} have another dtype, e.g. {first} is "
+            f"{have[first].dtype}, expected {want[first].dtype}: the model no longer computes "
+            "with the task's data as the pre-trained one does",
+            *reasons,
+        )
     differ = [n for n in sorted(want) if have[n].digest != want[n].digest]
     if differ and all(want[n].kind == "buffer" for n in differ):
         # Every parameter is the reference's: the weights were loaded; buffers moved.

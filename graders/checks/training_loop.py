@@ -11,8 +11,10 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
+from contract.checks.architecture import Setting
 from contract.checks.base import MAX_NAMES, plural, preview
 from contract.checks.training_loop import MAX_BATCHES, MAX_EVENTS, START, TYPE, Params
+from graders.checks.architecture import setting_change
 from graders.checks.base import FactsBase, Observed, Verdict
 
 __all__ = ["TYPE", "REASONS", "Facts", "judge", "losses"]  # what the judge reads
@@ -80,6 +82,10 @@ REASONS: dict[str, str] = {
     # final_weights
     "layers-changed": "the model's parameters or buffers are not the ones it had (added, "
     "removed or reshaped)",
+    "layers-altered": "a layer after the epoch is of another class, or has other settings "
+    "(stride, eps, ...) or another dtype, than one correct epoch leaves",
+    "trainable-changed": "the parameters that are trainable after the epoch are not those of "
+    "one correct epoch (a trained layer frozen, a frozen one unfrozen)",
     "weights-differ": "the parameters after the epoch differ from one correct epoch's",
     "statistics-differ": "the parameters equal one correct epoch's, the running statistics "
     "(buffers) do not",
@@ -154,6 +160,19 @@ class Facts(FactsBase):
     )
     decisive: Decisive | None = Field(
         description="What final_weights compares; its head values are this check's tensors."
+    )
+    # The model beyond its values after the epoch (facts stored before these have none).
+    modules: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_NAMES, description="Module path to class name."
+    )
+    settings: dict[str, dict[str, Setting]] = Field(
+        default_factory=dict, max_length=MAX_NAMES, description="Module path to its settings."
+    )
+    dtypes: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_NAMES, description="State tensor name to dtype."
+    )
+    trainable: list[str] | None = Field(
+        None, max_length=MAX_NAMES, description="The parameters that require gradients."
     )
 
 
@@ -500,6 +519,47 @@ def _causes(params: Params, have: Facts, want: Facts) -> tuple[str, set[str]]:
     return "".join(f"; {clause}" for clause, _ in out[:3]), reasons
 
 
+def _altered(have: Facts, want: Facts) -> Verdict | None:
+    """The model left otherwise than one correct epoch leaves it, beyond its values: a
+    layer's class, settings or dtype, or which parameters are trainable."""
+    where = {"": "the model"}
+    for path in sorted(set(want.modules) & set(have.modules)):
+        name = where.get(path, f"`{path}`")
+        if have.modules[path] != want.modules[path]:
+            return Verdict.fail(
+                f"after the epoch, {name} is a {have.modules[path]}, where a correct epoch leaves "
+                f"a {want.modules[path]}",
+                "layers-altered",
+            )
+        change = setting_change(have.settings.get(path, {}), want.settings.get(path, {}))
+        if change:
+            return Verdict.fail(f"after the epoch, {name} {change}", "layers-altered")
+    if set(want.modules) != set(have.modules):
+        changed = set(want.modules) ^ set(have.modules)
+        return Verdict.fail(f"the model's layers changed ({preview(changed)})", "layers-changed")
+    retyped = sorted(n for n in want.dtypes if have.dtypes.get(n, want.dtypes[n]) != want.dtypes[n])
+    if retyped:
+        first = retyped[0]
+        return Verdict.fail(
+            f"after the epoch, {first} is {have.dtypes[first]}, where a correct epoch leaves "
+            f"{want.dtypes[first]}"
+            + (f" ({plural(len(retyped), 'tensor')} differ)" if len(retyped) > 1 else ""),
+            "layers-altered",
+        )
+    if want.trainable is not None and have.trainable is not None:
+        frozen = sorted(set(want.trainable) - set(have.trainable))
+        unfrozen = sorted(set(have.trainable) - set(want.trainable))
+        if frozen or unfrozen:
+            parts = [f"{preview(frozen)} frozen"] if frozen else []
+            parts += [f"{preview(unfrozen)} trainable"] if unfrozen else []
+            return Verdict.fail(
+                "after the epoch, " + " and ".join(parts) + ", unlike what a correct epoch "
+                "leaves: what is computed after training must leave the model as it was trained",
+                "trainable-changed",
+            )
+    return None
+
+
 def _judge_weights(
     rtol: float, atol: float, params: Params, got: Observed, expected: Observed
 ) -> Verdict:
@@ -509,6 +569,9 @@ def _judge_weights(
     )
     if changed:
         return Verdict.fail(f"the model's layers changed ({preview(changed)})", "layers-changed")
+    altered = _altered(have, want)
+    if altered is not None:
+        return altered
     for name, values in expected.tensors.items():
         if name.startswith(START):  # the heads before the epoch (the same start for both)
             continue

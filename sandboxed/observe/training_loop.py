@@ -12,6 +12,7 @@ import numpy as np
 
 from contract.checks.base import PROTECTED, ObservationError
 from contract.checks.training_loop import MAX_BATCHES, MAX_EVENTS, START, TYPE, Params
+from sandboxed.observe.architecture import settings_of
 
 __all__ = ["TYPE", "EXECUTES_ANSWER", "prepare", "observe"]  # what the harness reads
 
@@ -365,10 +366,27 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
         "optimizer_replaced": replaced,
         "foreign_parameters": _foreign(ti, model, recorder),
         "decisive": decisive,
+        **_layers(ti, model, params.model),
     }
     # Last: it runs the model's forward.
     facts["loss_after"], facts["loss_error"] = recorder.loss(model)
     return facts, heads
+
+
+def _layers(ti, model, variable: str) -> dict:
+    """The model as the epoch left it beyond its values: each layer's class and settings
+    (stride, eps, ...), each state tensor's dtype, which parameters are trainable. What the
+    answer computes after the epoch must leave these as training did."""
+    modules = list(ti.named_modules(model))
+    return {
+        "modules": {path: ti.class_name(m) for path, m in modules},
+        "settings": {
+            path: settings_of(ti, m, f"`{variable}.{path}`" if path else f"`{variable}`")
+            for path, m in modules
+        },
+        "dtypes": {name: ti.dtype_name(t) for name, t in ti.named_state(model)},
+        "trainable": sorted(n for n, p in ti.named_parameters(model) if ti.requires_grad(p)),
+    }
 
 
 def _moved(ti, recorder: _Recorder) -> float | None:

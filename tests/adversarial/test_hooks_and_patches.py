@@ -127,7 +127,7 @@ def test_dampening_one_with_momentum_is_out_of_range(grade_answer):
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.9, dampening=1.0)\n"
     )
     result = grade_answer("finetune-optimizer", code)
-    assert_tampered(result, ("optimizer-update",), "outside the range it has a meaning in ([0, 1))")
+    assert_tampered(result, ("optimizer-update",), "outside what the task allows ([0, 1))")
 
 
 # --- 5. a method of the model shadowed on its instance ------------------------------------

@@ -116,16 +116,20 @@ def test_what_the_answer_attached_to_its_optimizer_fails_every_aspect(grade_answ
 OUT_OF_RANGE = {
     "negative-dampening": (
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.5, dampening=-1000.0)\n",
-        "the optimizer's dampening for fc.weight is -1000, outside the range it has a meaning in ([0, 1))",
+        "the optimizer's dampening for fc.weight is -1000, outside what the task allows ([0, 1))",
     ),
     "negative-momentum-set-afterwards": (
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.5)\n"
         "optimizer.param_groups[0]['momentum'] = -0.9\n",
-        "the optimizer's momentum for fc.weight is -0.9, outside the range it has a meaning in ([0, 1))",
+        "the optimizer's momentum for fc.weight is -0.9, outside what the task allows ([0, 0.99])",
     ),
     "momentum-of-one": (
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=1.0)\n",
         "momentum for fc.weight is 1, outside",
+    ),
+    "momentum-near-one-with-dampening": (
+        "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.999, dampening=0.999)\n",
+        "the optimizer's momentum for fc.weight is 0.999, outside what the task allows ([0, 0.99])",
     ),
     "momentum-above-one": (
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=5)\n",
@@ -134,7 +138,7 @@ OUT_OF_RANGE = {
     "negative-weight-decay-set-afterwards": (
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001)\n"
         "optimizer.param_groups[0]['weight_decay'] = -0.01\n",
-        "weight_decay for fc.weight is -0.01, outside the range it has a meaning in (at least 0)",
+        "weight_decay for fc.weight is -0.01, outside what the task allows (at least 0)",
     ),
 }  # fmt: skip
 

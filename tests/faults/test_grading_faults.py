@@ -5,6 +5,7 @@ our failure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -13,10 +14,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import docker
+import docker.errors
 import pytest
 
 from core.settings import Settings
-from sandbox.docker_backend import EXPIRES_LABEL, SANDBOX_LABEL
+from sandbox.docker_backend import EXPIRES_LABEL, OWNER_LABEL, SANDBOX_LABEL
 from services import queue
 from tests.e2e.conftest import _free_port, auth, wait_for
 from tests.faults.conftest import CHOICE_TASK, CODE_TASK, CORRECT, SLEEPY
@@ -49,6 +51,59 @@ def test_worker_killed_mid_grading_is_graded_once_by_another(stack, wait_until):
     ).json()
     assert [(s["id"], s["status"]) for s in listed] == [(sent["id"], "completed")]
     stack.check_alive()  # Celery replaced the killed pool process
+
+
+def test_a_sandbox_container_killed_mid_job_is_regraded_uncharged(stack, wait_until):
+    """Its fork server sends no end line: the engine or an operator stopped the container,
+    not the answer, so the try is our failure (retried), never the answer's runtime error."""
+    sent = stack.submit(task_id=CODE_TASK, student_id="container-killed", code=SLEEPY)
+    wait_until(lambda: _running(stack, sent["id"]), 60, "a worker to claim it")
+    time.sleep(2)  # the sandbox is running the answer's sleep now
+    engine = docker.APIClient(version="auto")
+    try:
+        for container in list(stack.engine.containers):  # the one running it among them
+            with contextlib.suppress(docker.errors.APIError):
+                if engine.inspect_container(container)["State"].get("Running"):
+                    engine.kill(container)
+    finally:
+        engine.close()
+
+    body = stack.result(sent["id"])
+    assert (body["outcome"], body["score"], body["charged"]) == ("passed", 10.0, True), body
+    assert stack.row(sent["id"])["tries"] >= 2
+    assert stack.attempts_used(CODE_TASK, "container-killed") == 1
+
+
+def test_the_sandboxes_of_a_killed_grading_process_are_removed_at_once(stack, wait_until):
+    """Not at their expiry: a worker killed again and again would leave its warm sandboxes
+    importing torch and waiting for minutes, and those starve the live ones of CPU."""
+    sent = stack.submit(task_id=CODE_TASK, student_id="sandboxes-swept", code=SLEEPY)
+    wait_until(lambda: _running(stack, sent["id"]), 60, "a worker to claim it")
+    time.sleep(2)  # the sandbox is running the answer's sleep now
+    victim = int(stack.row(sent["id"])["claimed_by"].rsplit(":", 1)[1])
+    engine = docker.APIClient(version="auto")
+    try:
+
+        def made_by_victim() -> dict[str, float]:
+            found = {}
+            for container in list(stack.engine.containers):
+                with contextlib.suppress(docker.errors.NotFound):
+                    labels = engine.inspect_container(container)["Config"]["Labels"] or {}
+                    if labels.get(OWNER_LABEL, "").split("|")[2:3] == [str(victim)]:
+                        found[container] = float(labels[EXPIRES_LABEL])
+            return found
+
+        held = made_by_victim()
+        assert held, "the killed process made no sandbox: the test proved nothing"
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.time()
+        wait_until(lambda: not made_by_victim(), 30, "the reaper to remove its sandboxes")
+        assert min(held.values()) - killed_at > 30  # long before their expiry
+    finally:
+        engine.close()
+    body = stack.result(sent["id"])
+    assert (body["outcome"], body["charged"]) == ("passed", True), body
+    assert stack.attempts_used(CODE_TASK, "sandboxes-swept") == 1
 
 
 def test_same_message_twice_gives_one_grading(stack, wait_until):

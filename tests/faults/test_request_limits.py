@@ -1,7 +1,8 @@
 """Clients that break the rules of a request still get their answer, from raw sockets: a body
 far over the limit sent whole without `Expect: 100-continue` reads its 413 (not a reset), and
 a body trickled a byte at a time is cut off with a 408 after the configured time, while the
-API goes on answering everyone else."""
+API goes on answering everyone else; so are headers trickled a byte at a time, and a
+connection that never sends a byte."""
 
 from __future__ import annotations
 
@@ -130,3 +131,59 @@ def test_a_trickled_body_is_cut_off_with_408_while_others_are_answered(api):
             assert json.loads(body)["error"]["code"] == "request_timeout"
             assert BODY_TIMEOUT_S - 0.1 <= took_s < BODY_TIMEOUT_S + 3
     assert httpx.get(f"http://{host}:{port}/healthz", timeout=10).status_code == 200
+
+
+def _trickle_head(host: str, port: int, give_up_s: float, every_s: float = 0.05) -> tuple:
+    """Send a request's headers one byte every `every_s` s and never finish them; return when
+    the server answers or closes: seconds taken, bytes sent, what came back."""
+    head = _head(host, 2)[:-2] + b"X-Padding: " + b"a" * 10_000
+    with socket.create_connection((host, port), timeout=give_up_s) as sock:
+        started, data, sent = time.monotonic(), b"", 0
+        while time.monotonic() - started < give_up_s and sent < len(head):
+            if select.select([sock], [], [], every_s)[0]:
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            elif not data:
+                sock.sendall(head[sent : sent + 1])
+                sent += 1
+        return time.monotonic() - started, sent, data
+
+
+def test_trickled_headers_are_cut_off_with_408_while_others_are_answered(api):
+    host, port = api
+    with ThreadPoolExecutor(max_workers=SLOW_CLIENTS) as pool:
+        slow = [
+            pool.submit(_trickle_head, host, port, BODY_TIMEOUT_S + 20) for _ in range(SLOW_CLIENTS)
+        ]  # fmt: skip
+        time.sleep(BODY_TIMEOUT_S / 2)  # every slow client is mid-headers now
+        with httpx.Client(base_url=f"http://{host}:{port}", timeout=10) as client:
+            for _ in range(5):
+                started = time.monotonic()
+                listed = client.get("/v1/tasks", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+                assert listed.status_code == 200, listed.text
+                assert time.monotonic() - started < 1.0
+        for future in slow:
+            took_s, sent, data = future.result()
+            assert sent > 10  # it was mid-headers, not refused at once
+            assert BODY_TIMEOUT_S - 0.1 <= took_s < BODY_TIMEOUT_S + 3, (took_s, data)
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.split()[1] == b"408", data
+            assert b"connection: close" in head.lower()
+            assert json.loads(body)["error"]["code"] == "request_timeout"
+    assert httpx.get(f"http://{host}:{port}/healthz", timeout=10).status_code == 200
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_bound(api):
+    host, port = api
+    with socket.create_connection((host, port), timeout=BODY_TIMEOUT_S + 20) as sock:
+        started = time.monotonic()
+        status, _, body = _read_response(sock, BODY_TIMEOUT_S + 20)
+        took_s = time.monotonic() - started
+    assert status == 408
+    assert json.loads(body)["error"]["code"] == "request_timeout"
+    assert BODY_TIMEOUT_S - 0.1 <= took_s < BODY_TIMEOUT_S + 3

@@ -11,6 +11,8 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -21,9 +23,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from jwcrypto.jwk import JWK
+from jwt.api_jws import PyJWS
 
 from api.main import create_app
 from db.models import Role
+from lti import adapter
 from tests.application.conftest import (  # noqa: F401  (fixtures)
     add_task,
     broker,
@@ -92,6 +96,7 @@ class Platform:
     score_status: int = 200  # what the score endpoint answers (a test makes it fail)
     members: list[dict] = field(default_factory=list)  # the course's roster (NRPS)
     token_lifetime_s: int = 3600
+    key_set_reads: int = 0  # how often the tool read the platform's key set
 
     @property
     def issuer(self) -> str:
@@ -137,7 +142,8 @@ class Platform:
         for name in drop:
             body.pop(name, None)
         headers = {"kid": kid or self.jwk["kid"]}
-        return jwt.encode(body, pem or self.pem, algorithm="RS256", headers=headers)
+        payload = json.dumps(body).encode()  # signed as JSON, whatever its claims' types
+        return PyJWS().encode(payload, pem or self.pem, algorithm="RS256", headers=headers)
 
     def check_token_request(self, form: dict[str, str]) -> str | None:
         """RFC 6749 §4.4 with an RFC 7523 client assertion, as the LTI security framework
@@ -232,6 +238,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         platform, parts = self.platform, urlsplit(self.path)
         if parts.path == "/jwks":
+            platform.key_set_reads += 1
             return self._reply(200, {"keys": platform.published})
         if parts.path == "/memberships" and self._authorised():
             if self.headers.get("Accept") != MEMBERSHIPS_TYPE:
@@ -291,8 +298,16 @@ class Handler(BaseHTTPRequestHandler):
         return self._reply(404)
 
 
-@pytest.fixture
-def platform():
+@pytest.fixture(autouse=True)
+def _key_set_refetches_forgotten(monkeypatch):
+    """Each test's platform is new: no refetch of its key set happened in an earlier test
+    (the tool keeps that in the process)."""
+    monkeypatch.setattr(adapter, "_refetched_at", {})
+
+
+@contextmanager
+def served_platform() -> Iterator[Platform]:
+    """A platform of the tests' own, serving on 127.0.0.1 until the block ends."""
     pem, public = rsa_key()
     state = Platform(pem=pem, jwk=public, published=[public])
     handler = type("BoundHandler", (Handler,), {"platform": state})
@@ -300,10 +315,18 @@ def platform():
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def platform():
+    with served_platform() as state:
+        yield state
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from db.models import LearnerSession, StaffSession
 from tests.lti.conftest import CLAIM, CLIENT_ID, INSTRUCTOR, launch, login, rsa_key
 
 TA = "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant"
-ADMIN = "http://purl.imsglobal.org/vocab/lis/v2/institution/person#Administrator"
+ADMIN = "http://purl.imsglobal.org/vocab/lis/v2/membership#Administrator"
 
 
 def stored(ctx) -> tuple[int, int, int, int]:
@@ -49,7 +49,7 @@ def test_a_learner_launch_opens_the_task_in_a_session_of_a_course_made_for_it(
     assert stored(ctx)[:2] == (1, 2)  # one course, two learners on its link
 
 
-@pytest.mark.parametrize("role", [INSTRUCTOR, TA, ADMIN])
+@pytest.mark.parametrize("role", [INSTRUCTOR, TA, ADMIN, "Instructor"])
 def test_staff_launches_open_the_desk_for_the_task(client, registered, role):
     response = launch(client, registered, custom={"task_id": "quiz"}, roles=(role,), sub="t-1")
     assert response.status_code == 303 and response.headers["location"] == "/teach/tasks/quiz"
@@ -170,7 +170,12 @@ def test_a_replayed_id_token_is_refused(client, registered, ctx):
     assert client.post("/lti/launch", data=form, follow_redirects=False).status_code == 303
     before = stored(ctx)
     replayed = client.post("/lti/launch", data=form, follow_redirects=False)
-    assert replayed.status_code == 400 and "nonce" in replayed.text.lower()
+    assert replayed.status_code == 400 and "used already" in replayed.text.lower()
+    fresh_state, _ = login(client, registered)
+    with_a_new_state = client.post(
+        "/lti/launch", data=form | {"state": fresh_state}, follow_redirects=False
+    )
+    assert with_a_new_state.status_code == 400 and "nonce" in with_a_new_state.text.lower()
     assert stored(ctx) == before
 
 
