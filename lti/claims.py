@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pylti1p3.exception import LtiException
 
+from db.lti_models import GradePolicy
+
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 AGS_CLAIM = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"
 NRPS_CLAIM = "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice"
@@ -19,6 +21,7 @@ ID_MAX_CHARS = 200  # the columns that keep a sub, a context, link or deployment
 TASK_ID_MAX_CHARS = 64
 ISSUER_MAX_CHARS = 500
 URL_MAX_CHARS = 2000
+TIME_BOUND_S = 1e11  # seconds either side of 1970 that a time claim may be (some 3,000 years)
 
 
 class ClaimRefused(LtiException):
@@ -121,8 +124,12 @@ def _object(value: object, name: str) -> dict:
 
 
 def _number(value: object, name: str) -> None:
+    """A time in seconds since 1970, within a few thousand years of it (an integer too
+    large for a float, or NaN, would break the library's time checks)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ClaimRefused(f"{name} must be a number (seconds), found {kind(value)}")
+    if not -TIME_BOUND_S < value < TIME_BOUND_S:
+        raise ClaimRefused(f"{name} is not a time in seconds since 1970")
 
 
 def _check_core(body: dict) -> None:
@@ -188,7 +195,12 @@ def _check_custom(value: object) -> None:
     if "task_id" in claim:
         identifier(claim["task_id"], "the custom parameter task_id", TASK_ID_MAX_CHARS)
     if "grade_policy" in claim:
-        identifier(claim["grade_policy"], "the custom parameter grade_policy")
+        policy = identifier(claim["grade_policy"], "the custom parameter grade_policy")
+        if policy not in set(GradePolicy):
+            raise ClaimRefused(
+                f"the custom parameter grade_policy must be one of "
+                f"{', '.join(GradePolicy)}, found {policy[:40]!r}"
+            )
 
 
 def _check_ags(value: object) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from db.models import ApiKey, LearnerLink, LearnerSession, Role, aware, now
 from services.errors import Gone, InvalidInput, NotFound, Unauthorized
@@ -61,7 +62,6 @@ def create_link(
         raise InvalidInput(
             f"expires_in_s: must be 1 to {ctx.settings.max_link_ttl_s} seconds, got {ttl_s}"
         )
-    token = secrets.token_urlsafe(32)
     expires_at = now() + timedelta(seconds=ttl_s)
     with ctx.unit_of_work() as work:
         for task_id in task_ids or ():
@@ -69,18 +69,35 @@ def create_link(
                 visible_task(work.session, who, task_id)
             except NotFound:
                 raise InvalidInput(f"task_ids: no task {task_id} in this course") from None
-        work.session.add(
-            LearnerLink(
-                token_hash=hash_key(token),
-                key_id=who.key_id,
-                course=who.course,
-                student_id=student_id,
-                task_ids=list(dict.fromkeys(task_ids)) if task_ids else None,
-                expires_at=expires_at,
-            )  # fmt: skip
-        )
+        token = add_link(
+            work.session, who.key_id, who.course, student_id,
+            list(dict.fromkeys(task_ids)) if task_ids else None, expires_at,
+        )  # fmt: skip
     url = (ctx.settings.public_url or base_url).rstrip("/") + ENTER_PATH + token
     return {"url": url, "expires_at": expires_at.isoformat()}
+
+
+def add_link(
+    session: Session,
+    key_id: str,
+    course: str,
+    student_id: str,
+    task_ids: list[str] | None,
+    expires_at: datetime,
+) -> str:
+    """A one-time link's row; its token (stored hashed, shown once) is returned."""
+    token = secrets.token_urlsafe(32)
+    session.add(
+        LearnerLink(
+            token_hash=hash_key(token),
+            key_id=key_id,
+            course=course,
+            student_id=student_id,
+            task_ids=task_ids,
+            expires_at=expires_at,
+        )  # fmt: skip
+    )
+    return token
 
 
 def operator_link(

@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.lti_models import GradePolicy, LtiContext, LtiLearner, LtiLink, LtiPlatform
-from db.models import LearnerLink, LearnerSession, Role, StaffSession, now
+from db.models import LearnerSession, Role, StaffSession, now
 from lti import keys
 from lti.adapter import (
     STORAGE_PROOF,
@@ -57,7 +57,7 @@ from services.errors import Forbidden, NotFound, ServiceError
 from services.keys import Principal, create_key, hash_key
 from usecases import access
 from usecases.desk import task_list
-from usecases.links import ENTER_PATH
+from usecases.links import ENTER_PATH, add_link
 from usecases.tasks import get_task, visible_task
 from usecases.unit_of_work import Context
 
@@ -228,17 +228,8 @@ def _through_storage(session: Session, entered: Entered, retry: str) -> Entered:
     if entered.session_kind == "learner":
         session.flush()
         row = session.get(LearnerSession, hash_key(entered.session_cookie))
-        token = secrets.token_urlsafe(32)
-        session.add(
-            LearnerLink(
-                token_hash=hash_key(token),
-                key_id=row.key_id,
-                course=row.course,
-                student_id=row.student_id,
-                task_ids=row.task_ids,
-                expires_at=now() + timedelta(seconds=STORAGE_TTL_S),
-            )  # fmt: skip
-        )
+        expires_at = now() + timedelta(seconds=STORAGE_TTL_S)
+        token = add_link(session, row.key_id, row.course, row.student_id, row.task_ids, expires_at)
         window = ENTER_PATH + token
     entered.check, entered.window = entered.location, window
     return entered

@@ -47,6 +47,13 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
+# A login's or launch's parameter is an id, a hint or a URL: one longer than this is refused
+# (it would be copied into the redirect to the platform); the signed tokens are bounded by
+# the request's body limit.
+PARAM_MAX_CHARS = 4096
+TOKENS = frozenset({"id_token", "JWT"})
+
+
 async def _incoming(request: Request) -> Incoming:
     params = dict(request.query_params)
     if request.method == "POST":
@@ -56,6 +63,12 @@ async def _incoming(request: Request) -> Incoming:
             raise InvalidInput("the form must be sent as UTF-8") from None
     if any("\x00" in text for pair in params.items() for text in pair):
         raise InvalidInput("the request's parameters must not hold NUL characters")
+    long = sorted(k for k, v in params.items() if len(v) > PARAM_MAX_CHARS and k not in TOKENS)
+    if long:
+        raise InvalidInput(
+            f"the parameter {long[0][:40]} is longer than {PARAM_MAX_CHARS} characters "
+            "(a login hint, an issuer or a URL never is)"
+        )
     return Incoming(params, dict(request.cookies), _secure(request))
 
 

@@ -155,7 +155,7 @@ def test_a_setting_outside_its_meaning_fails_the_update(grade_answer, code, frag
 HONEST = {
     "plain": HEAD,
     "momentum": MOMENTUM,
-    "momentum-close-to-one": "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.9999)\n",
+    "momentum-0.99": "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.99)\n",
     "momentum-and-dampening": "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.5, dampening=0.5)\n",
     "filter": "optimizer = optim.SGD(filter(lambda p: p.requires_grad, model.parameters()), lr=0.001)\n",
     "list": "optimizer = optim.SGD(list(model.fc.parameters()), lr=0.001)\n",

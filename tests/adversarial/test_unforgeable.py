@@ -11,6 +11,7 @@ import pytest
 from services.answers import Answer
 from services.grading import grade
 from tests.adversarial.tripwires import TRIPWIRE_MARK, tripwire_answer
+from tests.results import failures
 
 pytestmark = [pytest.mark.slow]
 
@@ -535,7 +536,12 @@ def test_an_epoch_that_trained_nothing_earns_nothing(grade_answer, code):
     assert result.score == 0, result.model_dump_json(indent=2)
 
 
-def test_a_correct_epoch_keeps_its_marks_whatever_its_forward_does_afterwards(grade_answer):
+def test_a_correct_epochs_model_given_another_class_afterwards_loses_only_the_final_weights(
+    grade_answer,
+):
+    """What the loop did still counts (the loss is measured on the setup's own classes, so
+    the new forward's error changes nothing), but a model whose class was changed after the
+    epoch is not left as training left it."""
     code = """
 model.train()
 for inputs, labels in dataloader:
@@ -548,8 +554,9 @@ class Loud(type(model)):
         raise ValueError("x" * 3000)
 model.__class__ = Loud
 """
-    result = grade_answer("finetune-train-epoch", code)
-    assert result.score == result.max_score, result.model_dump_json(indent=2)
+    failed = failures(grade_answer("finetune-train-epoch", code))
+    assert set(failed) == {"final-weights"}, failed
+    assert "after the epoch, the model is a Loud" in failed["final-weights"], failed
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,9 @@ BAD_CLAIMS = {
     "aud empty list": {"aud": []},
     "aud number": {"aud": 5},
     "iat string": {"extra": {"iat": "yesterday"}},
+    "iat beyond a float": {"extra": {"iat": -(10**400)}},
+    "exp beyond a float": {"extra": {"exp": 10**400}},
+    "nbf not a number": {"extra": {"nbf": float("nan")}},
     "deployment list": {"extra": {CLAIM + "deployment_id": [DEPLOYMENT]}},
     "message type list": {"extra": {CLAIM + "message_type": ["LtiResourceLinkRequest"]}},
     "roles string": {"extra": {CLAIM + "roles": INSTRUCTOR}},
@@ -155,6 +158,7 @@ BAD_CLAIMS = {
     "task_id number": {"custom": {"task_id": 3}},
     "task_id padded": {"custom": {"task_id": " quiz"}},
     "grade policy list": {"custom": {"task_id": "quiz", "grade_policy": ["latest"]}},
+    "grade policy unknown": {"custom": {"task_id": "quiz", "grade_policy": "worst"}},
     "ags string": {"extra": {AGS: "https://lms.example/lineitems"}},
     "ags lineitems number": {"extra": {AGS: {"lineitems": 5}}},
     "ags lineitem not a url": {"extra": {AGS: {"lineitem": "javascript:alert(1)"}}},
@@ -223,6 +227,17 @@ def test_a_request_with_a_nul_is_refused(client, registered, ctx):
         "/lti/login", params={"iss": registered.issuer + "\x00", "login_hint": "h"}
     )
     assert 400 <= login_with_nul.status_code < 500
+
+
+def test_a_login_parameter_longer_than_any_hint_is_refused_not_copied(client, registered):
+    """It would be copied into the redirect to the platform's login page."""
+    response = client.get(
+        "/lti/login",
+        params={"iss": registered.issuer, "login_hint": "h" * 5000,
+                "target_link_uri": "http://testserver/lti/launch"},
+    )  # fmt: skip
+    assert response.status_code == 422, response.text
+    assert "login_hint" in response.text and "location" not in response.headers
 
 
 def test_an_old_id_token_is_refused_however_late_it_expires(client, registered, ctx):
