@@ -276,6 +276,9 @@ ATTACKS = [
 ]
 
 
+RACED_TIME_LIMIT_S = 30.0
+
+
 def run_attack(backend, spec, expected, settings, code: str) -> GradeResult:
     return grade(spec, Answer(code=code), backend=backend, expected=expected, settings=settings)
 
@@ -377,8 +380,15 @@ def assert_contained(result: GradeResult, attack: Attack, backend_id: str, canar
 def test_attack_is_contained(
     attack, backend, attack_spec, attack_expected, settings, canary, scratch_root, request
 ):
-    result = run_attack(backend, attack_spec, attack_expected, settings, attack.code)
-    assert_contained(result, attack, request.node.callspec.params["backend"], canary)
+    backend_id = request.node.callspec.params["backend"]
+    spec = attack_spec
+    if attack.outcomes[backend_id] != "time_limit":
+        # It ends at a limit of its own (memory, output, disk), which the spec's short time
+        # limit would race on a loaded machine.
+        limits = attack_spec.limits.model_copy(update={"time_limit_s": RACED_TIME_LIMIT_S})
+        spec = attack_spec.model_copy(update={"limits": limits})
+    result = run_attack(backend, spec, attack_expected, settings, attack.code)
+    assert_contained(result, attack, backend_id, canary)
     assert_nothing_left(backend, scratch_root)
 
 
