@@ -116,9 +116,11 @@ class WarmPool:
         """Young enough for a job: its expiry leaves room for one more whole run."""
         return time.monotonic() - sandbox.started_at <= self.max_idle_s
 
-    def waiting(self) -> list[Sandbox]:
-        """The warm sandboxes waiting for a job now, oldest first."""
+    def waiting(self, limits: Limits | None = None) -> list[Sandbox]:
+        """The warm sandboxes waiting for a job now (for `limits`, or for any), oldest first."""
         with self._changed:
+            if limits is not None:
+                return list(self._idle.get(limits, []))
             return [sandbox for idle in self._idle.values() for sandbox in idle]
 
     def wait_warm(self, limits: Limits, timeout_s: float) -> bool:

@@ -107,6 +107,7 @@ _uint32 = np.uint32
 _np_reduce = np.add.reduce
 _np_abs = np.abs
 _np_multiply = np.multiply
+_np_arange = np.arange
 _np_array = np.array
 _np_empty = np.empty
 _start_thread = _thread.start_new_thread
@@ -495,6 +496,24 @@ def summary(values: np.ndarray) -> list[float]:
     ]
 
 
+_GOLDEN = np.uint32(0x9E3779B1)  # Fibonacci hashing: positions to scattered weights
+_int32 = np.int32
+
+
+def _position_weights(n: int) -> np.ndarray:
+    """A weight in [-0.5, 0.5) for each of n positions, the same on every run (float32)."""
+    scattered = _np_multiply(_np_arange(n, dtype=_uint32), _GOLDEN)  # wraps modulo 2**32
+    return _np_multiply(scattered.view(_int32), 2.0**-32, dtype=_float32)
+
+
+def fingerprint(values: np.ndarray) -> list[float]:
+    """`summary` and a sum weighted by position: elements moved to other places (a tensor
+    shuffled, which keeps every sum) change it."""
+    v = values.reshape(-1)
+    weighted = _np_reduce(_np_multiply(v, _position_weights(v.size), dtype=_float64))
+    return [*summary(values), _float(weighted)]
+
+
 def param_ids(root: Any) -> dict[int, str]:
     return {_id(p): name for name, p in named_parameters(root)}
 
@@ -739,7 +758,15 @@ def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> 
                 f"{effect}",
                 "tampered",
             )
+        registered = _registered_names(module_fields)
         for name, value in module_fields:
+            if _obj_type(name) is _str and name in registered:
+                raise ObservationError(
+                    f"`{name}` of {where} is set on the instance beside its registered "
+                    f"{registered[name]} of that name: the forward uses the instance's value "
+                    f"where the checks read the registered one; {effect}",
+                    "tampered",
+                )
             if _among(_Module, _type_mro(_obj_type(value))):
                 raise ObservationError(
                     f"`{name}` of {where} is a layer set outside its registered modules: "
@@ -754,6 +781,22 @@ def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> 
             _no_shadowed_methods(module, module_fields, where, effect)
     if "_backward_hooks" in fields:
         _no_shared_storage(root, effect)
+
+
+_REGISTRIES = (("_parameters", "parameter"), ("_buffers", "buffer"), ("_modules", "layer"))
+
+
+def _registered_names(fields: list[tuple[str, Any]]) -> dict[str, str]:
+    """The names a module registers (parameters, buffers, layers): what each one is. The
+    registries themselves are read by exact type where their contents are read."""
+    names: dict[str, str] = {}
+    for registry, what in _REGISTRIES:
+        held = _field(fields, registry)
+        if _obj_type(held) is _dict:
+            for key in _list(_dict_keys(held)):
+                if _obj_type(key) is _str:
+                    names[key] = what
+    return names
 
 
 def storage_key(tensor: Any) -> int:

@@ -6,9 +6,12 @@ harness and the observers as the judges, and the torch release), so a change to 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
@@ -35,6 +38,21 @@ def grader_version() -> str:
 
 def _folder(settings: Settings, spec: CodeTask) -> Path:
     return settings.expected_dir / spec.id / f"{spec_digest(spec)[:24]}-{grader_version()}"
+
+
+@contextmanager
+def computing(settings: Settings, spec: CodeTask) -> Iterator[None]:
+    """Held while one process computes (or reads) the expected facts of `spec`'s version:
+    processes that self-test the same version together (workers starting at once) compute
+    it once, the others wait and read what it stored."""
+    folder = settings.expected_dir / spec.id
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{_folder(settings, spec).name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load_expected(settings: Settings, spec: CodeTask) -> Expected | None:

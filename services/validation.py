@@ -24,7 +24,7 @@ from graders.spec import Limits as TaskLimits
 from sandbox.base import SandboxBackend
 from sandbox.errors import BackendUnavailable, SandboxError
 from services.answers import Answer, code_for
-from services.expected import load_expected, save_expected
+from services.expected import computing, load_expected, save_expected
 from services.grading import run_code
 
 
@@ -68,10 +68,25 @@ def validate(
             f"multiple choice, answer key {spec.answer} among {', '.join(sorted(spec.options))}"
         )
         return report
-    if use_cache and (cached := load_expected(settings, spec)) is not None:
-        report.expected = cached
-        report.good("expected facts already computed for this version (self-test passed before)")
-        return report
+    if not use_cache:
+        return _fresh(spec, report, backend, settings, shared_setup)
+    with computing(settings, spec):
+        if (cached := load_expected(settings, spec)) is not None:
+            report.expected = cached
+            report.good(
+                "expected facts already computed for this version (self-test passed before)"
+            )
+            return report
+        return _fresh(spec, report, backend, settings, shared_setup)
+
+
+def _fresh(
+    spec: CodeTask,
+    report: SelfTestReport,
+    backend: SandboxBackend,
+    settings: Settings,
+    shared_setup: bool | None,
+) -> SelfTestReport:
     try:
         _self_test(spec, report, backend, settings, shared_setup)
     except BackendUnavailable:

@@ -32,8 +32,8 @@ REASONS = {
     "settings": "the step depends on a parameter's value: settings such as weight_decay differ",
     "step-differs": "one step changes a parameter differently from the reference's step",
     "out-of-range": "a setting is outside the range SGD at the task's learning rate allows "
-    "(momentum not in [0, 0.99], dampening not in [0, 1), a negative weight_decay): the steps "
-    "after the first are not those of SGD at that learning rate",
+    "(momentum not in [0, 0.99], dampening not in [0, 1) or above momentum, a negative "
+    "weight_decay): the steps after the first are not those of SGD at that learning rate",
 }
 # The settings the first step does not show (SGD's first step with momentum is plain SGD's)
 # and the values they may take (torch checks some when the optimizer is built, none when a
@@ -167,6 +167,19 @@ def _out_of_range(have: Facts, want: Facts) -> str | None:
             return (
                 f"the optimizer's {key} for {name} is {_plain(value)}, outside what the task "
                 f"allows ({bounds}): {effect}"
+            )
+        momentum, dampening = mine.get("momentum"), mine.get("dampening")
+        if (
+            isinstance(momentum, float | int)
+            and isinstance(dampening, float | int)
+            and 0 < momentum < dampening
+        ):
+            # once the gradients agree, a step is lr (1 - dampening) / (1 - momentum) times
+            # the gradient: below plain SGD's lr as soon as dampening passes momentum
+            return (
+                f"the optimizer's dampening for {name} is {float(dampening):.9g}, above its "
+                f"momentum {float(momentum):.9g}: the steps after the first are "
+                f"{(1 - dampening) / (1 - momentum):.3g} times plain SGD's"
             )
     return None
 

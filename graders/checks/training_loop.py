@@ -112,7 +112,7 @@ class Decisive(FactsBase):
 
 
 Event = Annotated[str, Field(pattern=r"^(b[0-9]{1,9}|[wWsern])$")]
-Summary = Annotated[list[float], Field(min_length=3, max_length=3)]
+Summary = Annotated[list[float], Field(min_length=4, max_length=4)]
 
 
 class Facts(FactsBase):
@@ -134,7 +134,8 @@ class Facts(FactsBase):
     loss_after: float | None
     loss_error: str | None = Field(max_length=1000, description="Why loss_after is missing.")
     parameters: dict[str, Summary] = Field(
-        max_length=MAX_NAMES, description="Sum, abs sum, square sum per parameter."
+        max_length=MAX_NAMES,
+        description="Sum, abs sum, square sum and a sum weighted by position per parameter.",
     )
     buffers: dict[str, Summary] = Field(max_length=MAX_NAMES, description="The same per buffer.")
     buffers_moved: int = Field(ge=0, description="How many buffers changed during the epoch.")

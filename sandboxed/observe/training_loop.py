@@ -344,7 +344,7 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
     buffers, buffers_moved = {}, 0
     for name, t in _buffers(ti, model):
         values = ti.to_numpy(t)
-        buffers[name] = ti.summary(values)
+        buffers[name] = ti.fingerprint(values)
         start = recorder.initial.get(name)
         if start is None or not np.array_equal(values, ti.to_numpy(start)):
             buffers_moved += 1
@@ -357,7 +357,7 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
             for v in recorder.losses[:MAX_BATCHES]
         ],
         "loss_before": recorder.loss_before,
-        "parameters": {n: ti.summary(ti.to_numpy(t)) for n, t in ti.named_parameters(model)},
+        "parameters": {n: ti.fingerprint(ti.to_numpy(t)) for n, t in ti.named_parameters(model)},
         "buffers": buffers,
         "buffers_moved": buffers_moved,
         "moved": _moved(ti, recorder),

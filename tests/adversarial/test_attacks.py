@@ -21,6 +21,7 @@ import torch
 
 from core.settings import PROJECT_ROOT
 from graders.result import GradeResult
+from graders.spec import CodeTask
 from sandbox.docker_backend import BACKEND_LABEL, DockerBackend
 from sandbox.pool import WarmPool
 from services.answers import Answer
@@ -279,6 +280,18 @@ ATTACKS = [
 RACED_TIME_LIMIT_S = 30.0
 
 
+def raced(spec: CodeTask) -> CodeTask:
+    """`spec` with a time limit that a loaded machine cannot race."""
+    limits = spec.limits.model_copy(update={"time_limit_s": RACED_TIME_LIMIT_S})
+    return spec.model_copy(update={"limits": limits})
+
+
+def spec_for(attack: Attack, backend_id: str, spec: CodeTask) -> CodeTask:
+    """The spec to run `attack` under: its own, or, for an attack that ends at a limit of its
+    own (memory, output, disk), one whose time limit it cannot race."""
+    return spec if attack.outcomes[backend_id] == "time_limit" else raced(spec)
+
+
 def run_attack(backend, spec, expected, settings, code: str) -> GradeResult:
     return grade(spec, Answer(code=code), backend=backend, expected=expected, settings=settings)
 
@@ -381,12 +394,7 @@ def test_attack_is_contained(
     attack, backend, attack_spec, attack_expected, settings, canary, scratch_root, request
 ):
     backend_id = request.node.callspec.params["backend"]
-    spec = attack_spec
-    if attack.outcomes[backend_id] != "time_limit":
-        # It ends at a limit of its own (memory, output, disk), which the spec's short time
-        # limit would race on a loaded machine.
-        limits = attack_spec.limits.model_copy(update={"time_limit_s": RACED_TIME_LIMIT_S})
-        spec = attack_spec.model_copy(update={"limits": limits})
+    spec = spec_for(attack, backend_id, attack_spec)
     result = run_attack(backend, spec, attack_expected, settings, attack.code)
     assert_contained(result, attack, backend_id, canary)
     assert_nothing_left(backend, scratch_root)

@@ -131,6 +131,17 @@ OUT_OF_RANGE = {
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.999, dampening=0.999)\n",
         "the optimizer's momentum for fc.weight is 0.999, outside what the task allows ([0, 0.99])",
     ),
+    # one step with momentum is plain SGD's: the steps after it, (1 - dampening) / (1 - momentum)
+    # times the gradient, are what a dampening above momentum shrinks
+    "dampening-just-below-one": (
+        "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.99, dampening=0.9999999)\n",
+        "dampening for fc.weight is 0.9999999, above its momentum 0.99: the steps after the first are 1e-05 times",
+    ),
+    "dampening-above-momentum": (
+        "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.5)\n"
+        "optimizer.param_groups[0]['dampening'] = 0.9\n",
+        "dampening for fc.weight is 0.9, above its momentum 0.5",
+    ),
     "momentum-above-one": (
         "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=5)\n",
         "momentum for fc.weight is 5, outside",
@@ -157,6 +168,7 @@ HONEST = {
     "momentum": MOMENTUM,
     "momentum-0.99": "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.99)\n",
     "momentum-and-dampening": "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.5, dampening=0.5)\n",
+    "dampening-below-momentum": "optimizer = optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.99, dampening=0.9)\n",
     "filter": "optimizer = optim.SGD(filter(lambda p: p.requires_grad, model.parameters()), lr=0.001)\n",
     "list": "optimizer = optim.SGD(list(model.fc.parameters()), lr=0.001)\n",
     "param-groups": "optimizer = optim.SGD([{'params': [model.fc.weight]}, {'params': [model.fc.bias]}], lr=0.001)\n",

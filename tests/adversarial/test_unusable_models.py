@@ -1,8 +1,10 @@
 """Models whose values are right but that cannot be fine-tuned, and models that training
 left right and later code changed. Each task asks for a model to train (or trained): one
 made under `torch.inference_mode()`, with a weight whose elements share memory, that
-contains itself or cast to another dtype cannot be, and an epoch's model whose layers,
-dtypes or trainable parameters are changed afterwards is not "as the training left it".
+contains itself or cast to another dtype cannot be, nor a head that computes with values
+set beside its parameters or gives every input the same output; an epoch's model whose
+layers, dtypes, trainable parameters or element order are changed afterwards is not "as
+the training left it".
 None gets full marks; an evaluation after the epoch (`model.eval()` and a loss under
 `torch.no_grad()`) keeps them (the honest answers: test_hooks_and_patches.py). On the
 process backend."""
@@ -67,6 +69,19 @@ UNTRAINABLE = {
         FREEZE + HEAD + "model.fc._modules['back'] = model\n",
         "contains itself",
     ),
+    # a value set on the instance under a registered name is what the layer's forward reads
+    "head-computing-with-a-frozen-copy": (
+        "finetune-replace-head",
+        FREEZE + HEAD + "import torch\nfor name in ('weight', 'bias'):\n"
+        "    model.fc.__dict__[name] = getattr(model.fc, name).detach().clone()\n",
+        "set on the instance beside its registered parameter",
+    ),
+    "head-output-gated-to-zero": (
+        "finetune-replace-head",
+        FREEZE + "import torch.nn as nn\n"
+        "model.fc = nn.Sequential(nn.Linear(512, 10), nn.Threshold(1e9, 0.0))\n",
+        "the same output",
+    ),
     "loaded-as-float64": ("finetune-load-pretrained", LOAD + "model = model.double()\n", "float64"),
     "frozen-as-float64": ("finetune-freeze", FREEZE + "model.double()\n", "float64"),
 }
@@ -92,6 +107,14 @@ CHANGED_AFTER_THE_EPOCH = {
     "head-frozen": ("model.fc.requires_grad_(False)\n", "frozen"),
     "backbone-unfrozen": ("model.layer4.requires_grad_(True)\n", "trainable"),
     "cast-to-float64": ("model.double()\n", "float64"),
+    # every backbone tensor keeps its elements (and so every sum of them), in another order
+    "backbone-shuffled": (
+        "with torch.no_grad():\n"
+        "    for name, t in list(model.named_parameters()) + list(model.named_buffers()):\n"
+        "        if not name.startswith('fc.') and t.is_floating_point() and t.numel() > 1:\n"
+        "            t.copy_(t.flatten().flip(0).reshape(t.shape))\n",
+        "differ from one correct epoch",
+    ),
 }
 
 

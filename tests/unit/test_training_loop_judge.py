@@ -45,11 +45,14 @@ def facts(**changes) -> dict:
         "loss_after": 2.3321,
         "loss_error": None,
         "parameters": {
-            "conv.weight": [1.5, 20.0, 3.0],
-            "fc.weight": [0.0, 5.26, 1.84],
-            "fc.bias": [-0.1, 0.3, 0.05],
+            "conv.weight": [1.5, 20.0, 3.0, 0.25],
+            "fc.weight": [0.0, 5.26, 1.84, 0.25],
+            "fc.bias": [-0.1, 0.3, 0.05, 0.25],
         },
-        "buffers": {"bn.running_mean": [0.2, 0.4, 0.06], "bn.num_batches_tracked": [8, 8, 64]},
+        "buffers": {
+            "bn.running_mean": [0.2, 0.4, 0.06, 0.25],
+            "bn.num_batches_tracked": [8, 8, 64, 0.25],
+        },
         "buffers_moved": 2,
         "moved": 0.5,
         "hyper": [{"lr": 0.01, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0}],
@@ -64,7 +67,7 @@ def facts(**changes) -> dict:
 
 def wrong_weights(**changes) -> dict:
     """An answer's facts whose head and summaries differ from a correct epoch's."""
-    parameters = facts()["parameters"] | {"fc.weight": [0.0, 6.3, 2.6]}
+    parameters = facts()["parameters"] | {"fc.weight": [0.0, 6.3, 2.6, 0.25]}
     return facts(parameters=parameters, moved=1.2) | changes
 
 
@@ -206,12 +209,15 @@ def test_loss_decrease_compares_with_one_correct_epoch(changes, params, passed, 
         (wrong_weights(buffers_moved=0), OTHER_HEAD, "the running statistics did not change during the epoch"),
         (wrong_weights(optimizer_replaced=True), OTHER_HEAD, "`optimizer` was replaced by another optimizer"),
         (wrong_weights(), HEAD, "after the epoch, 1 parameter differs from one correct epoch (fc.weight)"),
-        (facts(buffers={"bn.running_mean": [0.3, 0.5, 0.08], "bn.num_batches_tracked": [9, 9, 81]}), HEAD,
+        (facts(buffers={"bn.running_mean": [0.3, 0.5, 0.08, 0.25], "bn.num_batches_tracked": [9, 9, 81, 0.25]}), HEAD,
          "the parameters after the epoch equal one correct epoch's, but 2 buffers differ (bn.running_mean, bn.num_batches_tracked): running statistics move with every forward pass in train mode"),
-        (facts(parameters=facts()["parameters"] | {"fc.extra": [0.0, 0.0, 0.0]}), HEAD, "the model's layers changed (fc.extra)"),
+        (facts(parameters=facts()["parameters"] | {"fc.extra": [0.0, 0.0, 0.0, 0.25]}), HEAD, "the model's layers changed (fc.extra)"),
         (facts(), {"fc.weight": HEAD["fc.weight"]}, "fc.bias is missing or has another shape after the epoch"),
+        # the same elements in another order: the same sums, another sum weighted by position
+        (facts(parameters=facts()["parameters"] | {"conv.weight": [1.5, 20.0, 3.0, -0.4]}), HEAD,
+         "after the epoch, 1 parameter differs from one correct epoch (conv.weight)"),
     ],
-    ids=["head", "lr", "no-change", "eval-mode", "replaced", "summaries", "buffers", "layers", "missing"],
+    ids=["head", "lr", "no-change", "eval-mode", "replaced", "summaries", "buffers", "layers", "missing", "reordered"],
 )  # fmt: skip
 def test_final_weights_names_what_differs(have, tensors, fragment):
     verdict = judge("final_weights", have, tensors, head="fc")
@@ -260,7 +266,10 @@ def test_the_decisive_comparison_is_the_reference_runs_not_the_answers():
 
 def test_no_override_without_the_head_values_or_with_other_buffers():
     assert not judge("order", facts(events=ODD), {}).passed  # the answer exported none
-    evaluated = {"bn.running_mean": [0.3, 0.5, 0.08], "bn.num_batches_tracked": [9, 9, 81]}
+    evaluated = {
+        "bn.running_mean": [0.3, 0.5, 0.08, 0.25],
+        "bn.num_batches_tracked": [9, 9, 81, 0.25],
+    }
     verdict = judge("order", facts(events=ODD, buffers=evaluated), HEAD)
     assert not verdict.passed and "in iteration 1" in verdict.message
 
@@ -342,9 +351,9 @@ def test_a_failing_verdict_names_what_its_facts_show(aspect, have, tensors, reas
 @pytest.mark.parametrize(
     ("have", "tensors", "reasons"),
     [
-        (facts(buffers={"bn.running_mean": [0.3, 0.5, 0.08], "bn.num_batches_tracked": [9, 9, 81]}), HEAD,
+        (facts(buffers={"bn.running_mean": [0.3, 0.5, 0.08, 0.25], "bn.num_batches_tracked": [9, 9, 81, 0.25]}), HEAD,
          {"statistics-differ"}),
-        (facts(parameters=facts()["parameters"] | {"fc.extra": [0.0, 0.0, 0.0]}), HEAD, {"layers-changed"}),
+        (facts(parameters=facts()["parameters"] | {"fc.extra": [0.0, 0.0, 0.0, 0.25]}), HEAD, {"layers-changed"}),
         (facts(), {"fc.weight": HEAD["fc.weight"]}, {"layers-changed"}),
     ],
     ids=["buffers", "layers", "head-missing"],
