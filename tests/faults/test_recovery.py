@@ -179,6 +179,7 @@ def test_one_looping_answer_holds_no_other_with_the_default_concurrency(stack, l
         time.sleep(0.2)
     behind = stack.submit(task_id=CODE_TASK, student_id="behind-a-loop", code=CORRECT)
     assert stack.result(behind["id"])["outcome"] == "passed"
-    assert stack.row(looping["id"])["status"] == "running"  # graded beside it, not after it
     looped = stack.result(looping["id"])
     assert (looped["outcome"], looped["charged"]) == ("time_limit", True), looped
+    # graded beside the loop, not after it: taken while the loop still held its process
+    assert stack.row(behind["id"])["started_at"] < stack.row(looping["id"])["finished_at"]
