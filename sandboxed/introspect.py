@@ -104,6 +104,7 @@ _sha256 = hashlib.sha256
 _float64 = np.float64
 _float32 = np.float32
 _uint32 = np.uint32
+_int32 = np.int32
 _np_reduce = np.add.reduce
 _np_abs = np.abs
 _np_multiply = np.multiply
@@ -497,7 +498,6 @@ def summary(values: np.ndarray) -> list[float]:
 
 
 _GOLDEN = np.uint32(0x9E3779B1)  # Fibonacci hashing: positions to scattered weights
-_int32 = np.int32
 
 
 def _position_weights(n: int) -> np.ndarray:
