@@ -24,8 +24,6 @@ REASONS: dict[str, str] = {
     "per sample (at least one)",
     "no-outputs": "the output's last dimension is 0 where the reference's is not",
     "other-shape": "the output's rank or leading dimensions differ from the reference's",
-    "constant-output": "the module gives every input of the seeded batch the same output, "
-    "where the reference's differ: it computes nothing of its input",
     "not-called": "the forward never calls the module at `features_at`",
     "features-not-tensor": "what the forward passes to the module at `features_at` is not a "
     "plain tensor",
@@ -44,9 +42,6 @@ class Features(FactsBase):
 class Facts(FactsBase):
     shape: list[int] | None = Field(None, max_length=16)
     error: str | None = Field(None, max_length=2000)
-    varies: bool | None = Field(
-        None, description="Whether the output differs between the seeded batch's samples."
-    )
     features: Features | None = None
 
 
@@ -108,12 +103,6 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
             f"{params.input_shape}, expected {want}",
             _shape_reason(got.facts.shape, want),
             *(features.reasons if features is not None else ()),
-        )
-    if expected.facts.varies and got.facts.varies is False:
-        return Verdict.fail(
-            f"`{where}` gives every input of shape {params.input_shape} the same output: it "
-            "computes nothing of what it is given",
-            "constant-output",
         )
     message = f"`{where}` gives shape {want} on an input of shape {params.input_shape}"
     if params.features_at:

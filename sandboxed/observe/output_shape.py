@@ -22,10 +22,6 @@ __all__ = ["TYPE", "EXECUTES_ANSWER", "observe"]  # what the harness reads
 
 EXECUTES_ANSWER = True  # it calls the module's forward, which the answer may have written
 MAX_FEATURE_ELEMENTS = 1_000_000
-# numpy's C functions (ufuncs), taken before the answer runs: its Python-level wrappers
-# (np.any) are the answer's to rebind.
-_not_equal = np.not_equal
-_any = np.logical_or.reduce
 
 # The probe's forward, compiled into a namespace of its own: the answer's forward can reach
 # the probe (it is where the submodule was), and from it only the list it appends to and
@@ -83,25 +79,12 @@ def observe(ctx, params: Params) -> dict:
                 :2000
             ]
         }
-    facts: dict = {"shape": ti.shape_of(out), "varies": _varies(ti, out)}
+    facts: dict = {"shape": ti.shape_of(out)}
     if features is not None:
         if holder is not None:
             features |= _read_features(ctx, params, box)
         facts["features"] = features
     return facts
-
-
-def _varies(ti: Any, out: Any) -> bool | None:
-    """Whether the output differs between the samples of the seeded batch (None for a batch
-    of one, or an output too large to copy): a module that gives every input the same
-    output computes nothing of its input."""
-    if ti.numel(out) > MAX_FEATURE_ELEMENTS:
-        return None
-    values = ti.to_numpy(out)
-    if values.ndim == 0 or values.shape[0] < 2:
-        return None
-    rows = values.reshape(values.shape[0], -1)
-    return bool(_any(_not_equal(rows, rows[0]), axis=None))
 
 
 def _read_features(ctx, params: Params, box: list) -> dict:
