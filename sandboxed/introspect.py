@@ -70,6 +70,9 @@ _internal_overlap = torch._debug_has_internal_overlap  # 1: some elements share 
 _detach = _TensorBase.detach
 _to = _TensorBase.to
 _clone = _TensorBase.clone
+_add_ = _TensorBase.add_
+_copy_ = _TensorBase.copy_
+_from_numpy = torch.from_numpy
 _device_type = torch.device.type.__get__
 _strided = torch.strided
 _no_torch_function = torch._C.DisableTorchFunction
@@ -105,11 +108,16 @@ _float64 = np.float64
 _float32 = np.float32
 _uint32 = np.uint32
 _int32 = np.int32
+_int64 = np.int64
 _np_reduce = np.add.reduce
 _np_abs = np.abs
 _np_multiply = np.multiply
 _np_arange = np.arange
 _np_array = np.array
+_np_not_equal = np.not_equal
+_np_subtract = np.subtract
+_np_any = np.logical_or.reduce
+_np_uint8 = np.uint8
 _np_empty = np.empty
 _start_thread = _thread.start_new_thread
 _new_lock = _thread.allocate_lock
@@ -514,6 +522,22 @@ def fingerprint(values: np.ndarray) -> list[float]:
     return [*summary(values), _float(weighted)]
 
 
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two host copies (`to_numpy`) hold the same values bit for bit (NaN included)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.size == 0:
+        return True
+    bits = _np_uint8
+    return not _np_any(_np_not_equal(a.reshape(-1).view(bits), b.reshape(-1).view(bits)))
+
+
+def squared_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The sum of squared differences of two host copies of one shape, in float64."""
+    d = _np_subtract(a.reshape(-1), b.reshape(-1), dtype=_float64)
+    return _float(_np_reduce(_np_multiply(d, d)))
+
+
 def param_ids(root: Any) -> dict[int, str]:
     return {_id(p): name for name, p in named_parameters(root)}
 
@@ -773,6 +797,13 @@ def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> 
                     f"the forward uses it where the checks read another one; {effect}",
                     "tampered",
                 )
+            if _among(_TensorBase, _type_mro(_obj_type(value))):
+                raise ObservationError(
+                    f"`{name}` of {where} is a tensor set outside its registered parameters "
+                    f"and buffers: the forward can use it where the checks read the "
+                    f"registered ones; {effect}",
+                    "tampered",
+                )
         if "_backward_hooks" in fields:
             for name, param in _tensors_of(module, "_parameters", prefix, (_Parameter,)):
                 _no_tensor_hooks(name, param, effect)
@@ -969,6 +1000,25 @@ def cross_entropy(logits: Any, labels: Any) -> float:
         return scalar(
             _cross_entropy_loss(_plain_tensor(logits), _plain_tensor(labels), None, 1, -100, 0.0)
         )
+
+
+def class_labels(rows: int, classes: int, like: Any) -> Any:
+    """Labels 0, 1, ... (modulo classes) for rows samples, on the device of `like`."""
+    with _no_torch_function():
+        labels = _from_numpy(_np_arange(rows, dtype=_int64) % classes)
+        return _to(labels, _device(_plain_tensor(like)))
+
+
+def descend(param: Any, grad: Any, lr: float) -> None:
+    """One plain SGD step in place: param -= lr * grad, by torch's C functions."""
+    with _no_torch_function():
+        _add_(_detach(_plain_tensor(param)), _plain_tensor(grad), alpha=-lr)
+
+
+def overwrite(tensor: Any, value: Any) -> None:
+    """Put a value copied earlier (`copy_of`) back into the tensor, in place."""
+    with _no_torch_function():
+        _copy_(_detach(_plain_tensor(tensor)), value)
 
 
 def copy_of(tensor: Any) -> Any:

@@ -9,6 +9,14 @@ that forward only, the submodule is wrapped, where its parent holds it, in a pro
 records its input and calls it. What reaches it is a behaviour of the answer's forward:
 a diagnostic beside the weight-based facts of `frozen_backbone`, never the only fact
 that settles a task.
+
+With `learns` (for a new layer the answer makes, e.g. the head), the module must also be
+able to learn: after one plain gradient step (SGD, learning rate 1) on the cross-entropy
+of its train-mode output on the same input, its eval-mode output must change and differ
+between samples where the reference's does. A layer after the weights that outputs a
+constant (`Threshold(1e9, 0)`) or drops everything in training (`Dropout(p=1)`) fails; a
+zero-initialised layer, constant until its first step, passes. The module's parameters
+and buffers are put back as they were afterwards.
 """
 
 from __future__ import annotations
@@ -38,6 +46,12 @@ class Params(CheckBase):
         pattern=MODULE_PATH_PATTERN,
         description="A submodule of the variable (e.g. the head) whose input during this "
         "forward must equal the reference's.",
+    )
+    learns: bool = Field(
+        False,
+        description="The module must change its output, and give different outputs for "
+        "different samples, after one gradient step on its trainable parameters (a 2-D "
+        "output: a classifier's scores).",
     )
     rtol: float = Field(1e-3, ge=0, le=1, description="Tolerance of the features' comparison.")
     atol: float = Field(1e-4, ge=0, le=1)

@@ -24,6 +24,11 @@ REASONS: dict[str, str] = {
     "per sample (at least one)",
     "no-outputs": "the output's last dimension is 0 where the reference's is not",
     "other-shape": "the output's rank or leading dimensions differ from the reference's",
+    "cannot-learn": "one gradient step does not change the module's output: no gradient "
+    "reaches its weights (a layer after them that outputs a constant, or drops everything "
+    "in training mode)",
+    "ignores-input": "after a gradient step the module gives the same output for every "
+    "sample: only what does not depend on the input learns",
     "not-called": "the forward never calls the module at `features_at`",
     "features-not-tensor": "what the forward passes to the module at `features_at` is not a "
     "plain tensor",
@@ -39,10 +44,61 @@ class Features(FactsBase):
     shape: list[int] | None = Field(None, max_length=16, description="Of its first input.")
 
 
+class Learns(FactsBase):
+    error: str | None = Field(
+        None,
+        max_length=2000,
+        description="Why the step could not be taken; else the "
+        "outputs before and after it are the check's tensors.",
+    )
+
+
 class Facts(FactsBase):
     shape: list[int] | None = Field(None, max_length=16)
     error: str | None = Field(None, max_length=2000)
     features: Features | None = None
+    learns: Learns | None = Field(
+        None, description="With `learns`: the gradient step taken (None: nothing trainable)."
+    )
+
+
+def _differ(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two outputs differ beyond float noise (1e-4 of the larger magnitude)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    scale = max(float(np.nanmax(np.abs(a), initial=0.0)), float(np.nanmax(np.abs(b), initial=0.0)))
+    return bool(np.nanmax(np.abs(a - b), initial=0.0) > 1e-4 * max(scale, 1.0))
+
+
+def _learning(got: Observed) -> tuple[bool, bool] | None:
+    """(the step changed the output, the output after it differs between samples)."""
+    before, after = got.tensors.get("before-step"), got.tensors.get("after-step")
+    if before is None or after is None or before.shape != after.shape or before.ndim != 2:
+        return None
+    return _differ(after, before), any(_differ(row, after[0]) for row in after[1:])
+
+
+def _judge_learning(where: str, got: Observed, expected: Observed) -> Verdict | None:
+    want = _learning(expected) if expected.facts.learns is not None else None
+    if want is None or got.facts.learns is None:  # nothing trainable: the head's checks tell
+        return None
+    if got.facts.learns.error:
+        return Verdict.fail(got.facts.learns.error, "cannot-learn")
+    have = _learning(got)
+    if have is None:
+        return Verdict.fail(f"`{where}` could not be trained for one step", "unobservable")
+    if want[0] and not have[0]:
+        return Verdict.fail(
+            f"one gradient step on `{where}`'s trainable parameters does not change its "
+            "output: no gradient reaches them, so training would leave it as it is",
+            "cannot-learn",
+        )
+    if want[1] and not have[1]:
+        return Verdict.fail(
+            f"after a gradient step `{where}` still gives the same output for every input: "
+            "what learns does not depend on the input",
+            "ignores-input",
+        )
+    return None
 
 
 def _judge_features(params: Params, got: Observed, expected: Observed) -> Verdict | None:
@@ -105,6 +161,12 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
             *(features.reasons if features is not None else ()),
         )
     message = f"`{where}` gives shape {want} on an input of shape {params.input_shape}"
+    if params.learns:
+        failed = _judge_learning(where, got, expected)
+        if failed is not None:
+            return failed
+        if got.facts.learns is not None:
+            message += ", and learns from a gradient step"
     if params.features_at:
         failed = _judge_features(params, got, expected)
         if failed is not None:

@@ -139,6 +139,12 @@ class Facts(FactsBase):
     )
     buffers: dict[str, Summary] = Field(max_length=MAX_NAMES, description="The same per buffer.")
     buffers_moved: int = Field(ge=0, description="How many buffers changed during the epoch.")
+    unchanged: list[str] | None = Field(
+        None,
+        max_length=MAX_NAMES,
+        description="The parameters and buffers the epoch left bit for bit as they were "
+        "(facts stored before it was recorded have none).",
+    )
     moved: float | None = Field(
         ge=0,
         description="How far (L2) the optimizer's parameters moved during the epoch; None when "
@@ -573,6 +579,9 @@ def _judge_weights(
     altered = _altered(have, want)
     if altered is not None:
         return altered
+    touched = _touched(have, want)
+    if touched is not None:
+        return touched
     for name, values in expected.tensors.items():
         if name.startswith(START):  # the heads before the epoch (the same start for both)
             continue
@@ -608,6 +617,30 @@ def _judge_weights(
             "statistics-differ",
         )
     return Verdict(True, "the weights after the epoch equal one correct epoch from the same start")
+
+
+def _touched(have: Facts, want: Facts) -> Verdict | None:
+    """Tensors a correct epoch leaves bit for bit as they were (a frozen backbone) that the
+    answer's changed, by however little: compared exactly, not within the tolerance."""
+    if want.unchanged is None or have.unchanged is None:
+        return None
+    kept = set(have.unchanged)
+    params = sorted(n for n in want.unchanged if n in want.parameters and n not in kept)
+    if params:
+        return Verdict.fail(
+            f"the epoch changed {plural(len(params), 'parameter')} that a correct epoch leaves "
+            f"exactly as they were ({preview(params)}): only what the optimizer trains may move",
+            "weights-differ",
+        )
+    buffers = sorted(n for n in want.unchanged if n in want.buffers and n not in kept)
+    if buffers:
+        return Verdict.fail(
+            f"the epoch changed {plural(len(buffers), 'buffer')} that a correct epoch leaves "
+            f"exactly as they were ({preview(buffers)}): running statistics move with every "
+            "forward pass in train mode, so evaluate in model.eval() mode",
+            "statistics-differ",
+        )
+    return None
 
 
 def _forged_record(have: Facts) -> Verdict | None:

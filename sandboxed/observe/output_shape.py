@@ -1,5 +1,6 @@
-"""`output_shape`'s observer: a module's output shape on a seeded input, and the features
-that reach `features_at` (the check: contract/checks/output_shape.py).
+"""`output_shape`'s observer: a module's output shape on a seeded input, the features
+that reach `features_at`, and whether one gradient step changes what it computes
+(`learns`) (the check: contract/checks/output_shape.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,38 @@ def forward(self, *args, **kwargs):
     record(args)
     return call(inner, *args, **kwargs)
 """
+
+
+# One gradient step's forward and backward, compiled into a namespace of its own like the
+# probe: the module's forward and the backward of what it computed are the answer's code,
+# and the frames they can walk up to lead to C functions and to the step's arguments.
+_STEP = """
+def gradients(module, inputs, labels, params):
+    out = call(module, inputs)
+    if exact_type(out) is not tensor_type:
+        return None
+    with no_torch_function():
+        loss = cross_entropy(out, labels, None, 1, -100, 0.0)
+        return run_backward((loss,), (ones_like(loss),), False, False, params, True, False)
+"""
+LEARNING_RATE = 1.0
+
+
+def _step_function(ti: Any) -> Any:
+    import torch
+
+    space: dict = {
+        "__builtins__": {},
+        "call": ti._module_call,
+        "exact_type": type,
+        "tensor_type": ti._Tensor,
+        "no_torch_function": ti._no_torch_function,
+        "cross_entropy": ti._cross_entropy_loss,
+        "ones_like": torch._C._VariableFunctions.ones_like,
+        "run_backward": torch.autograd.variable.Variable._execution_engine.run_backward,
+    }
+    exec(compile(_STEP, "<gradient step>", "exec"), space)
+    return space["gradients"]
 
 
 def _probe(ti: Any, target: Any, box: list) -> Any:
@@ -80,6 +113,8 @@ def observe(ctx, params: Params) -> dict:
             ]
         }
     facts: dict = {"shape": ti.shape_of(out)}
+    if params.learns and len(facts["shape"]) == 2:
+        facts["learns"] = _learns(ctx, module, x, out, where)
     if features is not None:
         if holder is not None:
             features |= _read_features(ctx, params, box)
@@ -105,3 +140,45 @@ def _read_features(ctx, params: Params, box: list) -> dict:
         )
     ctx.add_tensor("features", ti.to_numpy(first[0]).astype(np.float32))
     return {"calls": calls, "shape": shape}
+
+
+def _learns(ctx, module: Any, x: Any, out: Any, where: str) -> dict | None:
+    """One plain gradient step on the module's trainable parameters (train mode, the
+    cross-entropy of its output against labels 0, 1, ...), then its eval-mode output again:
+    both outputs are this check's tensors, compared on the host. The trainable parameters
+    and the buffers are put back afterwards. None when nothing is trainable (the head's checks tell)."""
+    ti = ctx.ti
+    trainable = tuple(p for _, p in ti.named_parameters(module) if ti.requires_grad(p))
+    if not trainable:
+        return None
+    before = ti.to_numpy(out)
+    rows, classes = before.shape
+    labels = ti.class_labels(rows, classes, out)
+    # What the step and a train-mode forward change: the trainable parameters and the buffers.
+    names = {name for name, _ in ti.named_parameters(module)}
+    buffers = [(t, ti.copy_of(t)) for name, t in ti.named_state(module) if name not in names]
+    saved = [(t, ti.copy_of(t)) for t in trainable] + buffers
+    try:
+        flags = ti.set_training(module, True)
+        try:
+            grads = ti.call_answer(_step_function(ti), module, x, labels, trainable, grad=True)
+        finally:
+            ti.restore_training(module, flags)
+        for t, value in buffers:  # the train-mode forward moved batch-norm statistics
+            ti.overwrite(t, value)
+        if type(grads) is not tuple or len(grads) != len(trainable):
+            return {"error": f"`{where}` does not give a plain tensor in training mode"}
+        for param, grad in zip(trainable, grads, strict=True):
+            if grad is not None:
+                ti.descend(param, grad, LEARNING_RATE)
+        after = ti.to_numpy(ti.forward(module, x))
+    except ti.AnswerRaised as exc:
+        return {"error": f"`{where}` raised {exc.kind} when trained: {exc.text}"[:2000]}
+    finally:
+        for t, value in saved:
+            ti.overwrite(t, value)
+    if after.shape != before.shape:
+        return {"error": f"`{where}` gives another shape after a gradient step"}
+    ctx.add_tensor("before-step", before.astype(np.float32))
+    ctx.add_tensor("after-step", after.astype(np.float32))
+    return {}

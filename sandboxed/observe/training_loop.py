@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import math
 
-import numpy as np
-
 from contract.checks.base import PROTECTED, ObservationError
 from contract.checks.training_loop import MAX_BATCHES, MAX_EVENTS, START, TYPE, Params
 from sandboxed.observe.architecture import settings_of
@@ -121,6 +119,12 @@ class _Recorder:
         self.start = [ti.snapshot(p) for p in self.trainable]
         self.writes = [ti.write_count(p) for p in self.trainable]
         self.initial = {name: ti.copy_of(t) for name, t in _buffers(ti, self.model)}
+        # Every parameter's values before the answer, to tell which the epoch left bit for
+        # bit as they were (a frozen backbone): a change there is no epoch's, however small.
+        # Their sums are taken now (on the fast path once per zygote, not once per job): a
+        # tensor left as it was has them still.
+        self.params_start = {name: ti.snapshot(t) for name, t in ti.named_parameters(self.model)}
+        self.prints_start = {name: ti.fingerprint(v) for name, v in self.params_start.items()}
         # The setup's data loader, before the answer runs: trusted code and objects.
         loader = ti.lookup(ctx.scope, params.dataloader)
         self.batches = []
@@ -138,7 +142,7 @@ class _Recorder:
         self.tolerance: tuple[float, float] | None = None  # and with which rtol, atol
         self.observed: tuple[dict, dict] | BaseException | None = None  # see observe()
         self._make_twin(self.model)
-        self.loss_before, error = self.loss(self.model)
+        self.loss_before, error = self.loss(self.model, record=True)
         if error is not None:
             raise ObservationError(f"the loss before the epoch could not be measured: {error}")
         self._instrument(loader)
@@ -207,6 +211,9 @@ class _Recorder:
         self.twin_parameters = ti.named_parameters(self.twin)
         self.twin_buffers = _buffers(ti, self.twin)
         self.twin_start = [(t, ti.copy_of(t)) for _, t in self.twin_buffers]
+        part = _trained_part(ti, model, self.trainable)
+        self.twin_head = None if part is None else (part, ti.submodule(self.twin, part, "model"))
+        self.head_inputs: list | None = None  # see loss()
         classes, modules = {}, {}
         for _, module in ti.named_modules(self.twin):
             for cls in type(module).__mro__:
@@ -230,14 +237,23 @@ class _Recorder:
                     return f"{name}.{key}"
         return None
 
-    def loss(self, model) -> tuple[float | None, str | None]:
+    def loss(
+        self, model, record: bool = False, unchanged: frozenset = frozenset()
+    ) -> tuple[float | None, str | None]:
         """(the mean loss on the epoch's batches, or why it could not be measured), by the
         twin (the setup's model, copied before the answer ran) holding the parameters of
         `model`, in train mode without gradients, from the buffers as they were before the
         epoch and a seeded generator: what the answer's weights compute, by the setup's code.
         The forward still runs in a thread of its own (`call_answer`). A model whose
         parameters are not the twin's (added, removed, reshaped), or a change of the code
-        the twin runs, is not measured."""
+        the twin runs, is not measured.
+
+        The part of the twin that holds the optimizer's parameters (the head) is where
+        training can change what the twin computes: with `record` (the loss before the
+        epoch), what reaches it on each batch is kept, if the twin's output is the head's
+        output; later, when every parameter outside the head is bit for bit as it was
+        (`unchanged`), the same inputs from the same generator's state reach it, so only the
+        head runs."""
         ti, c = self.ti, self.torch
         if not self.batches:
             return None, None
@@ -261,9 +277,14 @@ class _Recorder:
                 for t, values in self.twin_start:
                     c.copy(t, values)
             ti.set_training(self.twin, True)
+            if record:
+                outs = self._record_head_inputs()
+            elif self._head_only(unchanged):
+                outs = self._head_outputs()
+            else:
+                outs = (ti.call_answer(ti._module_call, self.twin, x) for x, _ in self.batches)
             total = 0.0
-            for inputs, labels in self.batches:
-                out = ti.call_answer(ti._module_call, self.twin, inputs)
+            for out, (_, labels) in zip(outs, self.batches, strict=True):
                 if type(out) is not c.tensor:
                     return None, "the model's forward did not return a tensor"
                 total += ti.cross_entropy(out, labels)
@@ -275,6 +296,76 @@ class _Recorder:
         finally:
             c.set_rng(c.generator, rng)
             c.set_grad_enabled(grad)
+
+    def _record_head_inputs(self) -> list:
+        """The twin's outputs on the batches, keeping what reached its head on each (and the
+        generator's state then) when its output is what the head returned, its only call."""
+        ti, c = self.ti, self.torch
+        if self.twin_head is None:
+            return [ti.call_answer(ti._module_call, self.twin, x) for x, _ in self.batches]
+        _, head = self.twin_head
+        seen: list = []
+
+        def keep(module, args, kwargs, out):
+            seen.append((args, kwargs, rng_then, out))
+
+        rng_then = None
+
+        def before(module, args, kwargs):
+            nonlocal rng_then
+            rng_then = c.get_rng(c.generator)
+
+        handles = [
+            head.register_forward_pre_hook(before, with_kwargs=True),
+            head.register_forward_hook(keep, with_kwargs=True),
+        ]
+        outs, kept = [], []
+        try:
+            for inputs, _ in self.batches:
+                seen.clear()
+                out = ti.call_answer(ti._module_call, self.twin, inputs)
+                outs.append(out)
+                if len(seen) == 1 and seen[0][3] is out and not seen[0][1]:
+                    kept.append((seen[0][0], seen[0][2]))
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.head_inputs = kept if len(kept) == len(self.batches) else None
+        return outs
+
+    def _head_only(self, unchanged: frozenset) -> bool:
+        if self.twin_head is None or self.head_inputs is None:
+            return False
+        prefix = self.twin_head[0] + "."
+        return all(
+            name in unchanged for name, _ in self.twin_parameters if not name.startswith(prefix)
+        )
+
+    def _head_outputs(self) -> list:
+        ti, c = self.ti, self.torch
+        _, head = self.twin_head
+        outs = []
+        for args, rng in self.head_inputs:
+            c.set_rng(c.generator, rng)
+            outs.append(ti.call_answer(ti._module_call, head, *args))
+        return outs
+
+
+def _trained_part(ti, model, trainable: tuple) -> str | None:
+    """The path of the smallest submodule of `model` that holds every one of the
+    optimizer's parameters, if that is not the whole model."""
+    names = ti.param_ids(model)
+    paths = [names.get(ti._id(p)) for p in trainable]
+    if not paths or any(path is None for path in paths):
+        return None
+    parts = [path.split(".")[:-1] for path in paths]
+    common = parts[0]
+    for other in parts[1:]:
+        n = 0
+        while n < min(len(common), len(other)) and common[n] == other[n]:
+            n += 1
+        common = common[:n]
+    return ".".join(common) if common else None
 
 
 def _key(params: Params) -> tuple:
@@ -341,13 +432,24 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
     if recorder.tolerance is not None and shared <= MAX_SHARED_VALUES:
         rtol, atol = recorder.tolerance
         decisive = {"heads": sorted(recorder.heads), "rtol": rtol, "atol": atol}
-    buffers, buffers_moved = {}, 0
+    buffers, buffers_moved, unchanged = {}, 0, []
     for name, t in _buffers(ti, model):
         values = ti.to_numpy(t)
         buffers[name] = ti.fingerprint(values)
         start = recorder.initial.get(name)
-        if start is None or not np.array_equal(values, ti.to_numpy(start)):
+        if start is not None and ti.same_bits(values, ti.to_numpy(start)):
+            unchanged.append(name)
+        else:
             buffers_moved += 1
+    parameters = {}
+    for name, t in ti.named_parameters(model):
+        values = ti.to_numpy(t)
+        start = recorder.params_start.get(name)
+        if start is not None and ti.same_bits(values, start):
+            unchanged.append(name)
+            parameters[name] = recorder.prints_start[name]
+        else:
+            parameters[name] = ti.fingerprint(values)
     replaced, hyper = _optimizer_now(ctx, params, recorder)
     facts = {
         "batches_total": len(recorder.batches),
@@ -357,8 +459,9 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
             for v in recorder.losses[:MAX_BATCHES]
         ],
         "loss_before": recorder.loss_before,
-        "parameters": {n: ti.fingerprint(ti.to_numpy(t)) for n, t in ti.named_parameters(model)},
+        "parameters": parameters,
         "buffers": buffers,
+        "unchanged": unchanged,
         "buffers_moved": buffers_moved,
         "moved": _moved(ti, recorder),
         "parameter_writes": _writes(ti, recorder),
@@ -369,7 +472,7 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
         **_layers(ti, model, params.model),
     }
     # Last: it runs the model's forward.
-    facts["loss_after"], facts["loss_error"] = recorder.loss(model)
+    facts["loss_after"], facts["loss_error"] = recorder.loss(model, unchanged=frozenset(unchanged))
     return facts, heads
 
 
@@ -396,7 +499,7 @@ def _moved(ti, recorder: _Recorder) -> float | None:
             now = ti.to_numpy(p)
             if now.shape != start.shape:
                 return None
-            total += float(np.sum(np.square(now.astype(np.float64) - start)))
+            total += ti.squared_distance(now, start)
     except ObservationError:
         return None
     return math.sqrt(total) if math.isfinite(total) else None  # weights gone to NaN or inf

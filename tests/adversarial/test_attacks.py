@@ -277,6 +277,23 @@ ATTACKS = [
 ]
 
 
+# Attacks on the harness's own interpreter (its frames, audit hook, modules, torch's
+# classes): the same harness code meets them whatever contains the process, so they run on
+# the process backend (the host's interpreter) and on the fork path (the sandbox image's,
+# the one the service uses), not again in a cold container of that image.
+INTERPRETER = {
+    "walk-frames-for-the-nonce", "walk-the-object-graph", "other-threads-frames", "ctypes",
+    "add-audit-hook", "patch-the-grader-modules", "import-the-graders-packages",
+    "patch-the-harness-and-builtins", "install-signal-handler", "sys-exit",
+    "patch-requires-grad", "patch-parameters", "replace-model",
+}  # fmt: skip
+RUNS = [
+    (attack, name)
+    for attack in ATTACKS
+    for name in BACKENDS
+    if attack.id not in INTERPRETER or name != "docker"
+]
+
 RACED_TIME_LIMIT_S = 30.0
 
 
@@ -389,7 +406,16 @@ def assert_contained(result: GradeResult, attack: Attack, backend_id: str, canar
     assert not any(p.exists() for p in evil_host_paths())
 
 
-@pytest.mark.parametrize("attack", ATTACKS, ids=[a.id for a in ATTACKS])
+def test_every_interpreter_attack_exists():
+    assert {a.id for a in ATTACKS} >= INTERPRETER
+
+
+@pytest.mark.parametrize(
+    ("attack", "backend"),
+    RUNS,
+    ids=[f"{name}-{attack.id}" for attack, name in RUNS],
+    indirect=["backend"],
+)
 def test_attack_is_contained(
     attack, backend, attack_spec, attack_expected, settings, canary, scratch_root, request
 ):

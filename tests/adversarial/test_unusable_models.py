@@ -76,6 +76,15 @@ UNTRAINABLE = {
         "    model.fc.__dict__[name] = getattr(model.fc, name).detach().clone()\n",
         "set on the instance beside its registered parameter",
     ),
+    # the trainable weight registered under another name, a frozen copy where the forward
+    # reads `weight`
+    "head-weight-registered-under-another-name": (
+        "finetune-replace-head",
+        FREEZE + HEAD + "w = model.fc._parameters.pop('weight')\n"
+        "model.fc.register_parameter('weight_', w)\n"
+        "model.fc.__dict__['weight'] = w.detach().clone()\n",
+        "is a tensor set outside its registered parameters and buffers",
+    ),
     "loaded-as-float64": ("finetune-load-pretrained", LOAD + "model = model.double()\n", "float64"),
     "frozen-as-float64": ("finetune-freeze", FREEZE + "model.double()\n", "float64"),
 }
@@ -101,13 +110,20 @@ CHANGED_AFTER_THE_EPOCH = {
     "head-frozen": ("model.fc.requires_grad_(False)\n", "frozen"),
     "backbone-unfrozen": ("model.layer4.requires_grad_(True)\n", "trainable"),
     "cast-to-float64": ("model.double()\n", "float64"),
+    # two neighbouring elements of one frozen weight swapped: every sum moves less than the
+    # tolerance
+    "two-backbone-elements-swapped": (
+        "with torch.no_grad():\n    w = model.layer1[0].conv1.weight.view(-1)\n"
+        "    w[100], w[101] = w[101].item(), w[100].item()\n",
+        "that a correct epoch leaves exactly as they were (layer1.0.conv1.weight)",
+    ),
     # every backbone tensor keeps its elements (and so every sum of them), in another order
     "backbone-shuffled": (
         "with torch.no_grad():\n"
         "    for name, t in list(model.named_parameters()) + list(model.named_buffers()):\n"
         "        if not name.startswith('fc.') and t.is_floating_point() and t.numel() > 1:\n"
         "            t.copy_(t.flatten().flip(0).reshape(t.shape))\n",
-        "differ from one correct epoch",
+        "that a correct epoch leaves exactly as they were",
     ),
 }
 

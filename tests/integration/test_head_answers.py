@@ -66,6 +66,11 @@ RESNET_CORRECT = {
         "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\n"
         "nn.init.xavier_uniform_(model.fc.weight)\nnn.init.zeros_(model.fc.bias)\n"
     ),
+    # constant until its first step: one step makes it depend on the input
+    "zero-initialised-head": (
+        "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\n"
+        "nn.init.zeros_(model.fc.weight)\nnn.init.zeros_(model.fc.bias)\n"
+    ),
     "device-and-dtype": (
         "import torch\nmodel.fc = torch.nn.Linear(512, 10, device='cpu', dtype=torch.float32)\n"
     ),
@@ -226,6 +231,31 @@ RESNET_WRONG = {
         {"head-shape": "`model.fc` raised RuntimeError on an input of shape [2, 512]"},
         ["head-fails-on-features"],
     ),
+    # right shapes, but no gradient reaches the weights: the head cannot learn
+    "output-cut-off-by-a-threshold": (
+        "import torch.nn as nn\n"
+        "model.fc = nn.Sequential(nn.Linear(512, 10), nn.Threshold(1e9, 0.0))\n",
+        {"head-shape", "model-output"},
+        {
+            "head-shape": "one gradient step on `model.fc`'s trainable parameters does not "
+            "change its output",
+            "model-output": "one gradient step on `model`'s trainable parameters",
+        },
+        ["head-cannot-learn"],
+    ),
+    "everything-dropped-in-training": (
+        "import torch.nn as nn\nmodel.fc = nn.Sequential(nn.Linear(512, 10), nn.Dropout(p=1.0))\n",
+        {"head-shape", "model-output"},
+        {"head-shape": "does not change its output"},
+        ["head-cannot-learn"],
+    ),
+    "only-a-bias-after-a-dead-layer": (
+        "import torch.nn as nn\nmodel.fc = nn.Sequential(nn.Linear(512, 10), "
+        "nn.Threshold(1e9, 0.0), nn.Linear(10, 10))\n",
+        {"head-shape", "model-output", "new-head"},
+        {"head-shape": "still gives the same output for every input"},
+        ["head-cannot-learn"],
+    ),
     # None of the task's mistakes: the checks' own messages are the feedback.
     "two-layer-head": (
         "import torch.nn as nn\n"
@@ -295,6 +325,10 @@ MOBILENET_CORRECT = {
         "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5)\n"
         "for p in model.parameters():\n    p.requires_grad = False\n"
         "model.classifier[1].requires_grad_(True)\n"
+    ),
+    "zero-initialised-head": (
+        "import torch.nn as nn\nhead = nn.Linear(1280, 5)\nhead.weight.data.zero_()\n"
+        "head.bias.data.zero_()\nmodel.classifier[1] = head\n"
     ),
     "initialised-head": (
         "import torch.nn as nn\nhead = nn.Linear(1280, 5)\nnn.init.zeros_(head.bias)\n"
@@ -455,6 +489,13 @@ MOBILENET_WRONG = {
         {"backbone-frozen", "new-head"},
         {"new-head": "the new head `model.classifier.1` is frozen"},
         ["head-frozen", "backbone-trainable"],
+    ),
+    "everything-dropped-in-training": (
+        "import torch.nn as nn\n"
+        "model.classifier[1] = nn.Sequential(nn.Linear(1280, 5), nn.Dropout(p=1.0))\n",
+        {"classifier-shape", "model-output"},
+        {"classifier-shape": "one gradient step on `model.classifier.1`'s trainable parameters"},
+        ["head-cannot-learn"],
     ),
     # None of the task's mistakes: the checks' own messages are the feedback.
     "two-layer-classifier": (

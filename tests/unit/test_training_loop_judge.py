@@ -224,6 +224,32 @@ def test_final_weights_names_what_differs(have, tensors, fragment):
     assert not verdict.passed and fragment in verdict.message, verdict.message
 
 
+# A correct epoch leaves the frozen conv and the buffers of an eval-mode backbone bit for
+# bit as they were; the summaries of a tensor changed by a rounding error are the same.
+UNCHANGED = ["conv.weight", "bn.running_mean", "bn.num_batches_tracked"]
+
+
+@pytest.mark.parametrize(
+    ("kept", "passed", "reason", "fragment"),
+    [
+        (UNCHANGED, True, None, "equal one correct epoch"),
+        (UNCHANGED + ["fc.bias"], True, None, "equal one correct epoch"),  # more kept: no matter
+        (None, True, None, "equal one correct epoch"),  # facts stored before it was recorded
+        (["bn.running_mean", "bn.num_batches_tracked"], False, "weights-differ",
+         "the epoch changed 1 parameter that a correct epoch leaves exactly as they were (conv.weight)"),
+        (["conv.weight"], False, "statistics-differ",
+         "the epoch changed 2 buffers that a correct epoch leaves exactly as they were"),
+    ],
+    ids=["same", "more-kept", "not-recorded", "frozen-weight-touched", "statistics-touched"],
+)  # fmt: skip
+def test_what_a_correct_epoch_leaves_as_it_was_is_compared_exactly(kept, passed, reason, fragment):
+    verdict = judge(
+        "final_weights", facts(unchanged=kept), HEAD, facts(unchanged=UNCHANGED), head="fc"
+    )
+    assert verdict.passed is passed and fragment in verdict.message, verdict.message
+    assert (reason in verdict.reasons) if reason else not verdict.reasons
+
+
 def test_a_distance_moved_like_a_correct_epochs_is_not_reported():
     verdict = judge("final_weights", wrong_weights(moved=0.52), head="fc")
     assert not verdict.passed and "times as far" not in verdict.message
@@ -583,6 +609,50 @@ def test_the_observer_measures_the_loss_from_the_old_buffers_and_puts_everything
         assert torch.equal(values, state[name]), name
     assert not model.training and not model.bn.training  # and the flags
     assert torch.equal(torch.get_rng_state(), rng)  # and the generator the loss seeded
+
+
+def test_the_observer_names_what_the_epoch_left_bit_for_bit_as_it_was(torch_env):
+    torch, ti = torch_env
+    frozen = ["conv.bias", "conv.weight", "bn.weight", "bn.bias"]
+    out, _, _ = observe_all(ti, EPOCH_CODE, small_scope(torch))
+    assert sorted(out["final_weights"][0].unchanged) == sorted(frozen)  # train mode: bn moved
+    out, _, _ = observe_all(
+        ti, "model.eval()\n" + EPOCH_CODE.replace("model.train()\n", ""), small_scope(torch)
+    )
+    assert sorted(out["final_weights"][0].unchanged) == sorted(
+        frozen + ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
+    )
+    # one element of the frozen conv swapped with its neighbour, through numpy
+    swap = "w = model.conv.weight.detach().numpy().reshape(-1)\nw[[0, 1]] = w[[1, 0]]\n"
+    out, _, _ = observe_all(ti, EPOCH_CODE + swap, small_scope(torch))
+    assert "conv.weight" not in out["final_weights"][0].unchanged
+    assert "conv.bias" in out["final_weights"][0].unchanged
+
+
+def test_the_loss_after_from_the_heads_kept_inputs_is_the_whole_forwards(torch_env):
+    """With the backbone bit for bit as it was, only the head runs on what reached it before
+    the epoch: the loss is the one the whole forward gives; with a backbone weight moved,
+    the whole forward runs again."""
+    from sandboxed.harness import ObserveContext
+
+    torch, ti = torch_env
+    scope = small_scope(torch)
+    shared: dict = {}
+    check = Params(name="w", type="training_loop", aspect="final_weights", head="fc")
+    observe.training_loop.prepare(ObserveContext(scope, 0, ti, shared), check)
+    (recorder,) = [v for k, v in shared.items() if k != "protected"]
+    assert recorder.head_inputs is not None and len(recorder.head_inputs) == 4
+    exec(EPOCH_CODE, scope)
+    model = scope["model"]
+    names = frozenset(name for name, _ in model.named_parameters())
+    whole, error = recorder.loss(model)
+    head_only, _ = recorder.loss(model, unchanged=names)
+    assert error is None and whole is not None and whole < recorder.loss_before
+    assert head_only == pytest.approx(whole, rel=1e-6, abs=1e-7)
+    with torch.no_grad():
+        model.conv.weight.add_(torch.randn_like(model.conv.weight))  # bn undoes a scale
+    moved, _ = recorder.loss(model, unchanged=names - {"conv.weight"})
+    assert moved != pytest.approx(whole, rel=1e-3)
 
 
 def test_forward_passes_without_a_step_do_not_lower_the_loss(torch_env):
