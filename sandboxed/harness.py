@@ -317,7 +317,15 @@ def preload() -> None:
     # Seeding goes through torch's lazy per-device paths, which record the caller's stack
     # (reading the source of every frame) the first time: done here, once for a fork server.
     torch.manual_seed(0)
+    # torch's thread count is the sandbox's (OMP_NUM_THREADS, from its CPU limit): a job's
+    # `torch.set_num_threads(4)` would start pool threads that no check could tell from
+    # threads the answer left running, so it changes nothing.
+    torch.set_num_threads = torch._C.set_num_threads = _threads_fixed
     _grader_state()
+
+
+def _threads_fixed(n: int) -> None:
+    """What `torch.set_num_threads` is in a sandbox: the request is ignored."""
 
 
 def make_encoder():

@@ -44,6 +44,7 @@ _Tensor = torch.Tensor
 _Parameter = torch.nn.Parameter
 _Module = torch.nn.Module
 _Optimizer = torch.optim.Optimizer
+_LazyModule = torch.nn.modules.lazy.LazyModuleMixin
 _requires_grad = _TensorBase.requires_grad.__get__
 _grad = _TensorBase.grad.__get__
 _version = _TensorBase._version.__get__
@@ -78,6 +79,8 @@ _strided = torch.strided
 _no_torch_function = torch._C.DisableTorchFunction
 _set_grad_enabled = torch._C._set_grad_enabled
 _cross_entropy_loss = torch._C._nn.cross_entropy_loss
+_ones_like = torch._C._VariableFunctions.ones_like
+_run_backward = torch.autograd.variable.Variable._execution_engine.run_backward
 _cat = torch._C._VariableFunctions.cat
 _torch_randn = torch._C._VariableFunctions.randn
 _Generator = torch._C.Generator
@@ -94,6 +97,9 @@ _proxy_items = type(type.__dict__).items
 _obj_type = builtins.type
 _dict_items = dict.items
 _dict_keys = dict.keys
+_od_items = _OrderedDict.items
+_od_setitem = _OrderedDict.__setitem__
+_dict_setitem = dict.__setitem__
 _dict = builtins.dict
 _id = builtins.id
 _float = builtins.float
@@ -235,10 +241,15 @@ def lookup(scope: dict[str, Any], name: str) -> Any:
 
 
 def _plain_items(d: Any, what: str) -> list[tuple[str, Any]]:
-    """The items of an exact dict whose keys are all exact strings, by C-level iteration."""
-    if _obj_type(d) is not dict:
+    """The items of an exact dict (or an exact OrderedDict: torch's `Sequential.pop` and
+    `del` rebuild its `_modules` as one) whose keys are all exact strings, by C-level
+    iteration in the order torch's own code iterates it."""
+    if _obj_type(d) is dict:
+        items = _list(_dict_items(d))
+    elif _obj_type(d) is _OrderedDict:
+        items = _list(_od_items(d))
+    else:
         raise tampered(what, d, "a plain dict")
-    items = _list(_dict_items(d))
     for key, _ in items:
         if _obj_type(key) is not _str:
             raise tampered(f"a key of {what}", key, "a plain str")
@@ -772,6 +783,13 @@ def no_hooks(root: Any, effect: str, fields: tuple[str, ...] = _HOOK_FIELDS) -> 
     for prefix, module in named_modules(root):
         where = f"`{prefix}`" if prefix else "the model"
         module_fields = _fields_of(module, where)
+        if _among(_LazyModule, _type_mro(_obj_type(module))):
+            raise ObservationError(
+                f"{where} is a lazy layer ({type_name(_obj_type(module))}): its parameters have "
+                "no shape until its first forward, so nothing can read or train them yet; give "
+                "it its input size (`nn.Linear(in_features, out_features)`)",
+                "unusable",
+            )
         for name in fields:
             hooks = _field(module_fields, name)
             if hooks is not None and (_obj_type(hooks) is not _OrderedDict or _len(hooks)):
@@ -823,11 +841,20 @@ def _registered_names(fields: list[tuple[str, Any]]) -> dict[str, str]:
     names: dict[str, str] = {}
     for registry, what in _REGISTRIES:
         held = _field(fields, registry)
-        if _obj_type(held) is _dict:
-            for key in _list(_dict_keys(held)):
-                if _obj_type(key) is _str:
-                    names[key] = what
+        if _obj_type(held) is _dict or _obj_type(held) is _OrderedDict:
+            for key, _ in _plain_items(held, registry):
+                names[key] = what
     return names
+
+
+def replace_item(d: Any, key: str, value: Any) -> None:
+    """d[key] = value for an exact dict or OrderedDict (as `_plain_items` read it)."""
+    if _obj_type(d) is _OrderedDict:
+        _od_setitem(d, key, value)
+    elif _obj_type(d) is dict:
+        _dict_setitem(d, key, value)
+    else:
+        raise tampered("a dict of submodules", d, "a plain dict")
 
 
 def storage_key(tensor: Any) -> int:

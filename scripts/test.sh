@@ -10,4 +10,5 @@ if [ "${CI:-}" = "true" ]; then
 fi
 scripts/services.sh redis postgres || echo "test: Redis or PostgreSQL could not be started" >&2
 scripts/ensure_docker.sh || echo "test: no Docker engine; Docker tests will skip (or fail under CI)" >&2
-exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
+# The slowest tests are listed at the end: where the run's time goes as the suite grows.
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --durations=30 "$@"

@@ -53,6 +53,10 @@ MAX_BATCHES = 1_000  # batches of the setup's data loader; losses recorded, one 
 # The prefix of a compared head's values as they were before the answer ran, exported beside
 # its values after the epoch by the aspects that read the event log: how the weights moved.
 START = "start:"
+# The prefix of a buffer's values after the epoch, exported by final_weights for each buffer
+# the epoch moved (up to `MAX_SHARED_VALUES` in all): running statistics are compared element
+# by element, so that no rearrangement of them keeps its sums.
+BUFFER = "buffer:"
 
 
 class Params(CheckBase):

@@ -37,8 +37,9 @@ COMMON_REASONS: dict[str, str] = {
     "wrong-kind": "a variable or layer is another kind of object (a function, not a model)",
     "tampered": "what the check reads was replaced or changed by the answer (or torch was)",
     "unobservable": "the check could not read what it looks at (the message says why)",
-    "unusable": "the model cannot be trained as it is: it contains itself, or a weight was "
-    "made under torch.inference_mode() or shares memory between its own elements",
+    "unusable": "the model cannot be trained or read as it is: it contains itself, a weight "
+    "was made under torch.inference_mode() or shares memory between its own elements, or a "
+    "lazy layer has no parameters yet",
     "not-observed": "the run ended before this check was observed",
 }
 REASON_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"

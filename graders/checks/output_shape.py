@@ -27,8 +27,8 @@ REASONS: dict[str, str] = {
     "cannot-learn": "one gradient step does not change the module's output: no gradient "
     "reaches its weights (a layer after them that outputs a constant, or drops everything "
     "in training mode)",
-    "ignores-input": "after a gradient step the module gives the same output for every "
-    "sample: only what does not depend on the input learns",
+    "ignores-input": "a gradient step changes the module's output alike for every sample: "
+    "only what does not depend on the input learns (a bias)",
     "not-called": "the forward never calls the module at `features_at`",
     "features-not-tensor": "what the forward passes to the module at `features_at` is not a "
     "plain tensor",
@@ -62,19 +62,21 @@ class Facts(FactsBase):
     )
 
 
-def _differ(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two outputs differ beyond float noise (1e-4 of the larger magnitude)."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    scale = max(float(np.nanmax(np.abs(a), initial=0.0)), float(np.nanmax(np.abs(b), initial=0.0)))
-    return bool(np.nanmax(np.abs(a - b), initial=0.0) > 1e-4 * max(scale, 1.0))
-
-
 def _learning(got: Observed) -> tuple[bool, bool] | None:
-    """(the step changed the output, the output after it differs between samples)."""
+    """(the step changed the output, what it changed differs between samples), beyond float
+    noise (1e-4 of the outputs' magnitude). The change, not the output after it: a head whose
+    weights get no gradient (a `Dropout(p=1)` before them) still gives each sample its own
+    output, and the step moves only its bias, alike for every sample."""
     before, after = got.tensors.get("before-step"), got.tensors.get("after-step")
     if before is None or after is None or before.shape != after.shape or before.ndim != 2:
         return None
-    return _differ(after, before), any(_differ(row, after[0]) for row in after[1:])
+    a, b = after.astype(np.float64), before.astype(np.float64)
+    change = a - b
+    largest = max(np.nanmax(np.abs(a), initial=0.0), np.nanmax(np.abs(b), initial=0.0), 1.0)
+    noise = 1e-4 * largest
+    changed = np.nanmax(np.abs(change), initial=0.0) > noise
+    varies = np.nanmax(np.abs(change - change[0]), initial=0.0) > noise
+    return bool(changed), bool(varies)
 
 
 def _judge_learning(where: str, got: Observed, expected: Observed) -> Verdict | None:
@@ -94,8 +96,8 @@ def _judge_learning(where: str, got: Observed, expected: Observed) -> Verdict | 
         )
     if want[1] and not have[1]:
         return Verdict.fail(
-            f"after a gradient step `{where}` still gives the same output for every input: "
-            "what learns does not depend on the input",
+            f"a gradient step on `{where}` changes its output alike for every input: only "
+            "what does not depend on the input learns (a bias), no gradient reaches the weights",
             "ignores-input",
         )
     return None

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from contract.checks.architecture import Setting
 from contract.checks.base import MAX_NAMES, plural, preview
-from contract.checks.training_loop import MAX_BATCHES, MAX_EVENTS, START, TYPE, Params
+from contract.checks.training_loop import BUFFER, MAX_BATCHES, MAX_EVENTS, START, TYPE, Params
 from graders.checks.architecture import setting_change
 from graders.checks.base import FactsBase, Observed, Verdict
 
@@ -583,7 +583,7 @@ def _judge_weights(
     if touched is not None:
         return touched
     for name, values in expected.tensors.items():
-        if name.startswith(START):  # the heads before the epoch (the same start for both)
+        if name.startswith((START, BUFFER)):  # the heads before the epoch; buffers: below
             continue
         mine = got.tensors.get(name)
         if mine is None or mine.shape != values.shape:
@@ -609,6 +609,7 @@ def _judge_weights(
             *reasons,
         )
     off = _differing(have.buffers, want.buffers, rtol * 10, atol * 10)
+    off += [n for n in _differing_buffers(got, expected, rtol * 10, atol * 10) if n not in off]
     if off:
         return Verdict.fail(
             f"the parameters after the epoch equal one correct epoch's, but "
@@ -617,6 +618,22 @@ def _judge_weights(
             "statistics-differ",
         )
     return Verdict(True, "the weights after the epoch equal one correct epoch from the same start")
+
+
+def _differing_buffers(got: Observed, expected: Observed, rtol: float, atol: float) -> list[str]:
+    """The buffers a correct epoch moved whose values, element by element, the answer's
+    epoch did not leave (within the tolerance). A buffer the answer left as it was exports
+    none (it is then among its unchanged ones, which `_touched` and the summaries judge)."""
+    off = []
+    for name, values in expected.tensors.items():
+        if not name.startswith(BUFFER):
+            continue
+        mine = got.tensors.get(name)
+        if mine is not None and (
+            mine.shape != values.shape or not np.allclose(mine, values, rtol=rtol, atol=atol)
+        ):
+            off.append(name.removeprefix(BUFFER))
+    return off
 
 
 def _touched(have: Facts, want: Facts) -> Verdict | None:

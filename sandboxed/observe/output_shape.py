@@ -50,8 +50,8 @@ LEARNING_RATE = 1.0
 
 
 def _step_function(ti: Any) -> Any:
-    import torch
-
+    """A fresh copy of the step for each call: what the answer's code changes in its
+    namespace during one call does not reach another."""
     space: dict = {
         "__builtins__": {},
         "call": ti._module_call,
@@ -59,8 +59,8 @@ def _step_function(ti: Any) -> Any:
         "tensor_type": ti._Tensor,
         "no_torch_function": ti._no_torch_function,
         "cross_entropy": ti._cross_entropy_loss,
-        "ones_like": torch._C._VariableFunctions.ones_like,
-        "run_backward": torch.autograd.variable.Variable._execution_engine.run_backward,
+        "ones_like": ti._ones_like,
+        "run_backward": ti._run_backward,
     }
     exec(compile(_STEP, "<gradient step>", "exec"), space)
     return space["gradients"]
@@ -83,7 +83,8 @@ def _holder(ti: Any, model: Any, path: str, what: str) -> tuple[Any, str, Any] |
     target = None if parent is None else find_module(ti, parent, name, what)
     if target is None:
         return None
-    # find_module read the parent's submodules: an exact dict, keyed by exact strings.
+    # find_module read the parent's submodules: an exact dict (or OrderedDict), keyed by
+    # exact strings.
     return ti._field(ti._fields_of(parent, what), "_modules"), name, target
 
 
@@ -99,13 +100,13 @@ def observe(ctx, params: Params) -> dict:
         features = {"found": holder is not None}
     if holder is not None:
         children, name, target = holder
-        dict.__setitem__(children, name, _probe(ti, target, box))
+        ti.replace_item(children, name, _probe(ti, target, box))
     try:
         try:
             out = ti.forward(module, x)
         finally:
             if holder is not None:
-                dict.__setitem__(children, name, target)
+                ti.replace_item(children, name, target)
     except ti.AnswerRaised as exc:  # the student's module failing on the input is a fact
         return {
             "error": f"`{where}` raised {exc.kind} on an input of shape {params.input_shape}: {exc.text}"[

@@ -9,7 +9,7 @@ import contextlib
 import math
 
 from contract.checks.base import PROTECTED, ObservationError
-from contract.checks.training_loop import MAX_BATCHES, MAX_EVENTS, START, TYPE, Params
+from contract.checks.training_loop import BUFFER, MAX_BATCHES, MAX_EVENTS, START, TYPE, Params
 from sandboxed.observe.architecture import settings_of
 
 __all__ = ["TYPE", "EXECUTES_ANSWER", "prepare", "observe"]  # what the harness reads
@@ -141,6 +141,7 @@ class _Recorder:
         self.head_start: dict[str, dict | ObservationError] = {}  # their values before
         self.tolerance: tuple[float, float] | None = None  # and with which rtol, atol
         self.observed: tuple[dict, dict] | BaseException | None = None  # see observe()
+        self.moved_buffers: dict = {}  # the buffers the epoch moved, as it left them
         self._make_twin(self.model)
         self.loss_before, error = self.loss(self.model, record=True)
         if error is not None:
@@ -399,6 +400,8 @@ def observe(ctx, params: Params) -> dict:
         for path in paths:
             if isinstance(heads[path], ObservationError):
                 raise heads[path]
+        for name, values in recorder.moved_buffers.items():
+            ctx.add_tensor(BUFFER + name, values)
     else:
         paths = sorted(recorder.heads) if facts["decisive"] is not None else []
     for path in paths:
@@ -432,7 +435,7 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
     if recorder.tolerance is not None and shared <= MAX_SHARED_VALUES:
         rtol, atol = recorder.tolerance
         decisive = {"heads": sorted(recorder.heads), "rtol": rtol, "atol": atol}
-    buffers, buffers_moved, unchanged = {}, 0, []
+    buffers, buffers_moved, unchanged, moved = {}, 0, [], {}
     for name, t in _buffers(ti, model):
         values = ti.to_numpy(t)
         buffers[name] = ti.fingerprint(values)
@@ -441,6 +444,9 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
             unchanged.append(name)
         else:
             buffers_moved += 1
+            moved[name] = values
+    if sum(v.size for v in moved.values()) <= MAX_SHARED_VALUES:
+        recorder.moved_buffers = moved
     parameters = {}
     for name, t in ti.named_parameters(model):
         values = ti.to_numpy(t)

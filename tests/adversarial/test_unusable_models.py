@@ -96,8 +96,42 @@ def test_a_model_that_cannot_be_trained_is_not_credited(case, grade_answer):
     assert_not_credited(grade_answer(task, code), fragment)
 
 
+# Every batch-norm statistic rearranged across its channels by swaps chosen so that the
+# sum weighted by position stays within 1e-9 of its value (the plain sums are kept by any
+# rearrangement): the model is broken in eval mode, and every summary still matches.
+REARRANGED_STATISTICS = """
+import numpy as np
+
+def position_weights(n):
+    s = np.multiply(np.arange(n, dtype=np.uint32), np.uint32(0x9E3779B1))
+    return np.multiply(s.view(np.int32), 2.0 ** -32, dtype=np.float32).astype(np.float64)
+
+def rearrange(t, rng):
+    v = t.detach().numpy().astype(np.float64)
+    w = position_weights(v.size)
+    perm = rng.permutation(v.size)
+    target = float(np.dot(w, v))
+    for _ in range(30):
+        off = float(np.dot(w, v[perm])) - target
+        if abs(off) < 1e-9 * (1 + abs(target)):
+            break
+        vp = v[perm]
+        delta = np.subtract.outer(w, w) * (vp[None, :] - vp[:, None])
+        i, j = np.unravel_index(np.argmin(np.abs(off + delta)), delta.shape)
+        perm[i], perm[j] = perm[j], perm[i]
+    with torch.no_grad():
+        t.copy_(torch.from_numpy(v[perm].astype(np.float32)))
+
+rng = np.random.default_rng(0)
+for m in model.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        rearrange(m.running_mean, rng)
+        rearrange(m.running_var, rng)
+"""
+
 # id: (code after a correct epoch, a fragment of final-weights' message)
 CHANGED_AFTER_THE_EPOCH = {
+    "statistics-rearranged-keeping-every-sum": (REARRANGED_STATISTICS, "buffers differ"),
     "strides-and-eps": (
         "model.conv1.stride = (4, 4)\nfor m in model.modules():\n"
         "    if isinstance(m, torch.nn.BatchNorm2d):\n        m.eps = 1e3\n",

@@ -110,9 +110,12 @@ RESNET_WRONG = {
     ),
     "head-weight-frozen": (
         "import torch.nn as nn\nmodel.fc = nn.Linear(512, 10)\nmodel.fc.weight.requires_grad = False\n",
-        {"new-head"},
-        {"new-head": "1 of the 2 tensors of the new head `model.fc` are frozen (weight"},
-        ["head-frozen"],
+        {"new-head", "head-shape", "model-output"},  # only its bias learns
+        {
+            "new-head": "1 of the 2 tensors of the new head `model.fc` are frozen (weight",
+            "head-shape": "changes its output alike for every input",
+        },
+        ["head-frozen", "head-cannot-learn"],
     ),
     "backbone-not-frozen": (
         "import torch.nn as nn\nfor p in model.parameters():\n    p.requires_grad = True\n"
@@ -249,11 +252,23 @@ RESNET_WRONG = {
         {"head-shape": "does not change its output"},
         ["head-cannot-learn"],
     ),
+    "a-lazy-layer": (
+        "import torch.nn as nn\nmodel.fc = nn.LazyLinear(10)\n",
+        {"head-shape", "model-output", "backbone", "backbone-frozen", "new-head"},
+        {"new-head": "`fc` is a lazy layer (torch.nn.modules.linear.LazyLinear): its parameters"},
+        [],
+    ),
+    "everything-dropped-before-the-weights": (
+        "import torch.nn as nn\nmodel.fc = nn.Sequential(nn.Dropout(p=1.0), nn.Linear(512, 10))\n",
+        {"head-shape", "model-output"},
+        {"head-shape": "changes its output alike for every input"},
+        ["head-cannot-learn"],
+    ),
     "only-a-bias-after-a-dead-layer": (
         "import torch.nn as nn\nmodel.fc = nn.Sequential(nn.Linear(512, 10), "
         "nn.Threshold(1e9, 0.0), nn.Linear(10, 10))\n",
         {"head-shape", "model-output", "new-head"},
-        {"head-shape": "still gives the same output for every input"},
+        {"head-shape": "changes its output alike for every input"},
         ["head-cannot-learn"],
     ),
     # None of the task's mistakes: the checks' own messages are the feedback.
@@ -325,6 +340,15 @@ MOBILENET_CORRECT = {
         "import torch.nn as nn\nmodel.classifier[1] = nn.Linear(1280, 5)\n"
         "for p in model.parameters():\n    p.requires_grad = False\n"
         "model.classifier[1].requires_grad_(True)\n"
+    ),
+    # torch's own Sequential.pop and del rebuild the classifier's layers as an OrderedDict
+    "last-layer-popped-and-appended": (
+        "import torch.nn as nn\nmodel.classifier.pop(1)\n"
+        "model.classifier.append(nn.Linear(model.last_channel, 5))\n"
+    ),
+    "last-layer-deleted-and-appended": (
+        "import torch.nn as nn\ndel model.classifier[1]\n"
+        "model.classifier.append(nn.Linear(model.last_channel, 5))\n"
     ),
     "zero-initialised-head": (
         "import torch.nn as nn\nhead = nn.Linear(1280, 5)\nhead.weight.data.zero_()\n"

@@ -31,6 +31,8 @@ EVALUATE = (
 )
 
 CORRECT = {
+    # the sandbox keeps torch's thread count: the request changes nothing, and is no error
+    "more-threads-asked-for": "import torch\ntorch.set_num_threads(4)\n" + EPOCH,
     "enumerate": (
         "model.train()\nfor i, (inputs, labels) in enumerate(dataloader):\n"
         "    optimizer.zero_grad()\n    outputs = model(inputs)\n"

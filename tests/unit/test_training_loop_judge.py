@@ -250,6 +250,17 @@ def test_what_a_correct_epoch_leaves_as_it_was_is_compared_exactly(kept, passed,
     assert (reason in verdict.reasons) if reason else not verdict.reasons
 
 
+def test_running_statistics_a_correct_epoch_moves_are_compared_element_by_element():
+    """Rearranged statistics keep every sum (and so the summaries); not their elements."""
+    stats = {"buffer:bn.running_mean": np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32)}
+    want = HEAD | stats
+    assert judge("final_weights", facts(), want, want_tensors=want, head="fc").passed
+    swapped = HEAD | {"buffer:bn.running_mean": np.array([0.2, 0.1, 0.3, 0.4], dtype=np.float32)}
+    verdict = judge("final_weights", facts(), swapped, want_tensors=want, head="fc")
+    assert not verdict.passed and "statistics-differ" in verdict.reasons, verdict.message
+    assert "1 buffer differs (bn.running_mean)" in verdict.message
+
+
 def test_a_distance_moved_like_a_correct_epochs_is_not_reported():
     verdict = judge("final_weights", wrong_weights(moved=0.52), head="fc")
     assert not verdict.passed and "times as far" not in verdict.message
@@ -596,7 +607,8 @@ def test_the_observer_measures_the_loss_from_the_old_buffers_and_puts_everything
     assert facts_.buffers_moved == 3 and facts_.moved and facts_.moved > 0
     assert facts_.decisive is not None and facts_.decisive.heads == ["fc"]
     assert facts_.hyper[0]["lr"] == 0.1 and not facts_.optimizer_replaced
-    assert set(tensors) == {"fc.weight", "fc.bias"}
+    moved = {"buffer:bn.running_mean", "buffer:bn.running_var", "buffer:bn.num_batches_tracked"}
+    assert set(tensors) == {"fc.weight", "fc.bias", *moved}  # and the buffers the epoch moved
     for aspect in ("batches", "order", "loss_decrease"):  # each carries the decisive inputs
         assert {"fc.weight", "fc.bias"} <= set(out[aspect][1])
         assert out[aspect][0] == facts_
