@@ -72,6 +72,7 @@ _detach = _TensorBase.detach
 _to = _TensorBase.to
 _clone = _TensorBase.clone
 _add_ = _TensorBase.add_
+_narrow = _TensorBase.narrow
 _copy_ = _TensorBase.copy_
 _from_numpy = torch.from_numpy
 _device_type = torch.device.type.__get__
@@ -541,6 +542,11 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
         return True
     bits = _np_uint8
     return not _np_any(_np_not_equal(a.reshape(-1).view(bits), b.reshape(-1).view(bits)))
+
+
+def any_nonzero(values: np.ndarray) -> bool:
+    """Whether a host copy (`to_numpy`) holds any element other than zero (NaN counts)."""
+    return values.size > 0 and _bool(_np_any(_np_not_equal(values.reshape(-1), 0)))
 
 
 def squared_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -1027,6 +1033,15 @@ def cross_entropy(logits: Any, labels: Any) -> float:
         return scalar(
             _cross_entropy_loss(_plain_tensor(logits), _plain_tensor(labels), None, 1, -100, 0.0)
         )
+
+
+def with_first_sample(inputs: Any, seed: int) -> Any:
+    """A seeded batch of the shape of `inputs` whose first sample is that of `inputs`."""
+    with _no_torch_function():
+        t = _plain_tensor(inputs)
+        batch = _to(seeded_input([_int(n) for n in _shape(t)], seed), _device(t))
+        _copy_(_narrow(batch, 0, 0, 1), _narrow(t, 0, 0, 1))
+        return batch
 
 
 def class_labels(rows: int, classes: int, like: Any) -> Any:

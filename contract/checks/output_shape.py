@@ -10,6 +10,10 @@ records its input and calls it. What reaches it is a behaviour of the answer's f
 a diagnostic beside the weight-based facts of `frozen_backbone`, never the only fact
 that settles a task.
 
+With `per_sample`, what the module gives the first sample must be the same beside other
+samples (another seeded batch with that sample first), as the reference's is: a layer that
+normalises over the batch in eval mode (a batch norm without running statistics) fails.
+
 With `learns` (for a new layer the answer makes, e.g. the head), the module must also be
 able to learn: after one plain gradient step (SGD, learning rate 1) on the cross-entropy
 of its train-mode output on the same input, its eval-mode output must change and differ
@@ -46,6 +50,11 @@ class Params(CheckBase):
         pattern=MODULE_PATH_PATTERN,
         description="A submodule of the variable (e.g. the head) whose input during this "
         "forward must equal the reference's.",
+    )
+    per_sample: bool = Field(
+        False,
+        description="What the module gives a sample must not depend on the other samples "
+        "of its batch (eval mode): the first sample is run again beside other companions.",
     )
     learns: bool = Field(
         False,

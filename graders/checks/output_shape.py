@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
+from contract.checks.base import MAX_NAMES
 from contract.checks.output_shape import TYPE, Params
 from graders.checks.base import FactsBase, Observed, Verdict
 
@@ -27,8 +28,10 @@ REASONS: dict[str, str] = {
     "cannot-learn": "one gradient step does not change the module's output: no gradient "
     "reaches its weights (a layer after them that outputs a constant, or drops everything "
     "in training mode)",
-    "ignores-input": "a gradient step changes the module's output alike for every sample: "
-    "only what does not depend on the input learns (a bias)",
+    "ignores-input": "a gradient step reaches none of the module's weights, only biases: "
+    "what learns does not depend on the input",
+    "batch-dependent": "what the module gives a sample depends on the other samples of its "
+    "batch, in eval mode",
     "not-called": "the forward never calls the module at `features_at`",
     "features-not-tensor": "what the forward passes to the module at `features_at` is not a "
     "plain tensor",
@@ -48,8 +51,23 @@ class Learns(FactsBase):
     error: str | None = Field(
         None,
         max_length=2000,
-        description="Why the step could not be taken; else the "
-        "outputs before and after it are the check's tensors.",
+        description="Why the step could not be taken; else the outputs before and after "
+        "it are the check's tensors.",
+    )
+    weights_reached: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="The trainable parameters of two dimensions or more (weights, not "
+        "biases) to which the step's gradient was not zero everywhere.",
+    )
+
+
+class PerSample(FactsBase):
+    error: str | None = Field(
+        None,
+        max_length=2000,
+        description="Why the other batch gave no output; else the first sample's outputs in "
+        "both batches are the check's tensors.",
     )
 
 
@@ -57,26 +75,52 @@ class Facts(FactsBase):
     shape: list[int] | None = Field(None, max_length=16)
     error: str | None = Field(None, max_length=2000)
     features: Features | None = None
+    per_sample: PerSample | None = Field(
+        None, description="With `per_sample`: the first sample run beside other companions."
+    )
     learns: Learns | None = Field(
         None, description="With `learns`: the gradient step taken (None: nothing trainable)."
     )
 
 
 def _learning(got: Observed) -> tuple[bool, bool] | None:
-    """(the step changed the output, what it changed differs between samples), beyond float
-    noise (1e-4 of the outputs' magnitude). The change, not the output after it: a head whose
-    weights get no gradient (a `Dropout(p=1)` before them) still gives each sample its own
-    output, and the step moves only its bias, alike for every sample."""
+    """(the step changed the output beyond float noise, a gradient reached a weight). A
+    head whose weights get none (a `Dropout(p=1)` before them, a dead layer before its
+    only trainable one) learns only its bias, alike for every input."""
+    learns = got.facts.learns
     before, after = got.tensors.get("before-step"), got.tensors.get("after-step")
-    if before is None or after is None or before.shape != after.shape or before.ndim != 2:
+    if learns is None or before is None or after is None or before.shape != after.shape:
         return None
     a, b = after.astype(np.float64), before.astype(np.float64)
-    change = a - b
     largest = max(np.nanmax(np.abs(a), initial=0.0), np.nanmax(np.abs(b), initial=0.0), 1.0)
-    noise = 1e-4 * largest
-    changed = np.nanmax(np.abs(change), initial=0.0) > noise
-    varies = np.nanmax(np.abs(change - change[0]), initial=0.0) > noise
-    return bool(changed), bool(varies)
+    changed = np.nanmax(np.abs(a - b), initial=0.0) > 1e-6 * largest  # float32 rounding
+    return bool(changed), bool(learns.weights_reached)
+
+
+def _alone(got: Observed) -> bool | None:
+    """Whether the first sample's output is the same beside other companions."""
+    first, again = got.tensors.get("first-sample"), got.tensors.get("first-sample-again")
+    if got.facts.per_sample is None or first is None or again is None:
+        return None
+    if first.shape != again.shape:
+        return False
+    scale = max(float(np.nanmax(np.abs(first.astype(np.float64)), initial=0.0)), 1.0)
+    return bool(np.allclose(first, again, rtol=1e-4, atol=1e-6 * scale, equal_nan=True))
+
+
+def _judge_per_sample(where: str, got: Observed, expected: Observed) -> Verdict | None:
+    if _alone(expected) is not True or got.facts.per_sample is None:
+        return None
+    if got.facts.per_sample.error:
+        return Verdict.fail(got.facts.per_sample.error, "batch-dependent")
+    if _alone(got) is not True:
+        return Verdict.fail(
+            f"what `{where}` gives a sample depends on the other samples of its batch (the same "
+            "sample beside others gets another output): it normalises or mixes over the batch "
+            "even in eval mode, so one image's prediction changes with its companions",
+            "batch-dependent",
+        )
+    return None
 
 
 def _judge_learning(where: str, got: Observed, expected: Observed) -> Verdict | None:
@@ -96,8 +140,8 @@ def _judge_learning(where: str, got: Observed, expected: Observed) -> Verdict | 
         )
     if want[1] and not have[1]:
         return Verdict.fail(
-            f"a gradient step on `{where}` changes its output alike for every input: only "
-            "what does not depend on the input learns (a bias), no gradient reaches the weights",
+            f"a gradient step on `{where}` reaches none of its weights, only biases: what "
+            "learns does not depend on the input, so it would learn the same for every input",
             "ignores-input",
         )
     return None
@@ -163,6 +207,10 @@ def judge(params: Params, got: Observed, expected: Observed | None) -> Verdict:
             *(features.reasons if features is not None else ()),
         )
     message = f"`{where}` gives shape {want} on an input of shape {params.input_shape}"
+    if params.per_sample:
+        failed = _judge_per_sample(where, got, expected)
+        if failed is not None:
+            return failed
     if params.learns:
         failed = _judge_learning(where, got, expected)
         if failed is not None:

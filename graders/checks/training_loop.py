@@ -159,6 +159,12 @@ class Facts(FactsBase):
         max_length=64, description="The optimizer's numeric hyper-parameters, per param group."
     )
     optimizer_replaced: bool
+    hooked: str | None = Field(
+        None,
+        max_length=1000,
+        description="What the model holds after the epoch that runs whenever it is used (a "
+        "hook, a call set on an instance): the message that names it.",
+    )
     foreign_parameters: int = Field(
         0,
         ge=0,
@@ -571,6 +577,8 @@ def _judge_weights(
     rtol: float, atol: float, params: Params, got: Observed, expected: Observed
 ) -> Verdict:
     have, want = got.facts, expected.facts
+    if have.hooked and not want.hooked:
+        return Verdict.fail(f"after the epoch, {have.hooked}", "tampered")
     changed = (set(have.parameters) ^ set(want.parameters)) | (
         set(have.buffers) ^ set(want.buffers)
     )

@@ -37,11 +37,12 @@ def find_module(ti: Any, root: Any, path: str, what: str) -> Any:
 
 
 def settings_of(ti: Any, module: Any, what: str) -> dict[str, Setting]:
-    """A module's hyper-parameters: its public instance attributes (not `training`) as
+    """A module's hyper-parameters: its public instance attributes (not `training`, nor
+    `inplace`, which changes where a layer writes its output, not what it computes) as
     plain values; any other object is recorded by its class's name."""
     out: dict[str, Setting] = {}
     for key, value in ti._fields_of(module, what):
-        if key.startswith("_") or key == "training":
+        if key.startswith("_") or key in ("training", "inplace"):
             continue
         if len(out) == MAX_SETTINGS:
             break

@@ -15,7 +15,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from contract.checks.base import ObservationError  # noqa: E402
+from contract.checks.base import MAX_NAMES, ObservationError  # noqa: E402
 from contract.checks.output_shape import TYPE, Params  # noqa: E402
 from sandboxed.observe.architecture import find_module  # noqa: E402
 
@@ -114,6 +114,8 @@ def observe(ctx, params: Params) -> dict:
             ]
         }
     facts: dict = {"shape": ti.shape_of(out)}
+    if params.per_sample and len(facts["shape"]) >= 1 and facts["shape"][0] >= 2:
+        facts["per_sample"] = _beside_others(ctx, module, x, out, ctx.seed, where)
     if params.learns and len(facts["shape"]) == 2:
         facts["learns"] = _learns(ctx, module, x, out, where)
     if features is not None:
@@ -143,13 +145,33 @@ def _read_features(ctx, params: Params, box: list) -> dict:
     return {"calls": calls, "shape": shape}
 
 
+def _beside_others(ctx, module: Any, x: Any, out: Any, seed: int, where: str) -> dict:
+    """The module's output for the first sample of `x`, and for it again among other
+    companions (eval mode): this check's tensors, compared on the host."""
+    ti = ctx.ti
+    again = ti.with_first_sample(x, seed + 1)
+    try:
+        other = ti.forward(module, again)
+    except ti.AnswerRaised as exc:
+        return {"error": f"`{where}` raised {exc.kind} on another batch: {exc.text}"[:2000]}
+    first, beside = ti.to_numpy(out), ti.to_numpy(other)
+    if first.shape != beside.shape:
+        return {"error": f"`{where}` gives another shape on another batch of that shape"}
+    ctx.add_tensor("first-sample", first[:1].astype(np.float32))
+    ctx.add_tensor("first-sample-again", beside[:1].astype(np.float32))
+    return {}
+
+
 def _learns(ctx, module: Any, x: Any, out: Any, where: str) -> dict | None:
     """One plain gradient step on the module's trainable parameters (train mode, the
     cross-entropy of its output against labels 0, 1, ...), then its eval-mode output again:
-    both outputs are this check's tensors, compared on the host. The trainable parameters
+    both outputs are this check's tensors, compared on the host, and the facts name the
+    weights (not the biases: what learns there depends on the input) that a gradient
+    reached. The trainable parameters
     and the buffers are put back afterwards. None when nothing is trainable (the head's checks tell)."""
     ti = ctx.ti
-    trainable = tuple(p for _, p in ti.named_parameters(module) if ti.requires_grad(p))
+    named = [(n, p) for n, p in ti.named_parameters(module) if ti.requires_grad(p)]
+    trainable = tuple(p for _, p in named)
     if not trainable:
         return None
     before = ti.to_numpy(out)
@@ -169,8 +191,11 @@ def _learns(ctx, module: Any, x: Any, out: Any, where: str) -> dict | None:
             ti.overwrite(t, value)
         if type(grads) is not tuple or len(grads) != len(trainable):
             return {"error": f"`{where}` does not give a plain tensor in training mode"}
-        for param, grad in zip(trainable, grads, strict=True):
+        reached = []  # the weights (2 dimensions or more) that a gradient reached
+        for (name, param), grad in zip(named, grads, strict=True):
             if grad is not None:
+                if len(ti.shape_of(param)) >= 2 and ti.any_nonzero(ti.to_numpy(grad)):
+                    reached.append(name)
                 ti.descend(param, grad, LEARNING_RATE)
         after = ti.to_numpy(ti.forward(module, x))
     except ti.AnswerRaised as exc:
@@ -182,4 +207,4 @@ def _learns(ctx, module: Any, x: Any, out: Any, where: str) -> dict | None:
         return {"error": f"`{where}` gives another shape after a gradient step"}
     ctx.add_tensor("before-step", before.astype(np.float32))
     ctx.add_tensor("after-step", after.astype(np.float32))
-    return {}
+    return {"weights_reached": reached[:MAX_NAMES]}

@@ -457,6 +457,11 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
         else:
             parameters[name] = ti.fingerprint(values)
     replaced, hyper = _optimizer_now(ctx, params, recorder)
+    hooked = None  # code set on the model after the epoch runs whenever it is used
+    try:
+        ti.no_hooks(model, "it changes what the model computes, or how it trains, from now on")
+    except ObservationError as exc:
+        hooked = str(exc)[:1000]
     facts = {
         "batches_total": len(recorder.batches),
         "events": [e for e in recorder.events[:MAX_EVENTS] if type(e) is str],
@@ -473,6 +478,7 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
         "parameter_writes": _writes(ti, recorder),
         "hyper": hyper,
         "optimizer_replaced": replaced,
+        "hooked": hooked,
         "foreign_parameters": _foreign(ti, model, recorder),
         "decisive": decisive,
         **_layers(ti, model, params.model),

@@ -132,6 +132,19 @@ for m in model.modules():
 # id: (code after a correct epoch, a fragment of final-weights' message)
 CHANGED_AFTER_THE_EPOCH = {
     "statistics-rearranged-keeping-every-sum": (REARRANGED_STATISTICS, "buffers differ"),
+    # code set on the trained model runs whenever it is used: it is not as training left it
+    "scores-zeroed-by-a-forward-hook": (
+        "model.fc.register_forward_hook(lambda module, args, output: output * 0)\n",
+        "after the epoch, a hook is registered on `fc`",
+    ),
+    "gradients-zeroed-by-a-tensor-hook": (
+        "model.fc.weight.register_hook(lambda g: g * 0)\n",
+        "after the epoch, a hook is registered on the gradient of `fc.weight`",
+    ),
+    "call-replaced-on-the-instance": (
+        "model.fc._compiled_call_impl = lambda *args, **kwargs: 0\n",
+        "after the epoch, the call of `fc` was replaced on the instance",
+    ),
     "strides-and-eps": (
         "model.conv1.stride = (4, 4)\nfor m in model.modules():\n"
         "    if isinstance(m, torch.nn.BatchNorm2d):\n        m.eps = 1e3\n",

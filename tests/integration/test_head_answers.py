@@ -113,7 +113,7 @@ RESNET_WRONG = {
         {"new-head", "head-shape", "model-output"},  # only its bias learns
         {
             "new-head": "1 of the 2 tensors of the new head `model.fc` are frozen (weight",
-            "head-shape": "changes its output alike for every input",
+            "head-shape": "reaches none of its weights, only biases",
         },
         ["head-frozen", "head-cannot-learn"],
     ),
@@ -258,17 +258,25 @@ RESNET_WRONG = {
         {"new-head": "`fc` is a lazy layer (torch.nn.modules.linear.LazyLinear): its parameters"},
         [],
     ),
+    # a batch norm without running statistics: each image's scores depend on its companions
+    "scores-normalised-over-the-batch": (
+        "import torch.nn as nn\nmodel.fc = nn.Sequential(nn.Linear(512, 10), "
+        "nn.BatchNorm1d(10, affine=False, track_running_stats=False))\n",
+        {"head-shape", "model-output"},
+        {"head-shape": "what `model.fc` gives a sample depends on the other samples of its batch"},
+        ["head-depends-on-batch"],
+    ),
     "everything-dropped-before-the-weights": (
         "import torch.nn as nn\nmodel.fc = nn.Sequential(nn.Dropout(p=1.0), nn.Linear(512, 10))\n",
         {"head-shape", "model-output"},
-        {"head-shape": "changes its output alike for every input"},
+        {"head-shape": "reaches none of its weights, only biases"},
         ["head-cannot-learn"],
     ),
     "only-a-bias-after-a-dead-layer": (
         "import torch.nn as nn\nmodel.fc = nn.Sequential(nn.Linear(512, 10), "
         "nn.Threshold(1e9, 0.0), nn.Linear(10, 10))\n",
         {"head-shape", "model-output", "new-head"},
-        {"head-shape": "changes its output alike for every input"},
+        {"head-shape": "reaches none of its weights, only biases"},
         ["head-cannot-learn"],
     ),
     # None of the task's mistakes: the checks' own messages are the feedback.
@@ -307,6 +315,11 @@ MOBILENET_CORRECT = {
     "classifier-rebuilt-with-a-dropout": (
         "import torch.nn as nn\n"
         "model.classifier = nn.Sequential(nn.Dropout(p=0.2), nn.Linear(model.last_channel, 5))\n"
+    ),
+    # `inplace` changes where a layer writes, not what it computes
+    "classifier-rebuilt-with-an-inplace-dropout": (
+        "import torch.nn as nn\nmodel.classifier = nn.Sequential(nn.Dropout(p=0.2, inplace=True), "
+        "nn.Linear(model.last_channel, 5))\n"
     ),
     "classifier-rebuilt-keeping-its-dropout": (
         "import torch.nn as nn\n"
@@ -513,6 +526,13 @@ MOBILENET_WRONG = {
         {"backbone-frozen", "new-head"},
         {"new-head": "the new head `model.classifier.1` is frozen"},
         ["head-frozen", "backbone-trainable"],
+    ),
+    "scores-normalised-over-the-batch": (
+        "import torch.nn as nn\nmodel.classifier[1] = nn.Sequential(nn.Linear(1280, 5), "
+        "nn.BatchNorm1d(5, affine=False, track_running_stats=False))\n",
+        {"classifier-shape", "model-output"},
+        {"model-output": "what `model` gives a sample depends on the other samples of its batch"},
+        ["head-depends-on-batch"],
     ),
     "everything-dropped-in-training": (
         "import torch.nn as nn\n"

@@ -194,9 +194,10 @@ def test_train_epoch_one_batch_and_two_epochs_named(grade_answer):
     assert "differs from one correct epoch" in failed_check(result, "final-weights").message
 
 
-def test_train_epoch_head_is_read_before_the_graders_forward_runs_the_answer(grade_answer):
-    """The loss after the epoch is measured with the model's forward, the answer's code:
-    what it does to the weights must not change the weights reported for the epoch."""
+def test_train_epoch_a_hook_left_on_the_model_fails_only_the_final_weights(grade_answer):
+    """A hook left after a correct epoch (one that wipes the head whenever the model runs)
+    is code the trained model now runs: the final weights fail as tampered, and the loop's
+    own aspects, read from its record and its loss on the setup's copy, still pass."""
     code = (
         "model.train()\nfor x, y in dataloader:\n    optimizer.zero_grad()\n"
         "    criterion(model(x), y).backward()\n    optimizer.step()\n"
@@ -204,7 +205,10 @@ def test_train_epoch_head_is_read_before_the_graders_forward_runs_the_answer(gra
         "model.register_forward_hook(wipe)\n"
     )
     result = grade_answer("finetune-train-epoch", code)
-    assert full_marks(result), result.model_dump()
+    failed = {c.name: c for c in result.checks if not c.passed}
+    assert set(failed) == {"final-weights"}, result.model_dump()
+    assert "tampered" in failed["final-weights"].reasons
+    assert "after the epoch, a hook is registered on the model" in failed["final-weights"].message
 
 
 def test_train_epoch_replaced_model_gets_no_credit(grade_answer):

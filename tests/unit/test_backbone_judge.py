@@ -672,7 +672,7 @@ def test_frozen_backbone_observes_a_sequential_head_by_shape_and_the_setup_head(
         ("0.bias", [10], True),
     ]
     assert facts.head.modules == [SEQUENTIAL, LINEAR]
-    assert facts.layers["classifier.0"].settings == {"p": 0.2, "inplace": False}
+    assert facts.layers["classifier.0"].settings == {"p": 0.2}  # not `inplace`: no setting
     assert facts.layers["conv"].settings["stride"] == [2, 2]
     assert facts.layers["pool"].settings == {"output_size": [1, 1]}
     assert facts.tensors["bn.running_mean"].kind == "buffer"

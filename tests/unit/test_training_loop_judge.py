@@ -261,6 +261,14 @@ def test_running_statistics_a_correct_epoch_moves_are_compared_element_by_elemen
     assert "1 buffer differs (bn.running_mean)" in verdict.message
 
 
+def test_code_set_on_the_model_after_the_epoch_fails_the_final_weights():
+    hooked = "a hook is registered on `fc`: it changes what the model computes"
+    verdict = judge("final_weights", facts(hooked=hooked), HEAD, head="fc")
+    assert not verdict.passed and "tampered" in verdict.reasons
+    assert verdict.message.startswith("after the epoch, a hook is registered on `fc`")
+    assert judge("final_weights", facts(hooked=None), HEAD, head="fc").passed
+
+
 def test_a_distance_moved_like_a_correct_epochs_is_not_reported():
     verdict = judge("final_weights", wrong_weights(moved=0.52), head="fc")
     assert not verdict.passed and "times as far" not in verdict.message
