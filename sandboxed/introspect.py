@@ -97,7 +97,6 @@ _FunctionType = type(lambda: None)
 _proxy_items = type(type.__dict__).items
 _obj_type = builtins.type
 _dict_items = dict.items
-_dict_keys = dict.keys
 _od_items = _OrderedDict.items
 _od_setitem = _OrderedDict.__setitem__
 _dict_setitem = dict.__setitem__
@@ -402,6 +401,12 @@ def named_state(root: Any) -> list[tuple[str, Any]]:
             if name.rpartition(".")[2] not in skip:
                 out.append((name, buf))
     return out
+
+
+def named_buffers(root: Any) -> list[tuple[str, Any]]:
+    """The persistent buffers by name: `named_state` without the parameters."""
+    params = {name for name, _ in named_parameters(root)}
+    return [(name, t) for name, t in named_state(root) if name not in params]
 
 
 def _plain_tensor(tensor: Any) -> Any:

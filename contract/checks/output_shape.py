@@ -15,12 +15,13 @@ samples (another seeded batch with that sample first), as the reference's is: a 
 normalises over the batch in eval mode (a batch norm without running statistics) fails.
 
 With `learns` (for a new layer the answer makes, e.g. the head), the module must also be
-able to learn: after one plain gradient step (SGD, learning rate 1) on the cross-entropy
-of its train-mode output on the same input, its eval-mode output must change and differ
-between samples where the reference's does. A layer after the weights that outputs a
-constant (`Threshold(1e9, 0)`) or drops everything in training (`Dropout(p=1)`) fails; a
-zero-initialised layer, constant until its first step, passes. The module's parameters
-and buffers are put back as they were afterwards.
+able to learn: one plain gradient step (SGD, learning rate 1) on the cross-entropy of its
+train-mode output on the same input must change its eval-mode output and reach one of its
+weights (not only biases) where the reference's does. A layer after the weights that
+outputs a constant (`Threshold(1e9, 0)`) or drops everything in training (`Dropout(p=1)`)
+fails, and so does one whose weights get no gradient (a `Dropout(p=1)` before them); a
+zero-initialised layer, constant until its first step, passes. The module's trainable
+parameters and buffers are put back as they were afterwards.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ class Params(CheckBase):
     )
     learns: bool = Field(
         False,
-        description="The module must change its output, and give different outputs for "
-        "different samples, after one gradient step on its trainable parameters (a 2-D "
-        "output: a classifier's scores).",
+        description="One gradient step on the module's trainable parameters must change "
+        "its output and reach one of its weights, not only biases (a 2-D output: a "
+        "classifier's scores).",
     )
     rtol: float = Field(1e-3, ge=0, le=1, description="Tolerance of the features' comparison.")
     atol: float = Field(1e-4, ge=0, le=1)

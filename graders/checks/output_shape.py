@@ -124,7 +124,7 @@ def _judge_per_sample(where: str, got: Observed, expected: Observed) -> Verdict 
 
 
 def _judge_learning(where: str, got: Observed, expected: Observed) -> Verdict | None:
-    want = _learning(expected) if expected.facts.learns is not None else None
+    want = _learning(expected)
     if want is None or got.facts.learns is None:  # nothing trainable: the head's checks tell
         return None
     if got.facts.learns.error:

@@ -167,8 +167,8 @@ def _learns(ctx, module: Any, x: Any, out: Any, where: str) -> dict | None:
     cross-entropy of its output against labels 0, 1, ...), then its eval-mode output again:
     both outputs are this check's tensors, compared on the host, and the facts name the
     weights (not the biases: what learns there depends on the input) that a gradient
-    reached. The trainable parameters
-    and the buffers are put back afterwards. None when nothing is trainable (the head's checks tell)."""
+    reached. The trainable parameters and the buffers are put back afterwards. None when
+    nothing is trainable (the head's checks tell)."""
     ti = ctx.ti
     named = [(n, p) for n, p in ti.named_parameters(module) if ti.requires_grad(p)]
     trainable = tuple(p for _, p in named)
@@ -178,8 +178,7 @@ def _learns(ctx, module: Any, x: Any, out: Any, where: str) -> dict | None:
     rows, classes = before.shape
     labels = ti.class_labels(rows, classes, out)
     # What the step and a train-mode forward change: the trainable parameters and the buffers.
-    names = {name for name, _ in ti.named_parameters(module)}
-    buffers = [(t, ti.copy_of(t)) for name, t in ti.named_state(module) if name not in names]
+    buffers = [(t, ti.copy_of(t)) for _, t in ti.named_buffers(module)]
     saved = [(t, ti.copy_of(t)) for t in trainable] + buffers
     try:
         flags = ti.set_training(module, True)

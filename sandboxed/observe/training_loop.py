@@ -100,11 +100,6 @@ _MISSING = object()
 _LAZY = ("__warningregistry__", "__annotations__")
 
 
-def _buffers(ti, model) -> list[tuple[str, object]]:
-    params = {name for name, _ in ti.named_parameters(model)}
-    return [(name, t) for name, t in ti.named_state(model) if name not in params]
-
-
 class _Recorder:
     """Instrumentation installed once per (model, optimizer, dataloader), shared by the aspects."""
 
@@ -118,7 +113,7 @@ class _Recorder:
         self.trainable = tuple(p for g in groups for p in g.params)
         self.start = [ti.snapshot(p) for p in self.trainable]
         self.writes = [ti.write_count(p) for p in self.trainable]
-        self.initial = {name: ti.copy_of(t) for name, t in _buffers(ti, self.model)}
+        self.initial = {name: ti.copy_of(t) for name, t in ti.named_buffers(self.model)}
         # Every parameter's values before the answer, to tell which the epoch left bit for
         # bit as they were (a frozen backbone): a change there is no epoch's, however small.
         # Their sums are taken now (on the fast path once per zygote, not once per job): a
@@ -210,7 +205,7 @@ class _Recorder:
         ti = self.ti
         self.twin = copy.deepcopy(model)
         self.twin_parameters = ti.named_parameters(self.twin)
-        self.twin_buffers = _buffers(ti, self.twin)
+        self.twin_buffers = ti.named_buffers(self.twin)
         self.twin_start = [(t, ti.copy_of(t)) for _, t in self.twin_buffers]
         part = _trained_part(ti, model, self.trainable)
         self.twin_head = None if part is None else (part, ti.submodule(self.twin, part, "model"))
@@ -436,7 +431,7 @@ def _observe_loop(ctx, params: Params, recorder: _Recorder) -> tuple[dict, dict]
         rtol, atol = recorder.tolerance
         decisive = {"heads": sorted(recorder.heads), "rtol": rtol, "atol": atol}
     buffers, buffers_moved, unchanged, moved = {}, 0, [], {}
-    for name, t in _buffers(ti, model):
+    for name, t in ti.named_buffers(model):
         values = ti.to_numpy(t)
         buffers[name] = ti.fingerprint(values)
         start = recorder.initial.get(name)
